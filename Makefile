@@ -1,0 +1,35 @@
+# vtp_bench: every target runs inside .venv, which `make setup` creates once (a second run is a no-op).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VTP := $(VENV)/bin/vtp-bench
+EXP ?= frozen_synth
+DEMO_VIDEOS ?= 1000
+DEMO_DATA := data/synth
+
+.PHONY: setup test test-slow demo train eval compare bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $@
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+test-slow: setup
+	$(VENV)/bin/python -m pytest -q -m slow
+
+# Generate the synthetic data, train every method that exists, evaluate each checkpoint, print the table.
+demo: setup
+	$(VTP) data synth --out $(DEMO_DATA) --videos $(DEMO_VIDEOS) --seed 0
+	bash scripts/demo.sh
+
+train: setup
+	$(VTP) train $(EXP) $(ARGS)
+
+clean:
+	rm -rf runs results $(DEMO_DATA)

@@ -1,0 +1,142 @@
+"""``vtp-bench``: list | train | eval | compare | data synth.
+
+Errors a user can fix (unknown names or keys, missing data, unreadable checkpoints) print one message that
+says what to do, with exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from vtp_bench.config import ConfigError
+    from vtp_bench.data.catalog import DataNotFoundError
+    from vtp_bench.data.dataset import MissingVideosError
+    from vtp_bench.data.manifest import ManifestError
+    from vtp_bench.data.video import VideoReadError
+    from vtp_bench.evaluate import CheckpointError
+    from vtp_bench.registry import RegistryError
+
+    return (ConfigError, RegistryError, DataNotFoundError, ManifestError, MissingVideosError, VideoReadError,
+            CheckpointError)
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from vtp_bench.config import list_experiments
+    from vtp_bench.registry import DATASETS, ENCODERS, METHODS
+
+    print("methods:     " + ", ".join(METHODS.names()))
+    print("encoders:    " + ", ".join(ENCODERS.names()))
+    print("datasets:    " + ", ".join(DATASETS.names()))
+    print("experiments: " + ", ".join(list_experiments()))
+    if args.params:
+        from vtp_bench.models.params import preset_param_table
+
+        print()
+        print(preset_param_table())
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from vtp_bench.config import load_config
+    from vtp_bench.train import train
+
+    cfg = load_config(args.experiment, args.overrides)
+    summary = train(cfg, resume=args.resume)
+    m = summary["val_metrics"]
+    if m:
+        print(f"final validation: t2v R@1 {m['t2v/R@1']:.1f}  R@5 {m['t2v/R@5']:.1f}  "
+              f"R@10 {m['t2v/R@10']:.1f}  MedR {m['t2v/MedR']:.1f}")
+    print(f"run dir: {summary['run_dir']}\ncheckpoint: {summary['checkpoint']}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from vtp_bench.evaluate import evaluate
+    from vtp_bench.report import format_table
+
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    result = evaluate(args.ckpt, args.dataset, split=args.split, out=args.out, allow_missing=args.allow_missing,
+                      overrides=overrides, trust_checkpoint=args.trust_checkpoint)
+    print(format_table([result]))
+    if result.get("num_missing"):
+        print(f"note: {result['num_missing']} videos were missing or unreadable and were left out")
+    if args.out:
+        print(f"results written to {args.out}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from vtp_bench.report import collect_results, format_table, plot_results
+
+    results = collect_results(args.paths)
+    print(format_table(results, args.format), end="")
+    if args.plot:
+        print(f"plot written to {plot_results(results, args.plot)}")
+
+
+def cmd_data_synth(args: argparse.Namespace) -> None:
+    from vtp_bench.data.synthetic import generate_synthetic
+
+    summary = generate_synthetic(Path(args.out), num_videos=args.videos, seed=args.seed,
+                                 grounding_videos=args.grounding_videos)
+    print(json.dumps(summary, indent=2, default=str))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vtp-bench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("list", help="registered methods, encoders, datasets and experiments")
+    s.add_argument("--params", action="store_true", help="also print parameter counts of the encoder presets")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("train", help="train an experiment: vtp-bench train EXP [key=value ...]")
+    s.add_argument("experiment", help="name in experiments/ or a path to a yaml file")
+    s.add_argument("overrides", nargs="*", help="config overrides, e.g. trainer.max_steps=20 data.batch_size=8")
+    s.add_argument("--resume", metavar="CKPT", default=None, help="resume from a checkpoint path (or 'last')")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", help="score a checkpoint on a dataset split")
+    s.add_argument("--ckpt", required=True)
+    s.add_argument("--dataset", required=True, help="a registered dataset name, e.g. synth")
+    s.add_argument("--split", default="test")
+    s.add_argument("--out", default=None, help="write the results JSON here")
+    s.add_argument("--data-root", default=None, help="override data.root of the checkpoint's config")
+    s.add_argument("--allow-missing", action="store_true", help="score the videos that exist; count the rest")
+    s.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary unpickling (trusted files only)")
+    s.add_argument("overrides", nargs="*", help="config overrides, e.g. data.num_workers=0")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("compare", help="one table from result files or run dirs")
+    s.add_argument("paths", nargs="+")
+    s.add_argument("--format", choices=["markdown", "csv"], default="markdown")
+    s.add_argument("--plot", default=None, help="also write a PNG bar plot here")
+    s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("data", help="data tools")
+    dsub = s.add_subparsers(dest="data_command", required=True)
+    d = dsub.add_parser("synth", help="generate the synthetic video-text dataset")
+    d.add_argument("--out", required=True)
+    d.add_argument("--videos", type=int, default=1000)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--grounding-videos", type=int, default=40)
+    d.set_defaults(func=cmd_data_synth)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except _user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Experiment configs: component defaults <- experiments/<name>.yaml <- command-line ``key=value`` overrides.
+
+The schema is typed (OmegaConf structured configs), so an unknown key or a wrong type is an error that
+names the key. The method section is typed by the method's own ``Config`` dataclass, and the ``trainer``
+section is checked against ``lightning.Trainer``'s arguments.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from vtp_bench.registry import METHODS, RegistryError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used: names the key, the file and the fix."""
+
+
+@dataclass
+class DataConfig:
+    train: list[str] = field(default_factory=lambda: ["synth"])  # dataset names (DATASETS registry)
+    eval: list[str] = field(default_factory=lambda: ["synth"])
+    root: str = "${oc.env:VTP_DATA_ROOT,data}"  # each dataset lives under <root>/<dataset>/
+    val_split: str = "val"
+    num_frames: int = 4
+    img_size: int = 224
+    batch_size: int = 32  # per device
+    eval_batch_size: int = 64
+    num_workers: int = 4
+    train_sampling: str = "rand"
+    eval_sampling: str = "uniform"
+    crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # RandomResizedCrop scale (Frozen)
+    hflip: bool = True  # Frozen flips; captions that say "left"/"right" need hflip=false
+    max_val_videos: Optional[int] = None  # validate during training on the first N videos only
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"  # adamw | adam
+    lr: float = 3e-5  # Frozen-in-Time's fine-tuning learning rate
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    scheduler: str = "constant"  # constant | cosine
+    warmup_steps: int = 0
+
+
+@dataclass
+class LossConfig:
+    gather: str = "global"  # global: negatives from every rank, exact gradients | none: per-GPU negatives
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs"  # runs land in <dir>/<experiment>/<version>/
+    version: Optional[str] = None  # None: version_<n>, the next free one
+    ckpt_every_n_steps: Optional[int] = None
+
+
+@dataclass
+class EvalConfig:
+    split: str = "test"
+    allow_missing: bool = False  # score a test set with missing videos (they are counted and reported)
+
+
+def _trainer_defaults() -> dict[str, Any]:
+    return {
+        "max_epochs": 10,
+        "accelerator": "auto",
+        "devices": 1,
+        "precision": "32-true",
+        "log_every_n_steps": 10,
+        "num_sanity_val_steps": 0,
+    }
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "unnamed"
+    seed: int = 0
+    method: Any = None  # replaced by the method's Config dataclass
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    trainer: dict[str, Any] = field(default_factory=_trainer_defaults)
+    run: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def experiments_dir() -> Path:
+    return REPO_ROOT / "experiments"
+
+
+def list_experiments() -> list[str]:
+    return sorted(p.stem for p in experiments_dir().glob("*.yaml"))
+
+
+def _experiment_file(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return p
+    candidate = experiments_dir() / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = ", ".join(list_experiments()) or "(none)"
+    raise ConfigError(f"unknown experiment {name_or_path!r}; known experiments: {known} (files in {experiments_dir()})")
+
+
+def _wrap(err: OmegaConfBaseException, source: str) -> ConfigError:
+    key = getattr(err, "full_key", None) or "?"
+    msg = str(err).splitlines()[0]
+    if "not in" in msg or "Key '" in msg and "not" in msg:
+        return ConfigError(f"unknown config key {key!r} ({source}): {msg}")
+    return ConfigError(f"bad value for config key {key!r} ({source}): {msg}")
+
+
+def method_schema(method_name: str) -> DictConfig:
+    try:
+        cls = METHODS.get(method_name)
+    except RegistryError as e:
+        raise ConfigError(f"method.name: {e}") from None
+    return OmegaConf.structured(cls.Config)
+
+
+def _open_dicts(node: DictConfig) -> None:
+    """Plain ``dict`` fields of the schema (trainer, encoder specs) accept new keys; they are checked
+    against the constructor they feed (lightning.Trainer, the encoder class) instead."""
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            if OmegaConf.get_type(child) is dict:
+                OmegaConf.set_struct(child, False)
+            else:
+                _open_dicts(child)
+
+
+def _check_encoders(method: DictConfig) -> None:
+    from vtp_bench.models.build import resolve_encoder
+
+    for key in method:
+        value = method[key]
+        if isinstance(value, DictConfig) and "name" in value:
+            resolve_encoder(OmegaConf.to_container(value), f"method.{key}")
+
+
+def _check_trainer(trainer: dict[str, Any]) -> None:
+    import lightning
+
+    allowed = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self", "logger", "callbacks"}
+    unknown = sorted(set(trainer) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key 'trainer.{unknown[0]}': not an argument of lightning.Trainer "
+            f"(known: {', '.join(sorted(allowed))})"
+        )
+
+
+def load_config(experiment: str, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Compose defaults <- experiment file <- overrides, validate, and return a resolved, read-only config."""
+    path = _experiment_file(experiment)
+    exp = OmegaConf.load(path)
+    try:
+        cli = OmegaConf.from_dotlist(list(overrides))
+    except Exception as e:  # from_dotlist raises plain ValueErrors for malformed items
+        raise ConfigError(f"bad override in {list(overrides)}: {e} (write key=value, e.g. data.batch_size=8)") from None
+    method_name = OmegaConf.select(cli, "method.name") or OmegaConf.select(exp, "method.name")
+    if not method_name:
+        raise ConfigError(f"{path}: missing 'method.name' (one of: {', '.join(METHODS.names())})")
+    base = OmegaConf.structured(ExperimentConfig)
+    OmegaConf.set_struct(base, False)
+    base.method = method_schema(str(method_name))
+    base.name = path.stem
+    OmegaConf.set_struct(base, True)
+    _open_dicts(base)
+    # trainer is an open dict in the schema; its keys are checked against lightning.Trainer below
+    cfg = base
+    for layer, source in ((exp, str(path)), (cli, "command line")):
+        try:
+            cfg = OmegaConf.merge(cfg, layer)
+        except OmegaConfBaseException as e:
+            raise _wrap(e, source) from None
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as e:
+        raise _wrap(e, "interpolation") from None
+    _check_trainer(OmegaConf.to_container(cfg.trainer))
+    _check_encoders(cfg.method)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def config_from_dict(d: dict[str, Any]) -> DictConfig:
+    """Rebuild a validated config from a resolved dict (as saved in a checkpoint or run dir)."""
+    base = OmegaConf.structured(ExperimentConfig)
+    OmegaConf.set_struct(base, False)
+    base.method = method_schema(d["method"]["name"])
+    OmegaConf.set_struct(base, True)
+    _open_dicts(base)
+    try:
+        cfg = OmegaConf.merge(base, d)
+    except OmegaConfBaseException as e:
+        raise _wrap(e, "checkpoint config") from None
+    return cfg
+
+
+def to_dict(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,162 @@
+"""VTPModule: the one LightningModule for every method.
+
+Training sums the method's named loss terms and logs each. Evaluation encodes every video of the split once
+(validation/test steps), then at epoch end encodes the texts, scores the full similarity matrix and computes
+the retrieval metrics once, on the whole set.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+
+from vtp_bench.config import config_from_dict, to_dict
+from vtp_bench.data.dataset import RetrievalSet
+from vtp_bench.methods.base import Embeddings, Method
+from vtp_bench.metrics import retrieval_metrics
+from vtp_bench.registry import METHODS
+
+
+def build_method(cfg: DictConfig) -> Method:
+    return METHODS.get(cfg.method.name)(cfg.method, loss_gather=cfg.loss.gather)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN/Inf; the message names the step, the loss terms and the batch's videos."""
+
+
+class VTPModule(L.LightningModule):
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": config})
+        self.cfg = config_from_dict(config)
+        self.method = build_method(self.cfg)
+        self.skipped_videos: list[str] = []  # one entry per skipped training sample (across epochs)
+        self.skipped_errors: dict[str, str] = {}
+        self.last_metrics: dict[str, float] = {}
+        self.last_eval_info: dict[str, Any] = {}
+        self._eval_parts: list[tuple[Tensor, Embeddings]] = []
+        self._eval_skipped: list[int] = []
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "VTPModule":
+        return cls(to_dict(cfg))
+
+    # --- training -------------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        self.skipped_videos.extend(batch["skipped"])
+        for vid, err in zip(batch["skipped"], batch["skipped_errors"]):
+            self.skipped_errors.setdefault(vid, err)
+        if batch["size"] == 0:
+            return None
+        terms = self.method.losses(batch)
+        loss = torch.stack([v for v in terms.values()]).sum()
+        if not torch.isfinite(loss):
+            detail = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+            raise NonFiniteLossError(
+                f"non-finite loss at step {self.global_step}: {detail}; videos in batch: {batch['video_id']}"
+            )
+        bs = batch["size"]
+        for k, v in terms.items():
+            self.log(f"train/{k}", v, batch_size=bs)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.method.on_train_batch_end(self.global_step)
+
+    def on_train_epoch_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and getattr(dm, "train_set", None) is not None:
+            dm.train_set.set_epoch(self.current_epoch)
+
+    def configure_optimizers(self) -> Any:
+        o = self.cfg.optim
+        groups = self.method.param_groups(o.lr, o.weight_decay)
+        opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}.get(o.name)
+        if opt_cls is None:
+            raise ValueError(f"optim.name must be adamw or adam, got {o.name!r}")
+        opt = opt_cls(groups, lr=o.lr, betas=tuple(o.betas))
+        if o.scheduler == "constant" and o.warmup_steps == 0:
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warm = o.warmup_steps
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            if o.scheduler == "cosine":
+                p = (step - warm) / max(1, total - warm)
+                return 0.5 * (1.0 + math.cos(math.pi * min(1.0, p)))
+            if o.scheduler == "constant":
+                return 1.0
+            raise ValueError(f"optim.scheduler must be constant or cosine, got {o.scheduler!r}")
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # --- evaluation -----------------------------------------------------------------------------------
+    def _eval_step(self, batch: dict[str, Any]) -> None:
+        self._eval_skipped.extend(batch["skipped_index"])
+        if batch["size"] == 0:
+            return
+        emb = self.method.encode_video(batch)
+        self._eval_parts.append((batch["index"].cpu(), emb.detach().to("cpu")))
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_parts, self._eval_skipped = [], []
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_eval("val", self.trainer.datamodule.val_set)
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_eval("test", self.trainer.datamodule.test_set)
+
+    @torch.no_grad()
+    def encode_texts(self, texts: list[str], batch_size: int) -> Embeddings:
+        parts = [
+            self.method.encode_text({"text": texts[i : i + batch_size]}).detach().to("cpu")
+            for i in range(0, len(texts), batch_size)
+        ]
+        return Embeddings.cat(parts)
+
+    def _finish_eval(self, prefix: str, rset: RetrievalSet) -> None:
+        if self._eval_skipped:
+            if not self.cfg.eval.allow_missing:
+                bad = [rset.video_ids[i] for i in self._eval_skipped[:5]]
+                raise RuntimeError(
+                    f"{len(self._eval_skipped)} videos of {rset.manifest} could not be read (e.g. {bad}); "
+                    "run `vtp-bench data check` on the manifest, or pass --allow-missing to score the rest"
+                )
+            rset = rset.drop_videos(self._eval_skipped)
+        order = torch.cat([i for i, _ in self._eval_parts])
+        video = Embeddings.cat([e for _, e in self._eval_parts]).index(torch.argsort(order))
+        if len(video) != len(rset.video_ids):
+            raise RuntimeError(f"encoded {len(video)} videos, expected {len(rset.video_ids)}")
+        text = self.encode_texts(rset.texts, self.cfg.data.eval_batch_size)
+        device = self.device
+        sim = self.method.similarity(text.to(device), video.to(device)).float().cpu()
+        metrics = retrieval_metrics(sim, rset.text_to_video)
+        self.last_metrics = metrics
+        self.last_eval_info = {
+            "num_queries": len(rset.texts),
+            "num_videos": len(rset.video_ids),
+            "num_missing": len(rset.missing),
+            "missing": rset.missing[:100],
+        }
+        for k in ("t2v/R@1", "t2v/R@5", "t2v/R@10", "t2v/MedR", "v2t/R@1", "v2t/R@5"):
+            self.log(f"{prefix}/{k}", metrics[k], prog_bar=k == "t2v/R@1", sync_dist=False)
+        self._eval_parts, self._eval_skipped = [], []

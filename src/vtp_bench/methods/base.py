@@ -1,0 +1,127 @@
+"""The Method seam: every method is a dual encoder plus its own losses, extra parts and parameter groups.
+
+VTPModule (the one LightningModule) only ever calls what is defined here, so a new method is one file
+that subclasses ``Method``, declares its ``Config`` dataclass and registers itself in ``METHODS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class Embeddings:
+    """What a method's encoder side returns for a batch.
+
+    ``pooled`` is the global embedding [B, D] used by the default cosine similarity; ``tokens``/``mask``
+    carry local features [B, N, D'] for methods whose score is fine-grained (DemoVLP region-word, LocVTP
+    clip-word); ``extra`` holds any other per-item tensors (first dim B). Everything here must be
+    computable from one side alone, so video embeddings can be computed once per video.
+    """
+
+    pooled: Tensor
+    tokens: Tensor | None = None
+    mask: Tensor | None = None
+    extra: dict[str, Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.pooled.shape[0]
+
+    def map(self, fn) -> "Embeddings":
+        return Embeddings(
+            pooled=fn(self.pooled),
+            tokens=None if self.tokens is None else fn(self.tokens),
+            mask=None if self.mask is None else fn(self.mask),
+            extra={k: fn(v) for k, v in self.extra.items()},
+        )
+
+    def to(self, device: torch.device | str) -> "Embeddings":
+        return self.map(lambda t: t.to(device))
+
+    def detach(self) -> "Embeddings":
+        return self.map(lambda t: t.detach())
+
+    def index(self, idx: Tensor | slice) -> "Embeddings":
+        return self.map(lambda t: t[idx])
+
+    @staticmethod
+    def cat(parts: list["Embeddings"]) -> "Embeddings":
+        """Concatenate along the batch; local tokens of different lengths are right-padded (mask False)."""
+        if not parts:
+            raise ValueError("no embeddings to concatenate")
+        pooled = torch.cat([p.pooled for p in parts])
+        tokens = mask = None
+        if parts[0].tokens is not None:
+            n = max(p.tokens.shape[1] for p in parts)  # type: ignore[union-attr]
+            tokens = torch.cat([F.pad(p.tokens, (0, 0, 0, n - p.tokens.shape[1])) for p in parts])  # type: ignore
+            masks = []
+            for p in parts:
+                m = p.mask if p.mask is not None else p.tokens.new_ones(p.tokens.shape[:2], dtype=torch.bool)  # type: ignore
+                masks.append(F.pad(m, (0, n - m.shape[1]), value=False))
+            mask = torch.cat(masks)
+        extra = {k: torch.cat([p.extra[k] for p in parts]) for k in parts[0].extra}
+        return Embeddings(pooled=pooled, tokens=tokens, mask=mask, extra=extra)
+
+
+def cosine_similarity_matrix(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
+    """[N, D] x [M, D] -> [N, M]; the eps clamp of Frozen-in-Time's ``sim_matrix``."""
+    a = a / a.norm(dim=-1, keepdim=True).clamp_min(eps)
+    b = b / b.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return a @ b.t()
+
+
+class Method(nn.Module):
+    """Base class. Subclasses set ``Config`` (a dataclass with a ``name`` field) and implement the encoders
+    and ``losses``. ``losses`` returns named terms that are already weighted; VTPModule sums and logs them.
+    """
+
+    Config: ClassVar[type]
+
+    def __init__(self, cfg: Any, loss_gather: str = "global") -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.loss_gather = loss_gather
+
+    # --- encoders -------------------------------------------------------------------------------------
+    def encode_video(self, batch: dict[str, Any]) -> Embeddings:
+        raise NotImplementedError
+
+    def encode_text(self, batch: dict[str, Any]) -> Embeddings:
+        """``batch["text"]`` is a list of strings; the method tokenizes with its own tokenizer."""
+        raise NotImplementedError
+
+    def similarity(self, text: Embeddings, video: Embeddings) -> Tensor:
+        """[N_text, N_video], higher = more similar. Default: cosine of the pooled embeddings."""
+        return cosine_similarity_matrix(text.pooled.float(), video.pooled.float())
+
+    # --- training -------------------------------------------------------------------------------------
+    def losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """Default: one learning rate; no weight decay on biases, norms and embeddings (1-d params)."""
+        decay, no_decay = [], []
+        for _, p in self.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)
+        return [
+            {"params": decay, "lr": lr, "weight_decay": weight_decay},
+            {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+        ]
+
+    def on_train_batch_end(self, step: int) -> None:
+        """Hook for state updated after the optimizer step (EMA / snapshot encoders, codebooks)."""
+
+
+def config_to_kwargs(cfg: Any) -> dict[str, Any]:
+    """A method Config (dataclass or DictConfig) as a plain dict."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg)}

@@ -1,0 +1,77 @@
+"""Train one experiment: config -> DataModule + VTPModule -> Lightning Trainer, in runs/<experiment>/<version>/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from vtp_bench.config import to_dict
+from vtp_bench.data.catalog import locate
+from vtp_bench.data.datamodule import VideoTextDataModule
+from vtp_bench.lit import VTPModule
+
+
+def next_version(exp_dir: Path) -> str:
+    nums = [int(p.name.split("_")[1]) for p in exp_dir.glob("version_*") if p.name.split("_")[1].isdigit()]
+    return f"version_{max(nums, default=-1) + 1}"
+
+
+def run_dir_for(cfg: DictConfig) -> Path:
+    exp_dir = Path(cfg.run.dir) / cfg.name
+    return exp_dir / (cfg.run.version or next_version(exp_dir))
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, **overrides: Any) -> L.Trainer:
+    ckpt_dir = run_dir / "checkpoints"
+    callbacks = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch}-step{step}", auto_insert_metric_name=False,
+                        save_last=True, save_top_k=-1, every_n_train_steps=cfg.run.ckpt_every_n_steps),
+        TQDMProgressBar(refresh_rate=1),
+    ]
+    loggers = [
+        CSVLogger(save_dir=str(run_dir), name="", version=""),
+        TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""),
+    ]
+    kwargs = {**OmegaConf.to_container(cfg.trainer), **overrides}
+    return L.Trainer(default_root_dir=str(run_dir), callbacks=callbacks, logger=loggers, **kwargs)
+
+
+def train(cfg: DictConfig, resume: str | None = None) -> dict[str, Any]:
+    """Fit, then validate the final weights; returns a summary (run dir, checkpoint, metrics, skipped videos)."""
+    for name in cfg.data.train:  # fail before a run dir is made when the data is not there
+        locate(name, cfg.data.root, "train")
+    locate(cfg.data.eval[0], cfg.data.root, cfg.data.val_split)
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = run_dir_for(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    dm = VideoTextDataModule(cfg)
+    module = VTPModule(to_dict(cfg))
+    trainer = build_trainer(cfg, run_dir)
+    trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    skipped = sorted(set(module.skipped_videos))
+    summary = {
+        "run_dir": str(run_dir),
+        "checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
+        "global_step": trainer.global_step,
+        "val_metrics": module.last_metrics,
+        "skipped_videos": len(module.skipped_videos),
+        "skipped_video_ids": skipped,
+        "skipped_errors": module.skipped_errors,
+    }
+    if trainer.is_global_zero:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if skipped:
+            print(f"\nWARNING: skipped {len(module.skipped_videos)} unreadable training samples "
+                  f"({len(skipped)} distinct videos, listed in {run_dir / 'summary.json'}):")
+            for vid in skipped[:10]:
+                print(f"  {vid}: {module.skipped_errors.get(vid, '')}")
+        else:
+            print("\nNo training video was skipped.")
+    return summary

@@ -1,0 +1,120 @@
+"""CPU end-to-end: synthetic data -> train a few steps -> checkpoint -> eval -> compare, through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vtp_bench.cli import main
+from vtp_bench.data.manifest import read_manifest
+from vtp_bench.data.synthetic import generate_synthetic
+
+TINY = [
+    "trainer.max_steps=4", "trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.log_every_n_steps=1",
+    "data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=0", "data.img_size=32",
+    "method.video.img_size=32", "method.video.depth=1", "method.text.preset=tiny", "optim.warmup_steps=0",
+]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    generate_synthetic(root / "synth", num_videos=30, seed=3, grounding_videos=1, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(data_root, tmp_path_factory):
+    """One short training run with one corrupt video in the training manifest."""
+    runs = tmp_path_factory.mktemp("runs")
+    rows = read_manifest(data_root / "synth" / "train.jsonl")
+    corrupt = data_root / "synth" / rows[0].path
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 10)
+    args = ["train", "frozen_synth", *TINY, f"data.root={data_root}", f"run.dir={runs}", "run.version=t",
+            "trainer.max_epochs=2", "trainer.max_steps=-1"]
+    assert main(args) == 0
+    run = runs / "frozen_synth" / "t"
+    return run, rows[0].video_id
+
+
+def test_training_writes_run_dir_and_reports_skips(trained):
+    run, bad_id = trained
+    assert (run / "config.yaml").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "metrics.csv").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    # the corrupt video is skipped once per epoch, and never replaced by another sample
+    assert summary["skipped_video_ids"] == [bad_id]
+    assert summary["skipped_videos"] == 2
+    assert bad_id in summary["skipped_errors"]
+
+
+def test_eval_reproduces_training_validation_and_itself(trained, data_root, tmp_path):
+    run, _ = trained
+    summary = json.loads((run / "summary.json").read_text())
+    ckpt = run / "checkpoints" / "last.ckpt"
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"r{i}.json"
+        assert main(["eval", "--ckpt", str(ckpt), "--dataset", "synth", "--split", "val", "--out", str(out),
+                     "--data-root", str(data_root)]) == 0
+        outs.append(json.loads(out.read_text()))
+    assert outs[0]["metrics"] == outs[1]["metrics"]
+    assert outs[0]["metrics"] == summary["val_metrics"]
+    for key in ("method", "checkpoint", "dataset", "split", "num_queries", "num_videos", "frames", "sampler"):
+        assert key in outs[0]
+    assert outs[0]["num_videos"] == len({r.video_id for r in read_manifest(data_root / "synth" / "val.jsonl")})
+
+
+def test_compare_prints_table(trained, data_root, tmp_path, capsys):
+    run, _ = trained
+    out = tmp_path / "res" / "frozen.json"
+    main(["eval", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--dataset", "synth", "--out", str(out),
+          "--data-root", str(data_root)])
+    capsys.readouterr()
+    assert main(["compare", str(out.parent), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("method,experiment,dataset,split")
+    assert lines[1].startswith("frozen,frozen_synth,synth,test")
+
+
+def test_eval_refuses_missing_videos_unless_allowed(trained, data_root, tmp_path, capsys):
+    run, _ = trained
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    root = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(data_root / "synth", root / "synth")
+    rows = read_manifest(root / "synth" / "test.jsonl")
+    (root / "synth" / rows[0].path).unlink()
+    assert main(["eval", "--ckpt", ckpt, "--dataset", "synth", "--data-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "1 of" in err and "videos are missing" in err and "--allow-missing" in err
+    out = tmp_path / "r.json"
+    assert main(["eval", "--ckpt", ckpt, "--dataset", "synth", "--data-root", str(root), "--allow-missing",
+                 "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["num_missing"] == 1
+    assert res["num_videos"] == len({r.video_id for r in rows}) - 1
+
+
+def test_user_errors_are_one_line_messages(tmp_path, capsys):
+    assert main(["train", "no_such_exp"]) == 2
+    assert "frozen_synth" in capsys.readouterr().err
+    assert main(["train", "frozen_synth", "data.bogus=1"]) == 2
+    assert "data.bogus" in capsys.readouterr().err
+    assert main(["train", "frozen_synth", *TINY, f"data.root={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "vtp-bench data synth" in err and str(tmp_path) in err
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["eval", "--ckpt", str(bad), "--dataset", "synth"]) == 2
+    assert "bad.ckpt" in capsys.readouterr().err
+
+
+def test_list_prints_registries(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "frozen" in out and "space_time_vit" in out and "synth" in out and "frozen_synth" in out
