@@ -1,0 +1,269 @@
+"""PyAV video reading: frame-index sampling (``uniform`` / ``rand`` segments, as Frozen-in-Time) and decoding.
+
+Conventions
+-----------
+* A frame's index is its position in presentation order among the decoded frames of the first video
+  stream (0-based). Returned indices are absolute in the video, also when a ``[start, end)`` window is given.
+* Frame count (``vlen``): the container's ``stream.frames`` when it is > 0 (mp4/mov store it in the sample
+  table), otherwise the number of non-empty packets of the video stream, counted by demuxing (no decoding;
+  one packet is one frame for all common video codecs). A header may promise more frames than the file holds
+  (a truncated mp4 with its index at the front): decoding then stops early and :class:`VideoReadError` is
+  raised if a sampled index was not reached -- never a silently shorter or garbage clip.
+* Sampling: the range ``[lo, hi)`` (all frames, or the window) is cut into ``n = min(num_frames, hi - lo)``
+  equal integer segments, edges ``lo + (i * L) // n``; ``uniform`` takes each segment's middle frame
+  ``(a + b - 1) // 2``, ``rand`` a uniformly random frame of it. So a video shorter than ``num_frames``
+  gives ``n < num_frames`` distinct frames (as Frozen's ``min(num_frames, vlen)``): the caller pads and masks.
+* ``size``: the frames are scaled inside FFmpeg (swscale, bilinear) so that the short side equals ``size``,
+  keeping the aspect ratio; ``None`` keeps the native resolution.
+* Decoding is sequential from the first frame and stops after the last sampled index; the index -> frame
+  step is isolated in :func:`_decode_sequential` so that a keyframe-seeking decoder can be added beside it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import av
+import numpy as np
+import torch
+
+SAMPLINGS = ("uniform", "rand")
+
+# What PyAV/FFmpeg raise on unreadable input (InvalidDataError etc. subclass FFmpegError; some paths raise
+# OSError/ValueError/EOFError or UnicodeDecodeError on odd metadata).
+_AV_ERRORS: tuple[type[BaseException], ...] = (av.FFmpegError, OSError, ValueError, EOFError, IndexError)
+
+
+class VideoReadError(RuntimeError):
+    """A video file could not be read (missing, empty, corrupt, truncated, not a video, too few frames)."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    num_frames: int
+    fps: float
+    duration: float
+    width: int
+    height: int
+
+
+# --------------------------------------------------------------------------------------------- sampling
+def sample_indices(
+    vlen: int,
+    num_frames: int,
+    sampling: str = "uniform",
+    rng: random.Random | None = None,
+    lo: int = 0,
+    hi: int | None = None,
+) -> list[int]:
+    """Frame indices in ``[lo, hi)`` (default ``[0, vlen)``): ``min(num_frames, hi - lo)`` segments, one each."""
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"unknown frame sampling {sampling!r}; choose one of {', '.join(SAMPLINGS)}")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    hi = vlen if hi is None else hi
+    if not 0 <= lo < hi <= vlen:
+        raise ValueError(f"empty or out-of-range frame range [{lo}, {hi}) for a video of {vlen} frames")
+    length = hi - lo
+    n = min(num_frames, length)
+    edges = [lo + (i * length) // n for i in range(n + 1)]  # every segment holds >= 1 frame since n <= length
+    if sampling == "uniform":
+        return [(a + b - 1) // 2 for a, b in zip(edges[:-1], edges[1:])]
+    r = rng if rng is not None else random
+    return [r.randrange(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def window_to_frames(start: float | None, end: float | None, fps: float, vlen: int) -> tuple[int, int]:
+    """A ``[start, end)`` window in seconds as a frame range ``[lo, hi)`` (frame i shows ``[i/fps, (i+1)/fps)``).
+
+    Frames whose start time lies in the window are kept; a window shorter than a frame keeps the frame
+    showing ``start``. Windows are clipped to the video; one entirely after its end keeps the last frame.
+    """
+    eps = 1e-6
+    lo = 0 if start is None else math.ceil(max(start, 0.0) * fps - eps)
+    hi = vlen if end is None else math.ceil(end * fps - eps)
+    lo = min(max(lo, 0), vlen - 1)
+    hi = min(max(hi, lo + 1), vlen)
+    return lo, hi
+
+
+# --------------------------------------------------------------------------------------------- opening
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise VideoReadError(f"{path}: video file not found")
+    if not path.is_file():
+        raise VideoReadError(f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise VideoReadError(f"{path}: empty file (0 bytes)")
+
+
+def _open(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    _check_file(path)
+    try:
+        container = av.open(str(path), mode="r")
+    except _AV_ERRORS as e:
+        raise VideoReadError(f"{path}: cannot open as a video container ({e})") from None
+    try:
+        if not container.streams.video:
+            raise VideoReadError(f"{path}: the file holds no video stream")
+        stream = container.streams.video[0]
+        if stream.codec_context is None or not stream.codec_context.name:
+            raise VideoReadError(f"{path}: the video stream has no decodable codec")
+    except BaseException:
+        container.close()
+        raise
+    return container, stream
+
+
+def _fps(stream, duration: float | None, vlen: int) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate is not None and rate > 0:
+            return float(rate)
+    if duration and duration > 0 and vlen > 0:
+        return vlen / duration
+    return 0.0
+
+
+def _stream_duration(container, stream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def _count_frames(path: Path, container, stream) -> int:
+    """``stream.frames`` when the container knows it, else the number of non-empty packets (demux only)."""
+    if stream.frames and stream.frames > 0:
+        return int(stream.frames)
+    count = 0
+    try:
+        for packet in container.demux(stream):
+            if packet.size > 0:
+                count += 1
+    except _AV_ERRORS as e:
+        raise VideoReadError(f"{path}: corrupt stream while counting packets ({e})") from None
+    # demuxing consumed the container: rewind to the start for decoding
+    try:
+        container.seek(0, stream=stream) if stream.start_time is None else container.seek(
+            stream.start_time, stream=stream)
+    except _AV_ERRORS as e:
+        raise VideoReadError(f"{path}: cannot rewind after counting frames ({e})") from None
+    return count
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Frame count, frame rate, duration (s) and size of a video's first video stream, without decoding."""
+    path = Path(path)
+    container, stream = _open(path)
+    try:
+        vlen = _count_frames(path, container, stream)
+        duration = _stream_duration(container, stream)
+        fps = _fps(stream, duration, vlen)
+        if duration is None:
+            duration = vlen / fps if fps > 0 else 0.0
+        width, height = stream.codec_context.width, stream.codec_context.height
+    finally:
+        container.close()
+    if vlen <= 0:
+        raise VideoReadError(f"{path}: the video stream has no frames")
+    return VideoInfo(num_frames=vlen, fps=fps, duration=duration, width=width, height=height)
+
+
+# --------------------------------------------------------------------------------------------- decoding
+def _out_size(width: int, height: int, size: int | None) -> tuple[int, int]:
+    if size is None:
+        return width, height
+    if size < 1:
+        raise ValueError(f"size must be a positive number of pixels or None, got {size}")
+    if width <= height:
+        return size, max(1, round(height * size / width))
+    return max(1, round(width * size / height)), size
+
+
+def _decode_sequential(path: Path, container, stream, indices: Sequence[int], out_w: int, out_h: int
+                       ) -> np.ndarray:
+    """Decode from the start, keeping the frames at ``indices`` (sorted, may repeat), into one uint8 buffer."""
+    out = np.empty((len(indices), out_h, out_w, 3), dtype=np.uint8)
+    wanted: dict[int, list[int]] = {}
+    for slot, idx in enumerate(indices):
+        wanted.setdefault(idx, []).append(slot)
+    last = max(wanted)
+    seen = -1
+    try:
+        for frame in container.decode(stream):
+            seen += 1
+            slots = wanted.get(seen)
+            if slots:
+                rgb = frame.to_ndarray(format="rgb24", width=out_w, height=out_h)
+                for s in slots:
+                    out[s] = rgb
+            if seen >= last:
+                break
+    except _AV_ERRORS as e:
+        if seen < last:
+            raise VideoReadError(f"{path}: decoding failed after {seen + 1} frames, before frame {last} was "
+                                 f"reached; the file is corrupt or truncated ({e})") from None
+    if seen < last:
+        raise VideoReadError(f"{path}: only {seen + 1} frames could be decoded but frame {last} was needed "
+                             f"(the header promises more frames; the file is truncated or corrupt)")
+    return out
+
+
+def read_frames(
+    path: str | os.PathLike,
+    num_frames: int,
+    sampling: str = "uniform",
+    size: int | None = None,
+    rng: random.Random | None = None,
+    start: float | None = None,
+    end: float | None = None,
+) -> tuple[torch.Tensor, list[int]]:
+    """Sample and decode frames: uint8 ``[T, H, W, 3]`` (RGB) and their absolute frame indices.
+
+    ``T = min(num_frames, number of frames in the range)``; ``start``/``end`` (seconds) restrict sampling to
+    that window. ``rand`` draws from ``rng`` (or the global ``random`` module). Any unreadable input raises
+    :class:`VideoReadError` naming the file and the reason.
+    """
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"unknown frame sampling {sampling!r}; choose one of {', '.join(SAMPLINGS)}")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    path = Path(path)
+    container, stream = _open(path)
+    try:
+        vlen = _count_frames(path, container, stream)
+        if vlen <= 0:
+            raise VideoReadError(f"{path}: the video stream has no frames")
+        lo, hi = 0, vlen
+        if start is not None or end is not None:
+            duration = _stream_duration(container, stream)
+            fps = _fps(stream, duration, vlen)
+            if fps <= 0:
+                raise VideoReadError(f"{path}: frame rate unknown, cannot convert the [start, end) window to frames")
+            lo, hi = window_to_frames(start, end, fps, vlen)
+        indices = sample_indices(vlen, num_frames, sampling, rng, lo, hi)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if not width or not height:
+            raise VideoReadError(f"{path}: the video stream has no frame size (corrupt header?)")
+        out_w, out_h = _out_size(width, height, size)
+        frames = _decode_sequential(path, container, stream, indices, out_w, out_h)
+    finally:
+        container.close()
+    return torch.from_numpy(frames), indices
+
+
+__all__ = [
+    "SAMPLINGS",
+    "VideoInfo",
+    "VideoReadError",
+    "probe_video",
+    "read_frames",
+    "sample_indices",
+    "window_to_frames",
+]
