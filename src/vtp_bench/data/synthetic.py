@@ -1,309 +1,562 @@
-"""Procedural video-text data: real H.264 mp4 files whose captions are generated from the ground truth.
+"""A procedural video-text dataset that needs no download: coloured shapes moving on a textured background,
+written as real H.264 mp4 files with compositional captions, per-frame object boxes, a motion class per clip
+and a temporal-grounding split of longer videos with sequential events.
 
-Each retrieval clip shows 2-3 objects (shape, colour, size) on a textured background, each with a motion
-(left, right, up, down, grow, shrink, still, appear, disappear); the caption describes every object
-("a small red circle moves left while a large blue square grows"). The same ground truth gives per-frame
-boxes (region-based methods), a class label per clip (zero-shot classification: the first object's motion)
-and a grounding split of longer videos with 2-4 sequential events, each with start/end seconds.
-Deterministic by seed: the same seed gives the same manifests and the same decoded frames.
+Everything is drawn from ``numpy.random.default_rng([seed, stream, index])``: the same seed gives
+byte-identical manifests and identical decoded frames. Layout of ``out_dir`` (see data_manifests/README.md)::
+
+    train.jsonl val.jsonl test.jsonl   one row per clip (one caption each), source "synthetic"
+    grounding.jsonl                    one row per event query of the longer videos (start/end seconds)
+    classes.json                       the 9 motion classes and a prompt template (zero-shot classification)
+    meta.json                          seed, counts, generator version, parameters
+    videos/synth_00000.mp4 ...         the clips
+    videos_grounding/synthg_0000.mp4   the grounding videos
+    boxes/<video_id>.npz               boxes [T, N, 4] float32 normalised x1 y1 x2 y2 (zeros where invisible),
+                                       visible [T, N] bool, labels [N] str ("small red circle"), and
+                                       colors / shapes / sizes / motions [N] str
+
+Captions describe every object ("a small red circle moves left while a large blue square grows"); the
+set of (size, colour, shape, motion) of a clip is unique over the whole dataset, so no two clips -- in the
+same split or across splits -- share a caption or a scene description.
 """
 
 from __future__ import annotations
 
 import json
-import random
-from dataclasses import dataclass
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import av
 import numpy as np
-from tqdm import tqdm
 
 from vtp_bench.data.manifest import ManifestRow, write_manifest
 
+GENERATOR = "vtp_bench.data.synthetic"
 GENERATOR_VERSION = 1
+
+# six saturated colours, hues 60 degrees apart, far from the low-saturation background
 COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (230, 30, 30), "green": (30, 190, 40), "blue": (40, 70, 245), "yellow": (245, 225, 30),
-    "magenta": (225, 40, 225), "cyan": (30, 215, 230), "orange": (250, 135, 15),
+    "red": (235, 30, 30),
+    "yellow": (245, 225, 25),
+    "green": (30, 205, 45),
+    "cyan": (25, 215, 235),
+    "blue": (35, 65, 240),
+    "magenta": (230, 35, 220),
 }
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
-SIZES = {"small": 0.075, "large": 0.14}  # half-extent as a fraction of the frame side
 MOTIONS = ("left", "right", "up", "down", "grow", "shrink", "still", "appear", "disappear")
-PHRASES = {
-    "left": ("moves left", "slides to the left"), "right": ("moves right", "slides to the right"),
-    "up": ("moves up", "rises"), "down": ("moves down", "falls"), "grow": ("grows", "gets bigger"),
-    "shrink": ("shrinks", "gets smaller"), "still": ("stays still", "does not move"),
-    "appear": ("appears", "shows up"), "disappear": ("disappears", "vanishes"),
+SIZES = {"small": 14 / 96, "large": 26 / 96}  # side of the shape's box, as a fraction of the frame side
+GROW, SHRINK = 2.0, 0.45  # size factor reached at the end of a grow / shrink
+MOVE_RANGE = (0.40, 0.55)  # travel of a move over the clip, fraction of the frame
+GROUNDING_SECONDS = (8.0, 12.0)
+GROUNDING_EVENTS = (2, 4)
+
+PHRASES: dict[str, tuple[str, ...]] = {
+    "left": ("moves left", "moves to the left", "slides to the left"),
+    "right": ("moves right", "moves to the right", "slides to the right"),
+    "up": ("moves up", "moves upward", "rises"),
+    "down": ("moves down", "moves downward", "sinks"),
+    "grow": ("grows", "gets bigger", "expands"),
+    "shrink": ("shrinks", "gets smaller", "contracts"),
+    "still": ("stays still", "does not move", "stays in place"),
+    "appear": ("appears", "shows up", "pops into view"),
+    "disappear": ("disappears", "vanishes", "goes out of view"),
 }
-TRAVEL = 0.35  # a moving object travels 35 % of the frame
-SCALE_RANGE = (0.55, 1.45)  # grow: from 0.55x to 1.45x of its size (shrink: reversed)
+JOIN2 = ("{0} while {1}", "{0} and {1}", "{0}, while {1}", "{0} as {1}")
+JOIN3 = ("{0}, {1}, and {2}", "{0} while {1} and {2}", "{0}, {1} and {2}")
+CLASS_TEMPLATE = "an object {}"
+
+# encoder settings: small files, 1-second GOP (cheap seeking), single-threaded x264 (parallelism belongs to
+# the caller). mbtree is off because x264's macroblock-tree path is not reproducible here: encoding the same
+# frames twice in one process gave different bitstreams (and decoded pixels differing by up to 23 levels) for
+# ~1-2 % of clips with mbtree on, none in 1,120 encodes with it off (PyAV 18 / x264 core 165).
+CODEC = "libx264"
+PRESET = "fast"
+CRF = 20
+X264_PARAMS = "mbtree=0"
 
 
 @dataclass
-class ObjectTrack:
+class _Obj:
     color: str
     shape: str
     size: str
-    motion: str
-    x: np.ndarray  # [F] centre, fraction of width
-    y: np.ndarray
-    scale: np.ndarray  # [F] multiplier of the size's half-extent
-    visible: np.ndarray  # [F] bool
+    motion: str  # clip: the motion; grounding: "" (events carry the motions)
+    cx: np.ndarray = field(default=None)  # [T] centre, pixels
+    cy: np.ndarray = field(default=None)
+    s: np.ndarray = field(default=None)  # [T] side of the shape's box, pixels
+    alpha: np.ndarray = field(default=None)  # [T] opacity in [0, 1]
 
     @property
-    def name(self) -> str:
+    def label(self) -> str:
         return f"{self.size} {self.color} {self.shape}"
 
 
-# --- rendering --------------------------------------------------------------------------------------------
-def _shape_mask(shape: str, xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, r: float) -> np.ndarray:
-    dx, dy = xx - cx, yy - cy
+# ------------------------------------------------------------------------------------------- rendering
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
+    """Bilinear upsampling of a (cells+1)^2 grid of N(0, 1) values to [h, w]."""
+    grid = rng.standard_normal((cells + 1, cells + 1))
+    ys = np.linspace(0, cells, h)
+    xs = np.linspace(0, cells, w)
+    y0 = np.minimum(ys.astype(int), cells - 1)
+    x0 = np.minimum(xs.astype(int), cells - 1)
+    fy = (ys - y0)[:, None]
+    fx = (xs - x0)[None, :]
+    g00, g01 = grid[y0][:, x0], grid[y0][:, x0 + 1]
+    g10, g11 = grid[y0 + 1][:, x0], grid[y0 + 1][:, x0 + 1]
+    return (g00 * (1 - fx) + g01 * fx) * (1 - fy) + (g10 * (1 - fx) + g11 * fx) * fy
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Low-contrast, low-saturation texture: a grey level, a faint tint, smooth noise and maybe stripes."""
+    base = rng.uniform(85, 150)
+    tint = rng.uniform(-8, 8, size=3)
+    img = base + 12 * _smooth_noise(rng, h, w, int(rng.integers(2, 6)))
+    if rng.random() < 0.5:
+        theta = rng.uniform(0, np.pi)
+        period = rng.uniform(0.1, 0.3) * w
+        yy, xx = np.mgrid[0:h, 0:w]
+        img = img + 7 * np.sin(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period + rng.uniform(0, 6.3))
+    rgb = img[:, :, None] + tint[None, None, :]
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Inside-test in box coordinates u, v in [-1, 1] (v down); every shape touches all four box sides."""
     if shape == "circle":
-        return dx * dx + dy * dy <= r * r
+        return u * u + v * v <= 1.0
     if shape == "square":
-        return (np.abs(dx) <= r * 0.85) & (np.abs(dy) <= r * 0.85)
+        return (np.abs(u) <= 1.0) & (np.abs(v) <= 1.0)
+    if shape == "triangle":  # apex at the top, base at the bottom
+        return (v >= -1.0) & (v <= 1.0) & (np.abs(u) <= (v + 1.0) / 2.0)
     if shape == "diamond":
-        return np.abs(dx) + np.abs(dy) <= r
-    if shape == "triangle":  # apex up
-        return (dy <= r * 0.8) & (dy >= -r) & (np.abs(dx) <= (dy + r) * 0.6)
+        return np.abs(u) + np.abs(v) <= 1.0
     if shape == "cross":
-        arm = r * 0.33
-        return ((np.abs(dx) <= arm) & (np.abs(dy) <= r)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= r))
-    raise ValueError(shape)
+        au, av_ = np.abs(u), np.abs(v)
+        return ((au <= 1.0) & (av_ <= 0.34)) | ((av_ <= 1.0) & (au <= 0.34))
+    raise ValueError(f"unknown shape {shape!r}")
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Low-contrast smooth texture (stripes + blurred noise) around a random grey level."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    base = rng.uniform(60, 120)
-    angle, freq = rng.uniform(0, np.pi), rng.uniform(0.05, 0.2)
-    stripes = 12 * np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)))
-    noise = rng.normal(0, 1, (size // 8 + 1, size // 8 + 1)).astype(np.float32)
-    noise = np.kron(noise, np.ones((8, 8), np.float32))[:size, :size] * 8
-    tint = rng.uniform(-10, 10, 3).astype(np.float32)
-    img = base + stripes[..., None] + noise[..., None] + tint
-    return np.clip(img, 0, 255).astype(np.float32)
-
-
-def render(tracks: list[ObjectTrack], background: np.ndarray, num_frames: int) -> np.ndarray:
-    size = background.shape[0]
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    frames = np.empty((num_frames, size, size, 3), np.uint8)
-    for f in range(num_frames):
-        img = background.copy()
-        for t in tracks:
-            if t.visible[f]:
-                r = SIZES[t.size] * t.scale[f] * size
-                m = _shape_mask(t.shape, xx, yy, t.x[f] * size, t.y[f] * size, r)
-                img[m] = COLORS[t.color]
-        frames[f] = img.astype(np.uint8)
+def _render(bg: np.ndarray, objs: Sequence[_Obj], num_frames: int) -> np.ndarray:
+    h, w = bg.shape[:2]
+    frames = np.broadcast_to(bg, (num_frames, h, w, 3)).copy()
+    ys = np.arange(h) + 0.5
+    xs = np.arange(w) + 0.5
+    for t in range(num_frames):
+        for o in objs:
+            a = float(o.alpha[t])
+            if a <= 0.0:
+                continue
+            cx, cy, half = float(o.cx[t]), float(o.cy[t]), float(o.s[t]) / 2
+            x0, x1 = max(int(np.floor(cx - half)), 0), min(int(np.ceil(cx + half)), w)
+            y0, y1 = max(int(np.floor(cy - half)), 0), min(int(np.ceil(cy + half)), h)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            m = _shape_mask(o.shape, ((xs[x0:x1] - cx) / half)[None, :], ((ys[y0:y1] - cy) / half)[:, None])
+            region = frames[t, y0:y1, x0:x1]
+            color = np.asarray(COLORS[o.color], dtype=np.float32)
+            if a >= 1.0:
+                region[m] = color.astype(np.uint8)
+            else:
+                region[m] = np.rint(a * color + (1 - a) * region[m].astype(np.float32)).astype(np.uint8)
     return frames
 
 
-def boxes_of(tracks: list[ObjectTrack]) -> np.ndarray:
-    """[F, O, 4] normalised (x1, y1, x2, y2) of every object's extent (as drawn), clipped to the frame."""
-    out = []
-    for t in tracks:
-        r = SIZES[t.size] * t.scale
-        out.append(np.stack([t.x - r, t.y - r, t.x + r, t.y + r], axis=-1))
-    return np.clip(np.stack(out, axis=1), 0.0, 1.0).astype(np.float32)
+def _boxes(objs: Sequence[_Obj], w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """boxes [T, N, 4] float32 normalised (x1, y1, x2, y2), zeros where invisible; visible [T, N] (alpha >= .5)."""
+    cx = np.stack([o.cx for o in objs], 1)
+    cy = np.stack([o.cy for o in objs], 1)
+    half = np.stack([o.s for o in objs], 1) / 2
+    visible = np.stack([o.alpha for o in objs], 1) >= 0.5
+    boxes = np.stack([(cx - half) / w, (cy - half) / h, (cx + half) / w, (cy + half) / h], -1)
+    boxes = np.clip(boxes, 0.0, 1.0) * visible[..., None]
+    return boxes.astype(np.float32), visible
 
 
-def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
+def _no_overlap(objs: Sequence[_Obj], gap: float) -> bool:
+    """No two objects' boxes touch (closer than ``gap`` px) on any frame where both are drawn."""
+    for i in range(len(objs)):
+        for j in range(i + 1, len(objs)):
+            a, b = objs[i], objs[j]
+            both = (a.alpha > 0) & (b.alpha > 0)
+            reach = (a.s + b.s) / 2 + gap
+            apart = (np.abs(a.cx - b.cx) >= reach) | (np.abs(a.cy - b.cy) >= reach)
+            if not np.all(apart | ~both):
+                return False
+    return True
+
+
+def _encode(path: Path, frames: np.ndarray, fps: int) -> None:
+    tmp = path.with_name(path.stem + ".tmp.mp4")
+    with av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = container.add_stream(CODEC, rate=Fraction(fps, 1))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.options = {"crf": "16", "preset": "veryfast", "g": "8", "threads": "1"}
-        for arr in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")))
-        container.mux(stream.encode())
+        stream.codec_context.thread_count = 1
+        stream.codec_context.options = {"preset": PRESET, "crf": str(CRF), "g": str(fps), "x264-params": X264_PARAMS}
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    os.replace(tmp, path)
 
 
-# --- retrieval clips ----------------------------------------------------------------------------------------
-def _track(rng: random.Random, color: str, shape: str, size: str, motion: str, n: int,
-           taken: list[tuple[float, float]]) -> ObjectTrack:
-    """Start/end positions chosen so that the motion stays inside the frame and objects rarely overlap."""
-    margin = SIZES[size] * SCALE_RANGE[1] + 0.02
-    best = None
-    for _ in range(30):
-        x0, y0 = rng.uniform(margin, 1 - margin), rng.uniform(margin, 1 - margin)
-        dx = {"left": -TRAVEL, "right": TRAVEL}.get(motion, 0.0)
-        dy = {"up": -TRAVEL, "down": TRAVEL}.get(motion, 0.0)
-        if dx:
-            x0 = rng.uniform(margin, 1 - margin - TRAVEL) + (TRAVEL if dx < 0 else 0.0)
-        if dy:
-            y0 = rng.uniform(margin, 1 - margin - TRAVEL) + (TRAVEL if dy < 0 else 0.0)
-        gap = min((abs(x0 - a) + abs(y0 - b) for a, b in taken), default=1.0)
-        if best is None or gap > best[0]:
-            best = (gap, x0, y0, dx, dy)
-        if gap > 0.3:
-            break
-    _, x0, y0, dx, dy = best  # type: ignore[misc]
-    taken.append((x0 + dx / 2, y0 + dy / 2))
-    s = np.linspace(0.0, 1.0, n)
-    scale = np.ones(n)
-    if motion == "grow":
-        scale = SCALE_RANGE[0] + (SCALE_RANGE[1] - SCALE_RANGE[0]) * s
-    elif motion == "shrink":
-        scale = SCALE_RANGE[1] - (SCALE_RANGE[1] - SCALE_RANGE[0]) * s
-    visible = np.ones(n, bool)
-    if motion == "appear":
-        visible[: n // 2] = False
-    elif motion == "disappear":
-        visible[n // 2 :] = False
-    return ObjectTrack(color, shape, size, motion, x0 + dx * s, y0 + dy * s, scale, visible)
+def _save_boxes(path: Path, objs: Sequence[_Obj], w: int, h: int) -> None:
+    boxes, visible = _boxes(objs, w, h)
+    np.savez_compressed(
+        path,
+        boxes=boxes,
+        visible=visible,
+        labels=np.array([o.label for o in objs]),
+        colors=np.array([o.color for o in objs]),
+        shapes=np.array([o.shape for o in objs]),
+        sizes=np.array([o.size for o in objs]),
+        motions=np.array([o.motion for o in objs]),
+    )
 
 
-def _describe(t: ObjectTrack, rng: random.Random) -> str:
-    return f"a {t.size} {t.color} {t.shape} {rng.choice(PHRASES[t.motion])}"
+# ------------------------------------------------------------------------------------------- clips
+def _pick(rng: np.random.Generator, options: Sequence[Any]) -> Any:
+    return options[int(rng.integers(len(options)))]
 
 
-def caption(tracks: list[ObjectTrack], rng: random.Random) -> str:
-    parts = [_describe(t, rng) for t in tracks]
-    if len(parts) == 2:
-        return f"{parts[0]} {rng.choice(('while', 'as', 'and'))} {parts[1]}"
-    return f"{parts[0]}, {parts[1]} and {parts[2]}"
-
-
-def sample_clip(rng: random.Random, num_frames: int) -> list[ObjectTrack]:
-    k = rng.choice((2, 3))
-    looks: set[tuple[str, str]] = set()
-    tracks: list[ObjectTrack] = []
-    taken: list[tuple[float, float]] = []
-    while len(tracks) < k:
-        color, shape = rng.choice(list(COLORS)), rng.choice(SHAPES)
-        if (color, shape) in looks:
-            continue
-        looks.add((color, shape))
-        tracks.append(_track(rng, color, shape, rng.choice(list(SIZES)), rng.choice(MOTIONS), num_frames, taken))
-    return tracks
-
-
-# --- grounding videos ----------------------------------------------------------------------------------------
-GROUNDING_MOTIONS = ("left", "right", "up", "down", "grow", "shrink")
-
-
-def sample_grounding(rng: random.Random, num_frames: int, fps: int) -> tuple[list[ObjectTrack], list[dict[str, Any]]]:
-    """2-3 still objects; 2-4 sequential events, each one object doing one motion in its own time slot."""
-    tracks = sample_clip(rng, num_frames)
-    for t in tracks:  # start still and visible; events write their motion into the track
-        t.motion = "still"
-        t.x[:] = rng.uniform(0.3, 0.7)
-        t.y[:] = rng.uniform(0.3, 0.7)
-        t.scale[:] = 1.0
-        t.visible[:] = True
-    k = rng.randint(2, 4)
-    slot = num_frames // k
-    events = []
-    for e in range(k):
-        a = e * slot + rng.randint(0, slot // 4)
-        b = (e + 1) * slot - rng.randint(0, slot // 4)
-        t = rng.choice(tracks)
-        motion = rng.choice(GROUNDING_MOTIONS)
-        s = np.linspace(0.0, 1.0, b - a)
-        if motion in ("left", "right", "up", "down"):
-            arr = t.x if motion in ("left", "right") else t.y
-            sign = -1.0 if motion in ("left", "up") else 1.0
-            start = arr[a]
-            if not 0.15 <= start + sign * 0.3 <= 0.85:  # would leave the frame: go the other way
-                sign, motion = -sign, {"left": "right", "right": "left", "up": "down", "down": "up"}[motion]
-            arr[a:b] = start + sign * 0.3 * s
-            arr[b:] = arr[b - 1]
+def _clip_trajectory(rng: np.random.Generator, o: _Obj, n: int, w: int) -> None:
+    """Fill o.cx/cy/s/alpha for a square frame of side w and n frames; the shape stays inside the frame."""
+    p = np.linspace(0.0, 1.0, n)
+    s0 = SIZES[o.size] * w
+    if o.motion == "grow":
+        s = s0 * (1 + (GROW - 1) * p)
+    elif o.motion == "shrink":
+        s = s0 * (1 - (1 - SHRINK) * p)
+    else:
+        s = np.full(n, s0)
+    lo = float(s.max()) / 2 + 0.03 * w  # keep a margin to the border
+    hi = w - lo
+    cx = np.full(n, rng.uniform(lo, hi))
+    cy = np.full(n, rng.uniform(lo, hi))
+    if o.motion in ("left", "right", "up", "down"):
+        d = min(rng.uniform(*MOVE_RANGE) * w, hi - lo)
+        first = rng.uniform(lo, hi - d)
+        track = first + d * p if o.motion in ("right", "down") else (first + d) - d * p
+        if o.motion in ("left", "right"):
+            cx = track
         else:
-            lo, hi = (0.6, 1.4) if motion == "grow" else (1.4, 0.6)
-            cur = t.scale[a]
-            target = np.clip(cur * (hi / lo if motion == "grow" else lo / hi), 0.5, 1.6)
-            if abs(target - cur) < 0.3:  # already at the limit: do the opposite
-                motion = "shrink" if motion == "grow" else "grow"
-                target = np.clip(cur * (1.8 if motion == "grow" else 0.55), 0.5, 1.6)
-            t.scale[a:b] = cur + (target - cur) * s
-            t.scale[b:] = t.scale[b - 1]
-        events.append({"start": round(a / fps, 3), "end": round(b / fps, 3),
-                       "text": f"the {t.name} {rng.choice(PHRASES[motion])}"})
-    return tracks, events
+            cy = track
+    alpha = np.ones(n)
+    if o.motion in ("appear", "disappear"):
+        k = int(rng.integers(round(0.3 * n), round(0.6 * n) + 1))  # switch mid-clip
+        if o.motion == "appear":
+            alpha[:k] = 0.0
+        else:
+            alpha[k:] = 0.0
+    o.cx, o.cy, o.s, o.alpha = cx, cy, s, alpha
 
 
-# --- the dataset ------------------------------------------------------------------------------------------------
-def _split_counts(num_videos: int, splits: tuple[float, float, float]) -> dict[str, int]:
-    n_val = int(round(num_videos * splits[1]))
-    n_test = int(round(num_videos * splits[2]))
-    return {"train": num_videos - n_val - n_test, "val": n_val, "test": n_test}
+def _sample_clip(rng: np.random.Generator, first_motion: str, n: int, w: int) -> list[_Obj]:
+    """2-3 objects with distinct colours; the first has ``first_motion``; no overlaps on any frame."""
+    while True:
+        k = int(rng.integers(2, 4))
+        colors = [list(COLORS)[i] for i in rng.choice(len(COLORS), size=k, replace=False)]
+        objs = []
+        for i, color in enumerate(colors):
+            motion = first_motion if i == 0 else _pick(rng, MOTIONS)
+            size = "small" if motion == "grow" else "large" if motion == "shrink" else _pick(rng, tuple(SIZES))
+            objs.append(_Obj(color, _pick(rng, SHAPES), size, motion))
+        for _ in range(100):
+            for o in objs:
+                _clip_trajectory(rng, o, n, w)
+            if _no_overlap(objs, gap=0.02 * w):
+                return objs
+
+
+def _caption(rng: np.random.Generator, objs: Sequence[_Obj]) -> str:
+    clauses = [f"a {o.label} {_pick(rng, PHRASES[o.motion])}" for o in objs]
+    return _pick(rng, JOIN2 if len(clauses) == 2 else JOIN3).format(*clauses)
+
+
+# ------------------------------------------------------------------------------------------- grounding
+@dataclass(frozen=True)
+class _Event:
+    obj: int
+    motion: str
+    f0: int  # first frame of the event
+    f1: int  # one past its last frame
+
+
+def _event_frames(rng: np.random.Generator, n: int, k: int, fps: int) -> list[tuple[int, int]]:
+    """k sequential [f0, f1) intervals in [0, n) with gaps >= 0.25 s before, between and after them."""
+    gmin = max(1, round(0.25 * fps))
+    lmin = max(1, round(1.25 * fps))
+    while k > 1 and k * lmin + (k + 1) * gmin > n:  # (only at very low fps)
+        k -= 1
+    if k * lmin + (k + 1) * gmin > n:
+        raise ValueError(f"a grounding video of {n} frames at {fps} fps is too short for an event")
+    lmax = max(lmin, min(round(2.5 * fps), (n - (k + 1) * gmin) // k))
+    lengths = rng.integers(lmin, lmax + 1, size=k)
+    extra = n - int(lengths.sum()) - (k + 1) * gmin
+    gaps = gmin + rng.multinomial(extra, np.full(k + 1, 1.0 / (k + 1)))
+    spans, t = [], 0
+    for i in range(k):
+        t += int(gaps[i])
+        spans.append((t, t + int(lengths[i])))
+        t += int(lengths[i])
+    return spans
+
+
+def _sample_grounding(rng: np.random.Generator, n: int, w: int, fps: int) -> tuple[list[_Obj], list[_Event]]:
+    """Objects still or absent except one per event; each (object, motion) pair occurs at most once."""
+    margin = 0.03 * w
+    while True:
+        k_obj = int(rng.integers(2, 4))
+        colors = [list(COLORS)[i] for i in rng.choice(len(COLORS), size=k_obj, replace=False)]
+        objs = [_Obj(c, _pick(rng, SHAPES), _pick(rng, tuple(SIZES)), "") for c in colors]
+        k_ev = int(rng.integers(GROUNDING_EVENTS[0], GROUNDING_EVENTS[1] + 1))
+        spans = _event_frames(rng, n, k_ev, fps)
+        # state per object: cx, cy, s, alpha (constant between events)
+        state = []
+        for i, o in enumerate(objs):
+            s = SIZES[o.size] * w
+            lo, hi = s / 2 + margin, w - s / 2 - margin
+            visible = i == 0 or rng.random() < 0.75
+            state.append([rng.uniform(lo, hi), rng.uniform(lo, hi), s, 1.0 if visible else 0.0])
+        for o, st in zip(objs, state):
+            o.cx, o.cy, o.s, o.alpha = (np.full(n, st[0]), np.full(n, st[1]), np.full(n, st[2]), np.full(n, st[3]))
+        used: set[tuple[int, str]] = set()
+        events: list[_Event] = []
+        ok = True
+        for f0, f1 in spans:
+            options = []
+            for i, (cx, cy, s, a) in enumerate(state):
+                lo, hi = s / 2 + margin, w - s / 2 - margin
+                small, large = SIZES["small"] * w, SIZES["large"] * w
+                cand = []
+                if a == 0.0:
+                    cand = ["appear"]
+                else:
+                    cand += ["left"] if cx - lo >= 0.3 * w else []
+                    cand += ["right"] if hi - cx >= 0.3 * w else []
+                    cand += ["up"] if cy - lo >= 0.3 * w else []
+                    cand += ["down"] if hi - cy >= 0.3 * w else []
+                    cand += ["grow"] if s <= 1.3 * small and min(cx, cy, w - cx, w - cy) >= 0.9 * s + margin else []
+                    cand += ["shrink"] if s >= 0.8 * large else []
+                    cand += ["disappear"]
+                options += [(i, m) for m in cand if (i, m) not in used]
+            if not options:
+                ok = False
+                break
+            # a motion first (uniform over the feasible ones, so the always-possible "disappear" does not
+            # dominate), then an object that can do it
+            motion = _pick(rng, sorted({m for _, m in options}, key=MOTIONS.index))
+            i = _pick(rng, [j for j, m in options if m == motion])
+            used.add((i, motion))
+            events.append(_Event(i, motion, f0, f1))
+            cx, cy, s, a = state[i]
+            lo, hi = s / 2 + margin, w - s / 2 - margin
+            new = list(state[i])
+            if motion == "left":
+                new[0] = cx - rng.uniform(0.3 * w, min(0.5 * w, cx - lo))
+            elif motion == "right":
+                new[0] = cx + rng.uniform(0.3 * w, min(0.5 * w, hi - cx))
+            elif motion == "up":
+                new[1] = cy - rng.uniform(0.3 * w, min(0.5 * w, cy - lo))
+            elif motion == "down":
+                new[1] = cy + rng.uniform(0.3 * w, min(0.5 * w, hi - cy))
+            elif motion == "grow":
+                new[2] = s * 1.8
+            elif motion == "shrink":
+                new[2] = s * 0.5
+            elif motion == "appear":
+                new[3] = 1.0
+            elif motion == "disappear":
+                new[3] = 0.0
+            # linear change over the event's frames (reaching the new state on its last frame), hold after
+            p = np.clip((np.arange(n) - f0 + 1) / (f1 - f0), 0.0, 1.0)
+            o = objs[i]
+            for arr, before, after in ((o.cx, cx, new[0]), (o.cy, cy, new[1]), (o.s, s, new[2]),
+                                       (o.alpha, a, new[3])):
+                arr[f0:] = before + (after - before) * p[f0:]
+            state[i] = new
+        if ok and _no_overlap(objs, gap=0.02 * w):
+            # drop objects that never show (absent at the start and never chosen to appear)
+            keep = [i for i, o in enumerate(objs) if o.alpha.max() > 0]
+            remap = {old: new for new, old in enumerate(keep)}
+            return [objs[i] for i in keep], [_Event(remap[e.obj], e.motion, e.f0, e.f1) for e in events]
+
+
+def _event_sentence(rng: np.random.Generator, o: _Obj, motion: str) -> str:
+    return f"the {o.color} {o.shape} {_pick(rng, PHRASES[motion])}"
+
+
+# ------------------------------------------------------------------------------------------- driver
+def _split_counts(num_videos: int, splits: Sequence[float] | Sequence[int]) -> dict[str, int]:
+    if len(splits) != 3:
+        raise ValueError(f"splits must give (train, val, test), got {splits!r}")
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in splits):
+        if any(x < 0 for x in splits) or sum(splits) != num_videos:
+            raise ValueError(f"split counts {tuple(splits)} must be >= 0 and sum to num_videos={num_videos}")
+        n_train, n_val, n_test = splits
+    else:
+        if any(x < 0 for x in splits) or abs(sum(splits) - 1.0) > 1e-6:
+            raise ValueError(f"split fractions {tuple(splits)} must be >= 0 and sum to 1")
+        n_val, n_test = round(splits[1] * num_videos), round(splits[2] * num_videos)
+        n_train = num_videos - n_val - n_test
+    return {"train": int(n_train), "val": int(n_val), "test": int(n_test)}
+
+
+def _prepare_out_dir(out: Path) -> None:
+    """Create ``out``; regenerate in place over an earlier synthetic dataset; refuse any other non-empty dir."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        meta = out / "meta.json"
+        try:
+            ours = json.loads(meta.read_text()).get("generator") == GENERATOR
+        except (OSError, ValueError):
+            ours = False
+        if not ours:
+            raise FileExistsError(f"{out} is not empty and holds no synthetic dataset (no meta.json from "
+                                  f"{GENERATOR}); choose an empty or new directory")
+        for sub in ("videos", "videos_grounding", "boxes"):
+            if (out / sub).is_dir():
+                shutil.rmtree(out / sub)
+        for name in ("train.jsonl", "val.jsonl", "test.jsonl", "grounding.jsonl", "classes.json", "meta.json"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def generate_synthetic(
-    out_dir: str | Path,
+    out_dir: str | os.PathLike,
     num_videos: int = 1000,
     seed: int = 0,
     *,
-    splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    splits: Sequence[float] | Sequence[int] = (0.8, 0.1, 0.1),
     size: int = 96,
     fps: int = 8,
     seconds: float = 2.0,
     grounding_videos: int = 40,
-    grounding_seconds: float = 10.0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Write videos, boxes and manifests under ``out_dir``; returns a summary (also in ``meta.json``)."""
-    out = Path(out_dir)
-    (out / "boxes").mkdir(parents=True, exist_ok=True)
+    """Write the synthetic dataset to ``out_dir`` and return a summary (counts, paths, time, bytes).
+
+    ``splits``: fractions (train, val, test) of ``num_videos`` or explicit integer counts summing to it.
+    Clips are ``size`` x ``size`` px, ``fps`` frames/s, ``seconds`` long; grounding videos are 8-12 s with
+    2-4 sequential events. Regenerating into a directory that holds an earlier synthetic dataset replaces it.
+    """
+    from tqdm import tqdm
+
+    if num_videos < 0 or grounding_videos < 0:
+        raise ValueError("num_videos and grounding_videos must be >= 0")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if size < 32:
+        raise ValueError(f"size must be >= 32 px (shapes need room to move), got {size}")
+    fps, n = int(fps), round(seconds * fps)
+    if fps < 1 or n < 4:
+        raise ValueError(f"a clip needs >= 4 frames; got fps={fps}, seconds={seconds}")
     counts = _split_counts(num_videos, splits)
-    n = int(round(seconds * fps))
-    manifests: dict[str, list[ManifestRow]] = {}
-    bar = tqdm(total=num_videos + grounding_videos, desc="synthetic videos", disable=not progress, unit="video")
-    vid = 0
-    for split, count in counts.items():
-        rng = random.Random(f"{seed}-{split}")
-        seen: set[str] = set()
+    t_start = time.perf_counter()
+    out = Path(out_dir)
+    _prepare_out_dir(out)
+    # mark the directory as ours at once, so that an interrupted run can be regenerated over
+    (out / "meta.json").write_text(json.dumps({"generator": GENERATOR, "version": GENERATOR_VERSION,
+                                               "complete": False}) + "\n")
+    for sub in ("videos", "videos_grounding", "boxes"):
+        (out / sub).mkdir(exist_ok=True)
+
+    duration = n / fps
+    bar = tqdm(total=num_videos + grounding_videos, desc="synthetic videos", unit="video", disable=not progress)
+    seen_scenes: set[frozenset] = set()
+    manifests: dict[str, Path] = {}
+    index = 0
+    for split_no, (split, count) in enumerate(counts.items()):
+        # balanced classes: the first object's motion cycles through the 9 classes, shuffled per split
+        labels = [MOTIONS[i % len(MOTIONS)] for i in range(count)]
+        order = np.random.default_rng([seed, 1, split_no]).permutation(count)
         rows = []
-        while len(rows) < count:
-            tracks = sample_clip(rng, n)
-            text = caption(tracks, rng)
-            if text in seen:  # captions are unique within a split
-                continue
-            seen.add(text)
-            video_id = f"synth{vid:05d}"
-            bg = _background(np.random.default_rng([seed, vid]), size)
-            write_mp4(out / "videos" / f"{video_id}.mp4", render(tracks, bg, n), fps)
-            np.savez_compressed(out / "boxes" / f"{video_id}.npz", boxes=boxes_of(tracks),
-                                visible=np.stack([t.visible for t in tracks], 1),
-                                labels=np.array([t.name for t in tracks]))
+        for j in range(count):
+            rng = np.random.default_rng([seed, 0, index])
+            first = labels[int(order[j])]
+            while True:
+                objs = _sample_clip(rng, first, n, size)
+                scene = frozenset((o.size, o.color, o.shape, o.motion) for o in objs)
+                if scene not in seen_scenes:
+                    seen_scenes.add(scene)
+                    break
+            caption = _caption(rng, objs)
+            frames = _render(_background(rng, size, size), objs, n)
+            vid = f"synth_{index:05d}"
+            _encode(out / "videos" / f"{vid}.mp4", frames, fps)
+            _save_boxes(out / "boxes" / f"{vid}.npz", objs, size, size)
             rows.append(ManifestRow(
-                video_id=video_id, path=f"videos/{video_id}.mp4", text=text, text_id=f"{video_id}_0", split=split,
-                duration=n / fps, label=tracks[0].motion, boxes=f"boxes/{video_id}.npz", source="synthetic",
-            ))
-            vid += 1
-            bar.update()
-        manifests[split] = rows
-        write_manifest(out / f"{split}.jsonl", rows)
-    rng = random.Random(f"{seed}-grounding")
-    g_frames = int(round(grounding_seconds * fps))
-    g_rows = []
+                video_id=vid, path=f"videos/{vid}.mp4", text=caption, text_id=f"{vid}_0", split=split,
+                duration=duration, label=first, boxes=f"boxes/{vid}.npz", source="synthetic"))
+            index += 1
+            bar.update(1)
+        manifests[split] = write_manifest(out / f"{split}.jsonl", rows)
+
+    g_rows, g_frames = [], 0
     for g in range(grounding_videos):
-        tracks, events = sample_grounding(rng, g_frames, fps)
-        video_id = f"ground{g:04d}"
-        bg = _background(np.random.default_rng([seed, 10**6 + g]), size)
-        write_mp4(out / "videos_grounding" / f"{video_id}.mp4", render(tracks, bg, g_frames), fps)
-        for e, ev in enumerate(events):
+        rng = np.random.default_rng([seed, 2, g])
+        gn = round(rng.uniform(*GROUNDING_SECONDS) * fps)
+        objs, events = _sample_grounding(rng, gn, size, fps)
+        frames = _render(_background(rng, size, size), objs, gn)
+        vid = f"synthg_{g:04d}"
+        _encode(out / "videos_grounding" / f"{vid}.mp4", frames, fps)
+        for o in objs:  # the npz's per-object motion: the object's events in order, "+"-joined ("" = none)
+            o.motion = "+".join(e.motion for e in events if objs[e.obj] is o)
+        _save_boxes(out / "boxes" / f"{vid}.npz", objs, size, size)
+        for e_no, e in enumerate(events):
             g_rows.append(ManifestRow(
-                video_id=video_id, path=f"videos_grounding/{video_id}.mp4", text=ev["text"],
-                text_id=f"{video_id}_{e}", split="grounding", start=ev["start"], end=ev["end"],
-                duration=g_frames / fps, source="synthetic",
-            ))
-        bar.update()
+                video_id=vid, path=f"videos_grounding/{vid}.mp4", text=_event_sentence(rng, objs[e.obj], e.motion),
+                text_id=f"{vid}_{e_no}", split="grounding", start=e.f0 / fps, end=e.f1 / fps, duration=gn / fps,
+                label=e.motion, boxes=f"boxes/{vid}.npz", source="synthetic"))
+        g_frames += gn
+        bar.update(1)
     bar.close()
-    if g_rows:
-        write_manifest(out / "grounding.jsonl", g_rows)
-    (out / "classes.json").write_text(json.dumps(
-        {"classes": [PHRASES[m][0] for m in MOTIONS], "labels": list(MOTIONS),
-         "template": "a video of something that {}"}, indent=2))
-    summary = {
-        "generator_version": GENERATOR_VERSION, "seed": seed, "out_dir": str(out),
-        "videos": counts, "grounding_videos": grounding_videos, "grounding_queries": len(g_rows),
-        "size": size, "fps": fps, "seconds": seconds, "grounding_seconds": grounding_seconds,
-        "chance_r1_test": 100.0 / max(1, counts["test"]),
+    manifests["grounding"] = write_manifest(out / "grounding.jsonl", g_rows)
+
+    classes = {
+        "classes": list(MOTIONS),
+        "label_rule": "the motion of the first object mentioned in the caption",
+        "template": CLASS_TEMPLATE,
+        "phrases": {m: PHRASES[m][0] for m in MOTIONS},
+        "prompts": [CLASS_TEMPLATE.format(PHRASES[m][0]) for m in MOTIONS],
     }
-    (out / "meta.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    (out / "classes.json").write_text(json.dumps(classes, indent=2) + "\n")
+    meta = {
+        "generator": GENERATOR,
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "counts": {**counts, "grounding_videos": grounding_videos, "grounding_queries": len(g_rows)},
+        "params": {
+            "size": size, "fps": fps, "seconds": seconds, "frames_per_clip": n,
+            "grounding_seconds": list(GROUNDING_SECONDS), "grounding_events": list(GROUNDING_EVENTS),
+            "codec": CODEC, "pix_fmt": "yuv420p", "preset": PRESET, "crf": CRF, "gop": fps,
+            "x264_params": X264_PARAMS,
+            "sizes_px": {k: round(v * size, 2) for k, v in SIZES.items()}, "grow": GROW, "shrink": SHRINK,
+            "move_fraction": list(MOVE_RANGE),
+        },
+        "colors": {k: list(v) for k, v in COLORS.items()},
+        "shapes": list(SHAPES),
+        "motions": list(MOTIONS),
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    total_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return {
+        "out_dir": str(out),
+        "seed": seed,
+        "counts": meta["counts"],
+        "frames": {"clips": n * num_videos, "grounding": g_frames},
+        "manifests": {k: str(v) for k, v in manifests.items()},
+        "bytes": total_bytes,
+        "seconds": round(time.perf_counter() - t_start, 2),
+    }

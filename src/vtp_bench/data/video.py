@@ -7,8 +7,11 @@ Conventions
 * Frame count (``vlen``): the container's ``stream.frames`` when it is > 0 (mp4/mov store it in the sample
   table), otherwise the number of non-empty packets of the video stream, counted by demuxing (no decoding;
   one packet is one frame for all common video codecs). A header may promise more frames than the file holds
-  (a truncated mp4 with its index at the front): decoding then stops early and :class:`VideoReadError` is
-  raised if a sampled index was not reached -- never a silently shorter or garbage clip.
+  (an mp4 edit list that drops frames, a truncated mp4 with its index at the front). If the stream then
+  ends cleanly before a sampled index, the indices are drawn again over the frames that do exist (a second
+  decoding pass); if decoding fails with an error first (a cut inside a packet, damaged data), or a sampled
+  frame is flagged corrupt by the decoder, :class:`VideoReadError` is raised. Damage that the decoder
+  conceals without flagging it cannot be detected.
 * Sampling: the range ``[lo, hi)`` (all frames, or the window) is cut into ``n = min(num_frames, hi - lo)``
   equal integer segments, edges ``lo + (i * L) // n``; ``uniform`` takes each segment's middle frame
   ``(a + b - 1) // 2``, ``rand`` a uniformly random frame of it. So a video shorter than ``num_frames``
@@ -31,12 +34,16 @@ from typing import Sequence
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 SAMPLINGS = ("uniform", "rand")
 
 # What PyAV/FFmpeg raise on unreadable input (InvalidDataError etc. subclass FFmpegError; some paths raise
 # OSError/ValueError/EOFError or UnicodeDecodeError on odd metadata).
 _AV_ERRORS: tuple[type[BaseException], ...] = (av.FFmpegError, OSError, ValueError, EOFError, IndexError)
+
+# FFmpeg's tty demuxer turns any text file (.txt, .ans, ...) into a "video" of rendered characters
+_TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
 
 
 class VideoReadError(RuntimeError):
@@ -114,6 +121,9 @@ def _open(path: Path) -> tuple[av.container.InputContainer, av.video.stream.Vide
         stream = container.streams.video[0]
         if stream.codec_context is None or not stream.codec_context.name:
             raise VideoReadError(f"{path}: the video stream has no decodable codec")
+        if stream.codec_context.name in _TEXT_CODECS:
+            raise VideoReadError(f"{path}: not a video (FFmpeg reads it as text rendered to frames, "
+                                 f"codec {stream.codec_context.name!r})")
     except BaseException:
         container.close()
         raise
@@ -186,21 +196,37 @@ def _out_size(width: int, height: int, size: int | None) -> tuple[int, int]:
     return max(1, round(width * size / height)), size
 
 
+class _StreamEnded(Exception):
+    """The stream ended cleanly (no decode error) after ``count`` frames, before a sampled index."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.count = count
+
+
 def _decode_sequential(path: Path, container, stream, indices: Sequence[int], out_w: int, out_h: int
                        ) -> np.ndarray:
-    """Decode from the start, keeping the frames at ``indices`` (sorted, may repeat), into one uint8 buffer."""
+    """Decode from the start, keeping the frames at ``indices`` (sorted, may repeat), into one uint8 buffer.
+
+    Raises VideoReadError on a decode error before the last index, or on a sampled frame flagged corrupt;
+    _StreamEnded when the stream ends cleanly before the last index.
+    """
     out = np.empty((len(indices), out_h, out_w, 3), dtype=np.uint8)
     wanted: dict[int, list[int]] = {}
     for slot, idx in enumerate(indices):
         wanted.setdefault(idx, []).append(slot)
     last = max(wanted)
     seen = -1
+    reformatter = VideoReformatter()  # one per call: keeps its swscale context across frames (~3x faster)
     try:
         for frame in container.decode(stream):
             seen += 1
             slots = wanted.get(seen)
             if slots:
-                rgb = frame.to_ndarray(format="rgb24", width=out_w, height=out_h)
+                if frame.is_corrupt:
+                    raise VideoReadError(f"{path}: frame {seen} is damaged (the decoder flags it corrupt); "
+                                         f"the file is corrupt")
+                rgb = reformatter.reformat(frame, width=out_w, height=out_h, format="rgb24").to_ndarray()
                 for s in slots:
                     out[s] = rgb
             if seen >= last:
@@ -210,8 +236,7 @@ def _decode_sequential(path: Path, container, stream, indices: Sequence[int], ou
             raise VideoReadError(f"{path}: decoding failed after {seen + 1} frames, before frame {last} was "
                                  f"reached; the file is corrupt or truncated ({e})") from None
     if seen < last:
-        raise VideoReadError(f"{path}: only {seen + 1} frames could be decoded but frame {last} was needed "
-                             f"(the header promises more frames; the file is truncated or corrupt)")
+        raise _StreamEnded(seen + 1)
     return out
 
 
@@ -229,6 +254,11 @@ def read_frames(
     ``T = min(num_frames, number of frames in the range)``; ``start``/``end`` (seconds) restrict sampling to
     that window. ``rand`` draws from ``rng`` (or the global ``random`` module). Any unreadable input raises
     :class:`VideoReadError` naming the file and the reason.
+
+    When the header promises more frames than the stream holds and the stream ends *cleanly* before a
+    sampled index (an mp4 edit list that drops frames, a file cut at a packet boundary), the indices are
+    drawn again over the frames that exist and the video is decoded a second time; a decoding error
+    before a sampled frame raises instead.
     """
     if sampling not in SAMPLINGS:
         raise ValueError(f"unknown frame sampling {sampling!r}; choose one of {', '.join(SAMPLINGS)}")
@@ -240,19 +270,34 @@ def read_frames(
         vlen = _count_frames(path, container, stream)
         if vlen <= 0:
             raise VideoReadError(f"{path}: the video stream has no frames")
-        lo, hi = 0, vlen
+        fps = 0.0
         if start is not None or end is not None:
-            duration = _stream_duration(container, stream)
-            fps = _fps(stream, duration, vlen)
+            fps = _fps(stream, _stream_duration(container, stream), vlen)
             if fps <= 0:
                 raise VideoReadError(f"{path}: frame rate unknown, cannot convert the [start, end) window to frames")
-            lo, hi = window_to_frames(start, end, fps, vlen)
-        indices = sample_indices(vlen, num_frames, sampling, rng, lo, hi)
         width, height = stream.codec_context.width, stream.codec_context.height
         if not width or not height:
             raise VideoReadError(f"{path}: the video stream has no frame size (corrupt header?)")
         out_w, out_h = _out_size(width, height, size)
-        frames = _decode_sequential(path, container, stream, indices, out_w, out_h)
+
+        def plan(n_frames: int) -> list[int]:
+            lo, hi = (0, n_frames) if fps <= 0 else window_to_frames(start, end, fps, n_frames)
+            return sample_indices(n_frames, num_frames, sampling, rng, lo, hi)
+
+        indices = plan(vlen)
+        try:
+            frames = _decode_sequential(path, container, stream, indices, out_w, out_h)
+        except _StreamEnded as short:
+            if short.count == 0:
+                raise VideoReadError(f"{path}: no frame could be decoded") from None
+            container.close()
+            container, stream = _open(path)
+            indices = plan(short.count)
+            try:
+                frames = _decode_sequential(path, container, stream, indices, out_w, out_h)
+            except _StreamEnded as again:
+                raise VideoReadError(f"{path}: the stream ended after {again.count} frames on a second pass, "
+                                     f"{short.count} on the first; the file is unstable") from None
     finally:
         container.close()
     return torch.from_numpy(frames), indices

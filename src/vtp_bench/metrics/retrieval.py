@@ -1,72 +1,96 @@
-"""Text-video retrieval metrics with explicit semantics (see DESIGN.md "Evaluation semantics").
+"""Text-video retrieval metrics with explicit semantics (DESIGN.md "Evaluation semantics").
 
-Every query gets the position of its ground truth among the candidates, computed by counting candidates
-that score strictly higher (``g``) and the size of the tie group at the ground truth's score (``m``, of which
-``k`` are ground truths) — no row is ever sorted, and rows/columns are processed in chunks.
+Why not reuse an official implementation: they disagree on ties, on the median and on what video-to-text
+ranks (``../shared/specs/eval_protocols.md`` §1). This module makes each choice an option, and the defaults
+are the ones a collapsed model cannot game.
 
-Ties (``ties="expected"``, the default) count as the expectation under uniformly random tie-breaking:
-the first ground truth inside the tie group sits at expected position (m - k) / (k + 1), and the chance that
-the rank is below K is 1 - C(m-k, t) / C(m, t) with t = K - g. A constant similarity matrix therefore
-scores chance (R@1 = 100/N). ``ties="optimistic"`` reproduces Frozen-in-Time's t2v (best tied position).
+How: every query's 0-based rank is computed from counts against its ground-truth (GT) score — ``g``
+candidates score strictly higher, ``m`` tie with it, ``k`` of those tied are GT. No row is sorted, and the
+matrix is walked in row/column chunks, so 50,000 x 50,000 needs ~200 MB of temporaries beyond the input.
 
-v2t: ``"caption"`` (Frozen-in-Time family) ranks all texts for a video and keeps the best rank among its own
-captions; ``"group"`` (CLIP4Clip, X-Pool, Prompt Switch) first scores each candidate video by its
-best-matching caption, then ranks videos. Both agree with one caption per video.
+Ties (``ties="expected"``, default): expected value under uniformly random tie-breaking. The first GT
+inside the tie group sits at expected position (m - k) / (k + 1), and P(rank < K) = 1 - C(m-k, t) / C(m, t)
+with t = K - g, so a constant matrix scores chance (R@1 = 100/N), never 100.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
-KS = (1, 5, 10)
-_CHUNK_BYTES = 256 * 2**20  # working memory per chunk
+__all__ = ["retrieval_metrics"]
+
+_TEMP_BYTES = 200 * 2**20  # target size of the per-chunk temporaries
+_EXACT_F32 = 2**24  # float32 counts exactly up to here
 
 
-def _expected(g: Tensor, m: Tensor, k: Tensor, ties: str) -> tuple[Tensor, dict[int, Tensor]]:
-    """Per-query 0-based rank (expected) and P(rank < K) for each K, in float64."""
-    g, m, k = g.double(), m.double(), k.double()
-    if ties == "optimistic":
-        return g, {K: (g < K).double() for K in KS}
-    if ties != "expected":
-        raise ValueError(f"ties must be 'expected' or 'optimistic', got {ties!r}")
-    rank = g + (m - k) / (k + 1)
+def _counts_buffer(shape: tuple[int, int], count_len: int, device: torch.device) -> Tensor:
+    # Comparisons are written into a float buffer and summed there: summing a bool tensor makes an int64 copy
+    # (8 bytes/element); summing 0/1 floats is exact while counts stay below 2**24 (float32) or 2**53.
+    dtype = torch.float32 if count_len < _EXACT_F32 else torch.float64
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _count_nan(sim: Tensor, step: int) -> int:
+    """Number of NaNs. One cheap pass of row sums; only rows whose sum is NaN are inspected element-wise
+    (a row sum is also NaN when +inf and -inf meet, hence the exact re-count)."""
+    suspect = torch.nonzero(torch.isnan(sim.sum(dim=1))).flatten()
+    total = 0
+    for a in range(0, suspect.numel(), step):
+        total += int(torch.isnan(sim[suspect[a : a + step]]).sum())
+    return total
+
+
+def _rank_and_hits(
+    g: Tensor, m: Tensor, k: Tensor, ties: str, ks: Sequence[int]
+) -> tuple[Tensor, dict[int, Tensor]]:
+    """0-based rank per query and P(rank < K) per K, in float64 on CPU.
+
+    ``g``: candidates scoring strictly above the best GT score; ``m``: size of the tie group at that score
+    (GT included); ``k``: GT items in the tie group (>1 only for caption-mode v2t).
+    """
+    g, m, k = g.double().cpu(), m.double().cpu(), k.double().cpu()
+    if ties == "optimistic":  # the first GT wins every tie
+        return g, {K: (g < K).double() for K in ks}
+    free = m - k  # non-GT members of the tie group
+    rank = g + free / (k + 1)
     hits = {}
-    free = m - k  # non-ground-truth items in the tie group
-    for K in KS:
-        t = K - g  # slots of the top K left for the tie group
-        miss = torch.ones_like(g)  # P(no ground truth among the first t of the tie group)
+    for K in ks:
+        t = K - g  # top-K slots left for the tie group
+        # P(no GT among the first t of the tie group) = C(free, t) / C(m, t) = prod_{i<t} (free - i) / (m - i);
+        # t <= K keeps the product short, and float64 keeps it accurate for m up to millions.
+        miss = torch.ones_like(g)
         for i in range(K):
-            active = t > i
             factor = ((free - i) / (m - i).clamp_min(1.0)).clamp_min(0.0)
-            miss = torch.where(active, miss * factor, miss)
-        p = torch.where(t > free, torch.ones_like(g), 1.0 - miss)  # more slots than non-GT items: a hit
-        p = torch.where(t <= 0, torch.zeros_like(g), p)
-        hits[K] = p
+            miss = torch.where(t > i, miss * factor, miss)
+        p = 1.0 - miss
+        hits[K] = torch.where(t <= 0, torch.zeros_like(g), p)
     return rank, hits
 
 
 def _summarise(prefix: str, rank: Tensor, hits: dict[int, Tensor], median: str) -> dict[str, float]:
-    out = {f"{prefix}/R@{K}": float(100.0 * hits[K].mean()) for K in KS}
+    out = {f"{prefix}/R@{K}": float(100.0 * p.mean()) for K, p in hits.items()}
     r = torch.sort(rank).values
     n = r.numel()
-    if median == "numpy":
-        med = r[(n - 1) // 2] if n % 2 else (r[n // 2 - 1] + r[n // 2]) / 2
-    elif median == "lower":  # torch.median: CLIP4Clip's multi-sentence t2v MedR
-        med = r[(n - 1) // 2]
-    else:
-        raise ValueError(f"median must be 'numpy' or 'lower', got {median!r}")
+    lo = r[(n - 1) // 2]
+    med = lo if median == "lower" or n % 2 else (lo + r[n // 2]) / 2
     out[f"{prefix}/MedR"] = float(med) + 1.0
     out[f"{prefix}/MeanR"] = float(rank.mean()) + 1.0
+    out[f"{prefix}/num_queries"] = float(n)
     return out
 
 
-def _rows_per_chunk(row_len: int, chunk_size: int | None, bytes_per: int = 4) -> int:
+def _step(chunk_size: int | None, per_line_bytes: int) -> int:
     if chunk_size is not None:
-        return max(1, chunk_size)
-    return max(1, _CHUNK_BYTES // max(1, row_len * bytes_per))
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        return int(chunk_size)
+    return max(1, _TEMP_BYTES // max(1, per_line_bytes))
 
 
+@torch.no_grad()
 def retrieval_metrics(
     sim: Tensor,
     text_to_video: Tensor,
@@ -75,69 +99,130 @@ def retrieval_metrics(
     ties: str = "expected",
     median: str = "numpy",
     chunk_size: int | None = None,
+    ks: Sequence[int] = (1, 5, 10),
 ) -> dict[str, float]:
-    """R@1/5/10 (percent), MedR and MeanR (1-based) for t2v and v2t.
+    """Text-to-video and video-to-text R@K, MedR, MeanR of a similarity matrix.
 
-    ``sim`` [num_texts, num_videos], higher = more similar; ``text_to_video`` [num_texts] long, the ground-truth
-    video of each text (several texts may share a video). The input is never modified.
+    Args:
+        sim: [num_texts, num_videos], higher = more similar, on any device. Integer/bool input is scored as
+            float64. Never modified.
+        text_to_video: [num_texts] integer GT video of each text; several texts may share a video (MSVD).
+        v2t_mode: ``"caption"`` (Frozen-in-Time, RegionLearner, DemoVLP, MILES ``v2t_metrics``): a video ranks
+            all texts; its rank is the best among its own captions. ``"group"`` (CLIP4Clip
+            ``tensor_video_to_text_sim``, X-Pool / Prompt Switch ``v2t_metrics``): a video scores each video by
+            that video's best caption, then ranks videos. Identical when every video has one caption.
+        ties: ``"expected"`` (uniformly random tie-breaking, in expectation; a collapsed model gets chance) or
+            ``"optimistic"`` (GT wins every tie: Frozen-in-Time ``t2v_metrics``; note FiT's v2t averaged ties,
+            which equals ``"expected"`` with one caption per video).
+        median: ``"numpy"`` (mean of the two middle ranks, as CLIP4Clip ``compute_metrics``, FiT, X-Pool) or
+            ``"lower"`` (torch.median: CLIP4Clip's multi-sentence t2v ``tensor_text_to_video_metrics``).
+        chunk_size: rows (t2v) / columns (v2t) per chunk; default sizes the temporaries to ~200 MB.
+        ks: the K of R@K.
+
+    Returns:
+        Python floats: ``{t2v,v2t}/R@K`` in percent (expected hit rate x 100), ``{t2v,v2t}/MedR`` and
+        ``/MeanR`` 1-based (perfect = 1.0), and ``{t2v,v2t}/num_queries`` (texts, resp. videos).
+
+    Raises:
+        ValueError: wrong shapes, NaN in ``sim`` (with the count), GT indices out of range, a video without any
+            caption (a broken test set), or an unknown option.
     """
+    # ---- validation -----------------------------------------------------------------------------------------
+    if v2t_mode not in ("caption", "group"):
+        raise ValueError(f"v2t_mode must be 'caption' or 'group', got {v2t_mode!r}")
+    if ties not in ("expected", "optimistic"):
+        raise ValueError(f"ties must be 'expected' or 'optimistic', got {ties!r}")
+    if median not in ("numpy", "lower"):
+        raise ValueError(f"median must be 'numpy' or 'lower', got {median!r}")
+    ks = tuple(int(K) for K in ks)
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks must be positive integers, got {ks}")
+    if not isinstance(sim, Tensor):
+        sim = torch.as_tensor(sim)
     if sim.ndim != 2:
         raise ValueError(f"sim must be 2-D [num_texts, num_videos], got shape {tuple(sim.shape)}")
+    if sim.is_complex():
+        raise ValueError("sim must be real-valued")
+    if not sim.is_floating_point():
+        sim = sim.to(torch.float64)
     nt, nv = sim.shape
-    t2v = text_to_video.to(device=sim.device, dtype=torch.long)
-    if t2v.shape != (nt,):
-        raise ValueError(f"text_to_video must have shape [{nt}], got {tuple(text_to_video.shape)}")
     if nt == 0 or nv == 0:
-        raise ValueError("empty similarity matrix")
-    if int(t2v.min()) < 0 or int(t2v.max()) >= nv:
-        raise ValueError(f"text_to_video holds indices outside [0, {nv})")
+        raise ValueError(f"empty similarity matrix of shape {tuple(sim.shape)}")
+    t2v = torch.as_tensor(text_to_video)
+    if t2v.is_floating_point() or t2v.is_complex() or t2v.dtype == torch.bool:
+        raise ValueError(f"text_to_video must hold integer video indices, got dtype {t2v.dtype}")
+    if t2v.shape != (nt,):
+        raise ValueError(
+            f"text_to_video must have shape [{nt}] (one GT video per row of sim), got {tuple(t2v.shape)}"
+        )
+    t2v = t2v.to(device=sim.device, dtype=torch.long)
+    lo, hi = int(t2v.min()), int(t2v.max())
+    if lo < 0 or hi >= nv:
+        raise ValueError(f"text_to_video holds indices in [{lo}, {hi}], outside the {nv} videos [0, {nv})")
     caps = torch.bincount(t2v, minlength=nv)
     if bool((caps == 0).any()):
         raise ValueError(f"{int((caps == 0).sum())} of {nv} videos have no caption: the test set is broken")
-    if v2t_mode not in ("caption", "group"):
-        raise ValueError(f"v2t_mode must be 'caption' or 'group', got {v2t_mode!r}")
-
-    # text -> video: row chunks, count strictly greater and equal against the GT score
-    gt = sim[torch.arange(nt, device=sim.device), t2v]  # each text's score with its own video
-    g_t, m_t = torch.empty(nt, dtype=torch.long), torch.empty(nt, dtype=torch.long)
-    step = _rows_per_chunk(nv, chunk_size)
-    nan = 0
-    for a in range(0, nt, step):
-        block = sim[a : a + step]
-        nan += int(torch.isnan(block).sum())
-        ref = gt[a : a + step, None]
-        g_t[a : a + step] = (block > ref).sum(1).cpu()
-        m_t[a : a + step] = (block == ref).sum(1).cpu()
+    step = _step(chunk_size, nv * 4)
+    nan = _count_nan(sim, step)
     if nan:
         raise ValueError(f"sim holds {nan} NaN values; a NaN similarity cannot be ranked")
-    rank, hits = _expected(g_t, m_t, torch.ones_like(g_t), ties)
-    out = _summarise("t2v", rank, hits, median)
 
-    # video -> text
-    if v2t_mode == "caption":
-        best = torch.full((nv,), float("-inf"), dtype=sim.dtype, device=sim.device)
-        best = best.scatter_reduce(0, t2v, gt, reduce="amax")  # best own-caption score per video
-        k_v = torch.zeros(nv, dtype=torch.long, device=sim.device).scatter_add(0, t2v, (gt == best[t2v]).long())
-        g_v, m_v = torch.empty(nv, dtype=torch.long), torch.empty(nv, dtype=torch.long)
-        step = _rows_per_chunk(nt, chunk_size)
+    dev = sim.device
+    rows = torch.arange(nt, device=dev)
+    gt = sim[rows, t2v]  # each text's score with its own video
+
+    # ---- text -> video: row chunks, each text against all videos ------------------------------------------
+    g = torch.empty(nt, dtype=torch.long, device=dev)
+    ge = torch.empty(nt, dtype=torch.long, device=dev)
+    buf = _counts_buffer((min(step, nt), nv), nv, dev)
+    for a in range(0, nt, step):
+        block, ref = sim[a : a + step], gt[a : a + step, None]
+        out = buf[: block.shape[0]]
+        g[a : a + step] = torch.gt(block, ref, out=out).sum(1)
+        ge[a : a + step] = torch.ge(block, ref, out=out).sum(1)
+    del buf
+    rank, hits = _rank_and_hits(g, ge - g, torch.ones_like(g), ties, ks)
+    metrics = _summarise("t2v", rank, hits, median)
+
+    # ---- video -> text ----------------------------------------------------------------------------------------
+    if v2t_mode == "caption" or bool((caps == 1).all()):
+        # Each video (column) against all texts; the reference is its best own-caption score, and k counts
+        # its captions tied at that score (the best of k tied GTs ranks better than a single one).
+        best = torch.full((nv,), float("-inf"), dtype=sim.dtype, device=dev)
+        best = best.scatter_reduce(0, t2v, gt, reduce="amax")
+        k = torch.zeros(nv, dtype=torch.long, device=dev).scatter_add(0, t2v, (gt == best[t2v]).long())
+        g = torch.empty(nv, dtype=torch.long, device=dev)
+        ge = torch.empty(nv, dtype=torch.long, device=dev)
+        step = _step(chunk_size, nt * 4)
+        buf = _counts_buffer((nt, min(step, nv)), nt, dev)
+        for a in range(0, nv, step):
+            block, ref = sim[:, a : a + step], best[None, a : a + step]
+            out = buf[:, : block.shape[1]]
+            g[a : a + step] = torch.gt(block, ref, out=out).sum(0)
+            ge[a : a + step] = torch.ge(block, ref, out=out).sum(0)
+        del buf
+        rank, hits = _rank_and_hits(g, ge - g, k, ties, ks)
+    else:
+        # Group-wise: for a chunk of query videos (columns), grouped[u, j] = max over u's captions c of
+        # sim[c, a + j]; query j's GT is the row u = a + j, ranked among all videos.
+        g = torch.empty(nv, dtype=torch.long, device=dev)
+        ge = torch.empty(nv, dtype=torch.long, device=dev)
+        step = _step(chunk_size, nv * (sim.element_size() + 4))
+        width = min(step, nv)
+        grouped_buf = torch.empty((nv, width), dtype=sim.dtype, device=dev)
+        buf = _counts_buffer((nv, width), nv, dev)
         for a in range(0, nv, step):
             block = sim[:, a : a + step]
-            ref = best[None, a : a + step]
-            g_v[a : a + step] = (block > ref).sum(0).cpu()
-            m_v[a : a + step] = (block == ref).sum(0).cpu()
-        rank, hits = _expected(g_v, m_v, k_v.cpu(), ties)
-    else:
-        g_v, m_v = torch.empty(nv, dtype=torch.long), torch.empty(nv, dtype=torch.long)
-        step = _rows_per_chunk(nt + nv, chunk_size)
-        idx = t2v[None, :]
-        for a in range(0, nv, step):
-            block = sim[:, a : a + step].t()  # [chunk, num_texts]: query videos against all captions
-            grouped = torch.full((block.shape[0], nv), float("-inf"), dtype=sim.dtype, device=sim.device)
-            grouped = grouped.scatter_reduce(1, idx.expand(block.shape[0], -1), block, reduce="amax")
-            ref = grouped[torch.arange(block.shape[0], device=sim.device), torch.arange(a, a + block.shape[0],
-                                                                                       device=sim.device)][:, None]
-            g_v[a : a + step] = (grouped > ref).sum(1).cpu()
-            m_v[a : a + step] = (grouped == ref).sum(1).cpu()
-        rank, hits = _expected(g_v, m_v, torch.ones_like(g_v), ties)
-    out.update(_summarise("v2t", rank, hits, median))
-    return out
+            w = block.shape[1]
+            grouped = grouped_buf[:, :w]
+            grouped.fill_(float("-inf"))
+            grouped.scatter_reduce_(0, t2v[:, None].expand(nt, w), block, reduce="amax")
+            cols = torch.arange(w, device=dev)
+            ref = grouped[a + cols, cols][None, :]
+            out = buf[:, :w]
+            g[a : a + step] = torch.gt(grouped, ref, out=out).sum(0)
+            ge[a : a + step] = torch.ge(grouped, ref, out=out).sum(0)
+        del buf, grouped_buf
+        rank, hits = _rank_and_hits(g, ge - g, torch.ones_like(g), ties, ks)
+    metrics.update(_summarise("v2t", rank, hits, median))
+    return metrics

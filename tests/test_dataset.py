@@ -1,0 +1,65 @@
+"""Manifest rows -> samples: padding masks, retrieval-set grouping, skip markers, transforms."""
+
+import json
+import random
+
+import torch
+
+from vtp_bench.data.dataset import RetrievalSet, collate
+from vtp_bench.data.transforms import VideoTransform, center_crop_resize, random_resized_crop
+
+
+def _manifest(tmp_path, rows):
+    p = tmp_path / "m.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+def test_retrieval_set_groups_captions_by_video(tmp_path):
+    rows = [
+        {"video_id": v, "path": f"{v}.mp4", "text": f"{v} caption {i}", "text_id": f"{v}_{i}", "split": "test"}
+        for v, n in (("b", 2), ("a", 1), ("c", 3)) for i in range(n)
+    ]
+    for v in "abc":
+        (tmp_path / f"{v}.mp4").write_bytes(b"x")
+    rs = RetrievalSet.from_manifest(_manifest(tmp_path, rows))
+    assert rs.video_ids == ["b", "a", "c"]  # first-appearance order
+    assert rs.text_to_video.tolist() == [0, 0, 1, 2, 2, 2]
+    dropped = rs.drop_videos([0])
+    assert dropped.video_ids == ["a", "c"] and dropped.text_to_video.tolist() == [0, 1, 1, 1]
+    assert dropped.texts[0] == "a caption 0" and dropped.missing == ["b"]
+
+
+def test_collate_drops_skipped_items_and_lists_them():
+    good = {"video": torch.zeros(4, 3, 8, 8), "video_mask": torch.ones(4, dtype=torch.bool), "text": "t",
+            "video_id": "v1", "text_id": "t1", "index": 0}
+    bad = {"skipped": "v2", "error": "cannot read video v2.mp4: corrupt"}
+    b = collate([good, bad, dict(good, index=2)])
+    assert b["size"] == 2 and b["video"].shape == (2, 4, 3, 8, 8)
+    assert b["skipped"] == ["v2"] and "corrupt" in b["skipped_errors"][0]
+    assert b["index"].tolist() == [0, 2]
+    empty = collate([bad])
+    assert empty["size"] == 0 and empty["skipped"] == ["v2"]
+
+
+def test_transforms_shapes_and_same_crop_for_all_frames():
+    frames = torch.arange(2 * 20 * 30 * 3, dtype=torch.float32).reshape(2, 20, 30, 3).remainder(255).to(torch.uint8)
+    frames[1] = frames[0]  # identical frames must stay identical after a random crop
+    x = VideoTransform(16, train=True, crop_scale=(0.5, 1.0), hflip=True)(frames, random.Random(0))
+    assert x.shape == (2, 3, 16, 16)
+    assert torch.equal(x[0], x[1])
+    y = VideoTransform(16, train=False)(frames)
+    assert y.shape == (2, 3, 16, 16)
+
+
+def test_center_crop_takes_the_middle_square():
+    x = torch.zeros(1, 3, 10, 20)
+    x[..., :, 5:15] = 1.0  # the centre 10x10 square
+    assert torch.allclose(center_crop_resize(x, 10), torch.ones(1, 3, 10, 10))
+
+
+def test_random_resized_crop_is_deterministic_by_rng():
+    x = torch.rand(2, 3, 40, 50)
+    a = random_resized_crop(x, 16, (0.3, 1.0), random.Random(5))
+    b = random_resized_crop(x, 16, (0.3, 1.0), random.Random(5))
+    assert torch.equal(a, b)
