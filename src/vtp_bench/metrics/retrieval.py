@@ -59,14 +59,14 @@ def _rank_and_hits(
     hits = {}
     for K in ks:
         t = K - g  # top-K slots left for the tie group
-        # P(no GT among the first t of the tie group) = C(free, t) / C(m, t) = prod_{i<t} (free - i) / (m - i);
-        # t <= K keeps the product short, and float64 keeps it accurate for m up to millions.
+        # P(no GT among the first t of the tie group) = C(free, t) / C(m, t) = prod_{i<t} (free - i) / (m - i):
+        # 1 (empty product) for t <= 0, 0 for t > free (the factor i = free vanishes). t <= K keeps the product
+        # short, and float64 keeps it accurate for m up to millions.
         miss = torch.ones_like(g)
         for i in range(K):
             factor = ((free - i) / (m - i).clamp_min(1.0)).clamp_min(0.0)
             miss = torch.where(t > i, miss * factor, miss)
-        p = 1.0 - miss
-        hits[K] = torch.where(t <= 0, torch.zeros_like(g), p)
+        hits[K] = 1.0 - miss
     return rank, hits
 
 
