@@ -86,10 +86,14 @@ def plot_results(results: list[dict[str, Any]], out: str | Path) -> Path:
     for j, k in enumerate(ks):
         xs = [i + (j - 1) * width for i in range(len(results))]
         ax.bar(xs, [r["metrics"][k] for r in results], width, label=k)
+    for i, r in enumerate(results):  # chance level of R@1 on that test set
+        if r.get("num_videos"):
+            ax.hlines(100.0 / r["num_videos"], i - 0.45, i + 0.45, colors="black", linestyles="dashed",
+                      label="chance R@1" if i == 0 else None)
     ax.set_xticks(range(len(results)), labels)
     ax.set_ylabel("recall (%)")
     ax.set_ylim(0, 100)
-    ax.legend()
+    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -66,6 +66,9 @@ class HFTextEncoder(nn.Module):
             hf_config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
             self.model = AutoModel.from_config(hf_config)
         else:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # a local load needs no progress bar
             model_dir = model_dir or str(default_text_model_dir())
             self.model = AutoModel.from_pretrained(model_dir, local_files_only=True)
         tok_dir = tokenizer_dir or model_dir or str(default_text_model_dir())
@@ -74,8 +77,17 @@ class HFTextEncoder(nn.Module):
         limit = getattr(self.model.config, "max_position_embeddings", 512)
         self.max_length = min(max_length or limit, limit)
         self.width = int(getattr(self.model.config, "hidden_size", None) or self.model.config.dim)
+        self.freeze = freeze
         if freeze:
             self.model.requires_grad_(False)
+            self.model.eval()
+
+    def train(self, mode: bool = True) -> "HFTextEncoder":
+        """A frozen encoder stays in eval mode (no dropout): its features are fixed, not just its weights."""
+        super().train(mode)
+        if self.freeze:
+            self.model.eval()
+        return self
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
@@ -84,7 +96,8 @@ class HFTextEncoder(nn.Module):
     def forward(self, texts: list[str]) -> EncoderOutput:
         device = next(self.model.parameters()).device
         enc = {k: v.to(device) for k, v in self.tokenize(texts).items() if k in ("input_ids", "attention_mask")}
-        hidden = self.model(**enc).last_hidden_state
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            hidden = self.model(**enc).last_hidden_state
         mask = enc["attention_mask"].bool()
         if self.pooling == "cls":
             pooled = hidden[:, 0]

@@ -137,7 +137,7 @@ class SpaceTimeViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patches_per_frame + 1, embed_dim))
         self.temporal_embed = nn.Parameter(torch.zeros(1, num_frames, embed_dim))
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]
+        dpr = [drop_path_rate * i / max(1, depth - 1) for i in range(depth)]  # linspace(0, rate, depth)
         self.blocks = nn.ModuleList(
             SpaceTimeBlock(embed_dim, num_heads, mlp_ratio, qkv_bias, dpr[i], time_init) for i in range(depth)
         )
