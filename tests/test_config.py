@@ -57,3 +57,17 @@ def test_all_experiments_load():
 def test_env_data_root(monkeypatch):
     monkeypatch.setenv("VTP_DATA_ROOT", "/somewhere")
     assert load_config("frozen_synth").data.root == "/somewhere"
+
+
+def test_experiment_encoder_section_replaces_the_default():
+    """frozen's default text encoder has preset distilbert-base; frozen_synth names none and must get the
+    packaged MiniLM, not a DistilBERT-base merged in from the default."""
+    cfg = load_config("frozen_synth")
+    assert "preset" not in cfg.method.text
+    assert load_config("frozen_synth_paper").method.text.preset == "distilbert-base"
+    assert load_config("frozen_synth", ["method.text.preset=tiny"]).method.text.preset == "tiny"
+
+
+def test_saved_config_rebuilds_the_same_encoders():
+    cfg = load_config("frozen_synth")
+    assert to_dict(config_from_dict(to_dict(cfg)))["method"]["text"] == to_dict(cfg)["method"]["text"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.experiment, args.overrides)
     summary = train(cfg, resume=args.resume)
+    if not summary["is_global_zero"]:
+        return
     m = summary["val_metrics"]
     if m:
         print(f"final validation: t2v R@1 {m['t2v/R@1']:.1f}  R@5 {m['t2v/R@5']:.1f}  "
@@ -61,7 +64,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")
     result = evaluate(args.ckpt, args.dataset, split=args.split, out=args.out, allow_missing=args.allow_missing,
-                      overrides=overrides, trust_checkpoint=args.trust_checkpoint)
+                      overrides=overrides, trust_checkpoint=args.trust_checkpoint,
+                      accelerator=args.accelerator, devices=args.devices)
+    if any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+        return  # one table, from the launching process
     print(format_table([result]))
     if result.get("num_missing"):
         print(f"note: {result['num_missing']} videos were missing or unreadable and were left out")
@@ -97,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train an experiment: vtp-bench train EXP [key=value ...]")
     s.add_argument("experiment", help="name in experiments/ or a path to a yaml file")
     s.add_argument("overrides", nargs="*", help="config overrides, e.g. trainer.max_steps=20 data.batch_size=8")
-    s.add_argument("--resume", metavar="CKPT", default=None, help="resume from a checkpoint path (or 'last')")
+    s.add_argument("--resume", metavar="CKPT", nargs="?", const="last", default=None,
+                   help="resume from a checkpoint path, or (no value) from this run's last.ckpt: same data "
+                        "order, optimizer, scheduler and method state; needs the same run.version")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("eval", help="score a checkpoint on a dataset split")
@@ -108,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-root", default=None, help="override data.root of the checkpoint's config")
     s.add_argument("--allow-missing", action="store_true", help="score the videos that exist; count the rest")
     s.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary unpickling (trusted files only)")
+    s.add_argument("--accelerator", default="auto", help="cpu | gpu | auto")
+    s.add_argument("--devices", type=int, default=1, help="evaluate on N devices (DDP): sharded, no padding")
     s.add_argument("overrides", nargs="*", help="config overrides, e.g. data.num_workers=0")
     s.set_defaults(func=cmd_eval)
 

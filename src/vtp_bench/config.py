@@ -121,6 +121,16 @@ def _wrap(err: OmegaConfBaseException, source: str) -> ConfigError:
     return ConfigError(f"bad value for config key {key!r} ({source}): {msg}")
 
 
+def _clear_replaced_encoders(base: DictConfig, layer: Any) -> None:
+    """An encoder section given in an experiment file (or a saved config) replaces the method's default
+    one instead of being merged into it: a merge would keep, e.g., the default's ``preset`` under a
+    different encoder. Command-line overrides still edit single keys."""
+    given = (layer.get("method") if hasattr(layer, "get") else None) or {}
+    for key in given:
+        if key in base.method and isinstance(base.method[key], DictConfig) and "name" in base.method[key]:
+            base.method[key] = {}
+
+
 def method_schema(method_name: str) -> DictConfig:
     try:
         cls = METHODS.get(method_name)
@@ -179,6 +189,7 @@ def load_config(experiment: str, overrides: list[str] | tuple[str, ...] = ()) ->
     base.name = path.stem
     OmegaConf.set_struct(base, True)
     _open_dicts(base)
+    _clear_replaced_encoders(base, exp)
     # trainer is an open dict in the schema; its keys are checked against lightning.Trainer below
     cfg = base
     for layer, source in ((exp, str(path)), (cli, "command line")):
@@ -203,6 +214,7 @@ def config_from_dict(d: dict[str, Any]) -> DictConfig:
     base.method = method_schema(d["method"]["name"])
     OmegaConf.set_struct(base, True)
     _open_dicts(base)
+    _clear_replaced_encoders(base, d)
     try:
         cfg = OmegaConf.merge(base, d)
     except OmegaConfBaseException as e:

@@ -64,14 +64,16 @@ def evaluate(
     overrides: list[str] = (),
     trust_checkpoint: bool = False,
     accelerator: str = "auto",
+    devices: int = 1,
 ) -> dict[str, Any]:
     """Score one checkpoint on one split; write the results JSON when ``out`` is given."""
     overrides = list(overrides) + ([f"eval.allow_missing={allow_missing}"] if allow_missing else [])
     module = module_from_checkpoint(ckpt, overrides, trust_checkpoint)
     cfg = module.cfg
     dm = VideoTextDataModule(cfg, eval_dataset=dataset, eval_split=split, allow_missing=allow_missing)
-    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, precision=cfg.trainer.get("precision", "32-true"))
+    trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, precision=cfg.trainer.get("precision", "32-true"),
+                        use_distributed_sampler=False, strategy="ddp" if devices > 1 else "auto")
     trainer.test(module, datamodule=dm, verbose=False)
     result = {
         "method": cfg.method.name,
@@ -88,7 +90,8 @@ def evaluate(
         "vtp_bench_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    if out is not None:
+    result["devices"] = trainer.world_size
+    if out is not None and trainer.is_global_zero:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))

@@ -8,15 +8,19 @@ the retrieval metrics once, on the whole set.
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+import torch.distributed as dist
 from omegaconf import DictConfig
 from torch import Tensor
 
 from vtp_bench.config import config_from_dict, to_dict
 from vtp_bench.data.dataset import RetrievalSet
+from vtp_bench.data.samplers import shard_bounds
 from vtp_bench.methods.base import Embeddings, Method
 from vtp_bench.metrics import retrieval_metrics
 from vtp_bench.registry import METHODS
@@ -38,6 +42,7 @@ class VTPModule(L.LightningModule):
         self.method = build_method(self.cfg)
         self.skipped_videos: list[str] = []  # one entry per skipped training sample (across epochs)
         self.skipped_errors: dict[str, str] = {}
+        self.resume_position: dict[str, int] | None = None  # set when restoring a checkpoint
         self.last_metrics: dict[str, float] = {}
         self.last_eval_info: dict[str, Any] = {}
         self._eval_parts: list[tuple[Tensor, Embeddings]] = []
@@ -67,13 +72,37 @@ class VTPModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         return loss
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Where the data stream stands: a resumed run continues the epoch with the next unseen batch."""
+        if self._trainer is not None and self.trainer.training:
+            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            checkpoint["vtp_data_position"] = {"epoch": self.current_epoch, "batches": done}
+            checkpoint["vtp_rng_state"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.resume_position = checkpoint.get("vtp_data_position")
+        if "vtp_rng_state" in checkpoint:  # dropout etc. continue exactly as in an uninterrupted run
+            set_rng_state(checkpoint["vtp_rng_state"])
+
+    def on_fit_start(self) -> None:
+        t = self.trainer
+        print(f"[vtp_bench] rank {t.global_rank}/{t.world_size} (local rank {t.local_rank}, node {t.node_rank}), "
+              f"strategy {type(t.strategy).__name__}", flush=True)
+
+    def on_train_end(self) -> None:
+        """Skipped videos are counted on every rank; gather them so the report covers the whole run."""
+        self.skipped_videos = [v for part in _gather_objects(self.skipped_videos) for v in part]
+        for errs in _gather_objects(self.skipped_errors):
+            for vid, err in errs.items():
+                self.skipped_errors.setdefault(vid, err)
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.method.on_train_batch_end(self.global_step)
 
     def on_train_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and getattr(dm, "train_set", None) is not None:
-            dm.train_set.set_epoch(self.current_epoch)
+            dm.train_set.set_epoch(self.current_epoch)  # before the workers copy the dataset
 
     def configure_optimizers(self) -> Any:
         o = self.cfg.optim
@@ -127,23 +156,33 @@ class VTPModule(L.LightningModule):
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch_size: int) -> Embeddings:
+        """This rank's contiguous shard of the texts, encoded and gathered in rank order."""
+        rank, world = _rank_world()
+        a, b = shard_bounds(len(texts), rank, world)
+        mine = texts[a:b]
         parts = [
-            self.method.encode_text({"text": texts[i : i + batch_size]}).detach().to("cpu")
-            for i in range(0, len(texts), batch_size)
+            self.method.encode_text({"text": mine[i : i + batch_size]}).detach().to("cpu")
+            for i in range(0, len(mine), batch_size)
         ]
-        return Embeddings.cat(parts)
+        gathered = [p for rank_parts in _gather_objects(parts) for p in rank_parts]
+        return Embeddings.cat(gathered)
 
     def _finish_eval(self, prefix: str, rset: RetrievalSet) -> None:
-        if self._eval_skipped:
+        """Every rank holds its shard of the videos: gather (collectives called by every rank, before any
+        decision that could differ between ranks), trim to the dataset, score once on the full matrix."""
+        skipped = sorted(i for part in _gather_objects(self._eval_skipped) for i in part)
+        parts = [p for rank_parts in _gather_objects(self._eval_parts) for p in rank_parts]
+        self._eval_parts, self._eval_skipped = [], []
+        if skipped:
             if not self.cfg.eval.allow_missing:
-                bad = [rset.video_ids[i] for i in self._eval_skipped[:5]]
+                bad = [rset.video_ids[i] for i in skipped[:5]]
                 raise RuntimeError(
-                    f"{len(self._eval_skipped)} videos of {rset.manifest} could not be read (e.g. {bad}); "
+                    f"{len(skipped)} videos of {rset.manifest} could not be read (e.g. {bad}); "
                     "run `vtp-bench data check` on the manifest, or pass --allow-missing to score the rest"
                 )
-            rset = rset.drop_videos(self._eval_skipped)
-        order = torch.cat([i for i, _ in self._eval_parts])
-        video = Embeddings.cat([e for _, e in self._eval_parts]).index(torch.argsort(order))
+            rset = rset.drop_videos(skipped)
+        order = torch.cat([i for i, _ in parts])
+        video = Embeddings.cat([e for _, e in parts]).index(torch.argsort(order))
         if len(video) != len(rset.video_ids):
             raise RuntimeError(f"encoded {len(video)} videos, expected {len(rset.video_ids)}")
         text = self.encode_texts(rset.texts, self.cfg.data.eval_batch_size)
@@ -159,4 +198,41 @@ class VTPModule(L.LightningModule):
         }
         for k in ("t2v/R@1", "t2v/R@5", "t2v/R@10", "t2v/MedR", "v2t/R@1", "v2t/R@5"):
             self.log(f"{prefix}/{k}", metrics[k], prog_bar=k == "t2v/R@1", sync_dist=False)
-        self._eval_parts, self._eval_skipped = [], []
+
+
+def rng_state() -> dict[str, Any]:
+    """Global RNG states as plain tensors/tuples (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gather_objects(obj: Any) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]``; every rank must call it."""
+    rank, world = _rank_world()
+    if world == 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out

@@ -36,10 +36,20 @@ def gather_with_grad(x: Tensor, mode: str) -> tuple[Tensor, int]:
     rank, world = _world()
     if mode == "none" or world == 1:
         return x, 0
-    import torch.distributed.nn.functional as dist_fn
+    try:  # autograd-aware all-gather: its backward reduce-scatters (sums) every rank's gradient
+        from torch.distributed._functional_collectives import all_gather_tensor_autograd
 
-    parts = dist_fn.all_gather(x)
-    return torch.cat(parts, dim=0), rank * x.shape[0]
+        gathered = all_gather_tensor_autograd(x.contiguous(), gather_dim=0, group=dist.group.WORLD)
+    except ImportError:  # older torch
+        import torch.distributed.nn.functional as dist_fn
+
+        gathered = torch.cat(dist_fn.all_gather(x), dim=0)
+    return gathered, rank * x.shape[0]
+
+
+def _at_least_fp32(x: Tensor) -> Tensor:
+    """Softmax over similarities in fp32 at least (bf16/fp16 under autocast), fp64 stays fp64."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def norm_softmax_loss(
@@ -48,8 +58,8 @@ def norm_softmax_loss(
     """Frozen-in-Time's NormSoftmax: cosine similarity / τ, cross-entropy text->video plus video->text
     (summed, not averaged, as in the official ``NormSoftmaxLoss``). Inputs are per-rank [B, D] embeddings.
     """
-    t = F.normalize(text.float(), dim=-1)
-    v = F.normalize(video.float(), dim=-1)
+    t = F.normalize(_at_least_fp32(text), dim=-1)
+    v = F.normalize(_at_least_fp32(video), dim=-1)
     all_t, offset = gather_with_grad(t, gather)
     all_v, _ = gather_with_grad(v, gather)
     labels = torch.arange(t.shape[0], device=t.device) + offset

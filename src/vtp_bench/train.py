@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,12 @@ def next_version(exp_dir: Path) -> str:
 
 
 def run_dir_for(cfg: DictConfig) -> Path:
+    """The run's directory. The version is chosen once, by the launching process, and handed to the
+    processes that Lightning or torchrun start through ``VTP_RUN_VERSION``, so that all ranks agree."""
     exp_dir = Path(cfg.run.dir) / cfg.name
-    return exp_dir / (cfg.run.version or next_version(exp_dir))
+    version = cfg.run.version or os.environ.get("VTP_RUN_VERSION") or next_version(exp_dir)
+    os.environ["VTP_RUN_VERSION"] = version
+    return exp_dir / version
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, **overrides: Any) -> L.Trainer:
@@ -32,13 +37,16 @@ def build_trainer(cfg: DictConfig, run_dir: Path, **overrides: Any) -> L.Trainer
     callbacks = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch}-step{step}", auto_insert_metric_name=False,
                         save_last=True, save_top_k=-1, every_n_train_steps=cfg.run.ckpt_every_n_steps),
-        TQDMProgressBar(refresh_rate=1),
     ]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(TQDMProgressBar(refresh_rate=1))
     loggers = [
         CSVLogger(save_dir=str(run_dir), name="", version=""),
         TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""),
     ]
     kwargs = {**OmegaConf.to_container(cfg.trainer), **overrides}
+    # the DataModule shards data itself (no padded DistributedSampler, resumable order)
+    kwargs["use_distributed_sampler"] = False
     return L.Trainer(default_root_dir=str(run_dir), callbacks=callbacks, logger=loggers, **kwargs)
 
 
@@ -74,4 +82,5 @@ def train(cfg: DictConfig, resume: str | None = None) -> dict[str, Any]:
                 print(f"  {vid}: {module.skipped_errors.get(vid, '')}")
         else:
             print("\nNo training video was skipped.")
+    summary["is_global_zero"] = trainer.is_global_zero
     return summary

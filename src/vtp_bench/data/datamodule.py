@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from vtp_bench.data.catalog import DatasetSource, locate
 from vtp_bench.data.dataset import EvalVideoDataset, RetrievalSet, VideoTextDataset, collate
+from vtp_bench.data.samplers import ResumableSampler, ShardSampler
 from vtp_bench.data.transforms import VideoTransform
 
 
@@ -60,24 +62,45 @@ class VideoTextDataModule(L.LightningDataModule):
             self.test_set = RetrievalSet.from_manifest(src.manifest, self.video_root or src.video_root,
                                                        self.allow_missing)
 
-    def _loader(self, ds: Any, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
-        workers = self.cfg.data.num_workers
+    def _rank_world(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def _loader(self, ds: Any, batch_size: int, sampler: Any, drop_last: bool) -> DataLoader:
+        # its own generator: creating an iterator must not draw from the global RNG (that would shift
+        # dropout masks after a resume); items draw from their own (seed, epoch, index) RNG anyway
         return DataLoader(
-            ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=workers,
-            collate_fn=collate, pin_memory=False, persistent_workers=False,
+            ds, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=self.cfg.data.num_workers,
+            collate_fn=collate, pin_memory=torch.cuda.is_available(), persistent_workers=False,
+            generator=torch.Generator().manual_seed(self.cfg.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
+        """The order depends on (seed, epoch) only and every rank takes the same number of full batches
+        (drop_last), so cross-rank gathers match and a resumed run sees the same batches."""
         assert self.train_set is not None
-        if self.trainer is not None:
-            self.train_set.set_epoch(self.trainer.current_epoch)
-        # drop_last: every rank must hold the same batch size for the cross-rank gather
-        return self._loader(self.train_set, self.cfg.data.batch_size, shuffle=True, drop_last=True)
+        rank, world = self._rank_world()
+        self.train_sampler = ResumableSampler(len(self.train_set), self.cfg.data.batch_size, rank, world,
+                                              seed=self.cfg.seed)
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        position = getattr(module, "resume_position", None)
+        if position:  # resuming: continue the epoch with the first batch the checkpoint had not trained on
+            per_epoch = len(self.train_sampler) // self.cfg.data.batch_size
+            epoch, skip = position["epoch"], position["batches"]
+            if skip >= per_epoch:
+                epoch, skip = epoch + 1, 0
+            self.train_sampler.set_epoch(epoch, skip_batches=skip)
+            self.train_set.set_epoch(epoch)
+            module.resume_position = None
+        return self._loader(self.train_set, self.cfg.data.batch_size, self.train_sampler, drop_last=True)
 
     def eval_loader(self, rset: RetrievalSet) -> DataLoader:
+        """Each rank encodes a contiguous shard, without padding; VTPModule gathers and trims."""
         d = self.cfg.data
         ds = EvalVideoDataset(rset, d.num_frames, self.eval_transform, d.eval_sampling)
-        return self._loader(ds, d.eval_batch_size, shuffle=False, drop_last=False)
+        rank, world = self._rank_world()
+        return self._loader(ds, d.eval_batch_size, ShardSampler(len(ds), rank, world), drop_last=False)
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None
