@@ -18,6 +18,15 @@ from vtp_bench.data.datamodule import VideoTextDataModule
 from vtp_bench.lit import VTPModule
 
 
+class PeriodicCheckpoint(ModelCheckpoint):
+    """At the end of every epoch and, when ``every_n_train_steps`` is set, every N steps as well (Lightning's
+    ModelCheckpoint takes one trigger or the other); ``last.ckpt`` always holds the newest."""
+
+    def __init__(self, every_n_train_steps: int | None = None, **kwargs: Any) -> None:
+        super().__init__(every_n_train_steps=every_n_train_steps, **kwargs)
+        self._every_n_epochs = 1
+
+
 def next_version(exp_dir: Path) -> str:
     nums = [int(p.name.split("_")[1]) for p in exp_dir.glob("version_*") if p.name.split("_")[1].isdigit()]
     return f"version_{max(nums, default=-1) + 1}"
@@ -35,8 +44,8 @@ def run_dir_for(cfg: DictConfig) -> Path:
 def build_trainer(cfg: DictConfig, run_dir: Path, **overrides: Any) -> L.Trainer:
     ckpt_dir = run_dir / "checkpoints"
     callbacks = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch}-step{step}", auto_insert_metric_name=False,
-                        save_last=True, save_top_k=-1, every_n_train_steps=cfg.run.ckpt_every_n_steps),
+        PeriodicCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch}-step{step}", auto_insert_metric_name=False,
+                           save_last=True, save_top_k=-1, every_n_train_steps=cfg.run.ckpt_every_n_steps),
     ]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(refresh_rate=1))
