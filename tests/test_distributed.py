@@ -60,22 +60,23 @@ def _batch(cfg, n: int) -> dict:
     }
 
 
-def _local(batch: dict, rank: int, world: int) -> dict:
-    n = batch["size"] // world
-    sl = slice(rank * n, (rank + 1) * n)
-    return {k: (v[sl] if isinstance(v, (torch.Tensor, list)) else n) for k, v in batch.items()}
+def _local(batch: dict, rank: int, split: tuple[int, ...]) -> dict:
+    """This rank's rows; ``split`` gives every rank's count (unequal when unreadable videos were skipped)."""
+    start = sum(split[:rank])
+    sl = slice(start, start + split[rank])
+    return {k: (v[sl] if isinstance(v, (torch.Tensor, list)) else split[rank]) for k, v in batch.items()}
 
 
 def _grads(method) -> dict[str, torch.Tensor]:
     return {n: p.grad.detach().clone() for n, p in method.named_parameters() if p.grad is not None}
 
 
-def _worker(rank: int, world: int, port: int, name: str, gather: str, out: str) -> None:
+def _worker(rank: int, world: int, port: int, name: str, gather: str, out: str, split: tuple[int, ...]) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
     method, cfg = _method(name, gather)
-    loss = sum(method.losses(_local(_batch(cfg, 8), rank, world)).values())
+    loss = sum(method.losses(_local(_batch(cfg, sum(split)), rank, split)).values())
     loss.backward()
     grads = _grads(method)
     for g in grads.values():  # what DDP's reducer does: average over ranks
@@ -86,16 +87,18 @@ def _worker(rank: int, world: int, port: int, name: str, gather: str, out: str) 
     dist.destroy_process_group()
 
 
+@pytest.mark.parametrize("split", [(4, 4), (5, 3)], ids=["equal", "uneven"])
 @pytest.mark.parametrize("name", METHODS.names())
-def test_two_process_gradients_equal_one_process(name, tmp_path):
+def test_two_process_gradients_equal_one_process(name, split, tmp_path):
+    """``uneven``: one rank lost rows to unreadable videos; the global-batch gradient must still hold."""
     method, cfg = _method(name, "global")
-    sum(method.losses(_batch(cfg, 8)).values()).backward()
+    sum(method.losses(_batch(cfg, sum(split))).values()).backward()
     reference = _grads(method)
     assert reference, "no gradients"
     results = {}
     for gather in ("global", "none"):
         out = tmp_path / f"{gather}.pt"
-        mp.spawn(_worker, args=(2, _free_port(), name, gather, str(out)), nprocs=2, join=True)
+        mp.spawn(_worker, args=(2, _free_port(), name, gather, str(out), split), nprocs=2, join=True)
         results[gather] = torch.load(out)
     assert results["global"].keys() == reference.keys()
     for k, ref in reference.items():
@@ -121,17 +124,24 @@ TRAIN_TINY = ["trainer.accelerator=cpu", "trainer.max_steps=3", "trainer.max_epo
 def ddp_data(tmp_path_factory) -> Path:
     from vtp_bench.data.synthetic import generate_synthetic
 
+    from vtp_bench.data.manifest import read_manifest
+
     root = tmp_path_factory.mktemp("ddp")
     generate_synthetic(root / "synth", num_videos=50, seed=5, grounding_videos=0, progress=False)
+    bad = read_manifest(root / "synth" / "train.jsonl")[7]  # one rank's batch will be a row short
+    (root / "synth" / bad.path).write_bytes(b"not an mp4")
     return root
 
 
 def test_ddp_train_cli_and_distributed_eval_equal_single(ddp_data, tmp_path):
     runs = tmp_path / "runs"
     r = _run([VTP, "train", "frozen_synth", *TRAIN_TINY, f"data.root={ddp_data}", f"run.dir={runs}",
-              "run.version=ddp", "trainer.devices=2", "trainer.strategy=ddp"], tmp_path)
+              "run.version=ddp", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=-1"], tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "rank 1/2" in r.stdout + r.stderr
+    # a full epoch: the corrupt clip was skipped on one rank, gathered into the run's report
+    summary = json.loads((runs / "frozen_synth" / "ddp" / "summary.json").read_text())
+    assert summary["skipped_videos"] == 1 and summary["global_step"] == 5
     ckpt = runs / "frozen_synth" / "ddp" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file() and not (runs / "frozen_synth" / "version_0").exists()  # ranks agreed on the dir
     res = {}

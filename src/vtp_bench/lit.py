@@ -57,8 +57,8 @@ class VTPModule(L.LightningModule):
         self.skipped_videos.extend(batch["skipped"])
         for vid, err in zip(batch["skipped"], batch["skipped_errors"]):
             self.skipped_errors.setdefault(vid, err)
-        if batch["size"] == 0:
-            return None
+        if self._any_rank_empty(batch["size"]):
+            return None  # every rank skips this step together (a lone skip would hang DDP's all-reduce)
         terms = self.method.losses(batch)
         loss = torch.stack([v for v in terms.values()]).sum()
         if not torch.isfinite(loss):
@@ -71,6 +71,14 @@ class VTPModule(L.LightningModule):
             self.log(f"train/{k}", v, batch_size=bs)
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         return loss
+
+    def _any_rank_empty(self, size: int) -> bool:
+        rank, world = _rank_world()
+        if world == 1:
+            return size == 0
+        flag = torch.tensor([1.0 if size == 0 else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Where the data stream stands: a resumed run continues the epoch with the next unseen batch."""

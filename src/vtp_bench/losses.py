@@ -12,6 +12,8 @@ the scale wrong with a global loss and the direction wrong with a local one (spe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -26,25 +28,48 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def gather_with_grad(x: Tensor, mode: str) -> tuple[Tensor, int]:
-    """Concatenate ``x`` [B, ...] over ranks (rank order); returns (all, offset of this rank's rows).
+@dataclass
+class Gathered:
+    """Rows of every rank in rank order, where this rank's rows start, and the global row count."""
 
-    Every rank must hold the same batch size (the DataModule drops the last incomplete batch in training).
+    all: Tensor
+    offset: int
+    total: int
+
+
+def _all_gather_autograd(x: Tensor) -> Tensor:
+    try:  # autograd-aware all-gather: its backward reduce-scatters (sums) every rank's gradient
+        from torch.distributed._functional_collectives import all_gather_tensor_autograd
+
+        return all_gather_tensor_autograd(x.contiguous(), gather_dim=0, group=dist.group.WORLD)
+    except ImportError:  # older torch
+        import torch.distributed.nn.functional as dist_fn
+
+        return torch.cat(dist_fn.all_gather(x), dim=0)
+
+
+def gather_with_grad(x: Tensor, mode: str) -> Gathered:
+    """Concatenate ``x`` [B_r, ...] over ranks, with gradients flowing back to the owning rank.
+
+    Ranks may hold different batch sizes (a video skipped as unreadable shrinks a batch): rows are padded
+    to the largest batch for the collective and the padding is dropped again.
     """
     if mode not in GATHER_MODES:
         raise ValueError(f"loss.gather must be one of {GATHER_MODES}, got {mode!r}")
     rank, world = _world()
     if mode == "none" or world == 1:
-        return x, 0
-    try:  # autograd-aware all-gather: its backward reduce-scatters (sums) every rank's gradient
-        from torch.distributed._functional_collectives import all_gather_tensor_autograd
-
-        gathered = all_gather_tensor_autograd(x.contiguous(), gather_dim=0, group=dist.group.WORLD)
-    except ImportError:  # older torch
-        import torch.distributed.nn.functional as dist_fn
-
-        gathered = torch.cat(dist_fn.all_gather(x), dim=0)
-    return gathered, rank * x.shape[0]
+        return Gathered(x, 0, x.shape[0])
+    size = torch.tensor([x.shape[0]], device=x.device)
+    sizes_t = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes_t, size)
+    sizes = [int(s) for s in sizes_t]
+    biggest = max(sizes)
+    if all(s == biggest for s in sizes):
+        return Gathered(_all_gather_autograd(x), rank * biggest, biggest * world)
+    padded = torch.cat([x, x.new_zeros((biggest - x.shape[0], *x.shape[1:]))])
+    gathered = _all_gather_autograd(padded)
+    keep = torch.cat([torch.arange(s, device=x.device) + r * biggest for r, s in enumerate(sizes)])
+    return Gathered(gathered.index_select(0, keep), sum(sizes[:rank]), sum(sizes))
 
 
 def _at_least_fp32(x: Tensor) -> Tensor:
@@ -60,9 +85,11 @@ def norm_softmax_loss(
     """
     t = F.normalize(_at_least_fp32(text), dim=-1)
     v = F.normalize(_at_least_fp32(video), dim=-1)
-    all_t, offset = gather_with_grad(t, gather)
-    all_v, _ = gather_with_grad(v, gather)
-    labels = torch.arange(t.shape[0], device=t.device) + offset
-    t2v = F.cross_entropy(t @ all_v.t() / temperature, labels)
-    v2t = F.cross_entropy(v @ all_t.t() / temperature, labels)
+    gt, gv = gather_with_grad(t, gather), gather_with_grad(v, gather)
+    labels = torch.arange(t.shape[0], device=t.device) + gt.offset
+    # sum over this rank's rows, scaled so that DDP's average over ranks is the mean over the global
+    # batch (equal to the local mean when every rank holds the same number of rows)
+    scale = _world()[1] / gt.total if gather == "global" else 1.0 / t.shape[0]
+    t2v = F.cross_entropy(t @ gv.all.t() / temperature, labels, reduction="sum") * scale
+    v2t = F.cross_entropy(v @ gt.all.t() / temperature, labels, reduction="sum") * scale
     return {"t2v": t2v, "v2t": v2t}
