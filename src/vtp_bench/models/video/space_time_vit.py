@@ -1,19 +1,31 @@
 """Frozen-in-Time's SpaceTimeTransformer, numerically (m-bain/frozen-in-time ``model/video_transformer.py``).
 
 Divided space-time attention with the official quirks (specs/miles.md §1.1):
-- in both attentions the CLS query attends to *all* tokens; each patch query attends to its group (same
-  frame for space, same position for time) plus the CLS key/value;
-- block order ``t = timeattn(norm3(x)); s = attn(norm1(x + t)); x = x + s; x = x + mlp(norm2(x))`` — the
+
+- in both attentions the CLS query attends to *all* tokens, and each patch query attends to its group (the
+  same frame for space, the same spatial position for time) plus the CLS key/value;
+- block order ``t = timeattn(norm3(x)); s = attn(norm1(x + t)); x = x + s; x = x + mlp(norm2(x))``: the
   time-attention output feeds the spatial attention but is *not* added to the residual stream;
-- LayerNorm eps 1e-6, qkv bias, positional embedding tiled over frames plus a per-frame temporal
-  embedding, truncated so that fewer frames than ``num_frames`` work.
-Parameter names equal the official state-dict keys (without the ``video_model.`` prefix).
-Attention runs through ``scaled_dot_product_attention`` (same maths as the explicit softmax).
+- LayerNorm eps 1e-6, qkv bias, scale ``head_dim ** -0.5``; the positional embedding (CLS + one frame of
+  patches) is tiled over ``num_frames`` frames plus a per-frame temporal embedding and truncated to the
+  current token count, so fewer frames than ``num_frames`` work (more are refused);
+- ``time_init="zeros"`` sets the temporal qkv weight/bias to 0, its proj weight to 1 and proj bias to 0, so
+  the temporal branch outputs exactly 0 at start and the model is a per-frame ViT (with the CLS token
+  pooling all frames);
+- for ``num_frames > 1`` only ``pos_embed`` and ``cls_token`` are re-initialised (trunc-normal 0.02); every
+  other layer keeps PyTorch's default init, as in the official code (``_init_weights`` runs only for 1 frame).
+
+Padded frames (zeros, as Frozen's loader writes them) take part in attention exactly as in the official model;
+``video_mask`` only comes back as the token mask of the output.
+
+Parameter names equal the official state-dict keys without the ``video_model.`` prefix, and a timm ViT
+state dict loads with ``strict=False`` (missing: ``temporal_embed`` and the temporal branch; unexpected: the
+head), which is how Frozen initialises from ImageNet weights.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,57 +36,70 @@ from torch.utils.checkpoint import checkpoint
 from vtp_bench.models.outputs import EncoderOutput
 from vtp_bench.registry import ENCODERS
 
+TIME_INITS = ("rand", "zeros")
+
 
 class VarAttention(nn.Module):
-    """Attention over groups of patch tokens (frames or positions), with the CLS token attending to all."""
+    """Multi-head attention over groups of patch tokens, with a CLS token that sees and is seen by all.
+
+    Tokens are ``[CLS, frame 0 patches, frame 1 patches, ...]``. ``mode="space"`` groups the patches of one
+    frame, ``mode="time"`` the patches at one spatial position across frames.
+    """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, initialize: str = "rand") -> None:
         super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        if initialize not in TIME_INITS:
+            raise ValueError(f"time_init must be one of {TIME_INITS}, got {initialize!r}")
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         if initialize == "zeros":
-            # official fine-tuning init: qkv 0, proj weight 1, so the temporal branch starts as a constant
-            # the block can move away from (a 0*0 product would be stuck)
-            nn.init.zeros_(self.qkv.weight)
-            if self.qkv.bias is not None:
-                nn.init.zeros_(self.qkv.bias)
-            nn.init.ones_(self.proj.weight)
-            nn.init.zeros_(self.proj.bias)
-        elif initialize != "rand":
-            raise ValueError(f"time_init must be 'rand' or 'zeros', got {initialize!r}")
+            # official: qkv = 0 (so the branch outputs proj.bias = 0), proj weight = 1 so that the gradient
+            # reaching v is not a 0 * 0 product
+            with torch.no_grad():
+                self.qkv.weight.zero_()
+                if self.qkv.bias is not None:
+                    self.qkv.bias.zero_()
+                self.proj.weight.fill_(1.0)
+                self.proj.bias.zero_()
 
     def forward(self, x: Tensor, frames: int, mode: str) -> Tensor:
-        """x [B, 1 + F*P, D]; ``mode`` "space" groups tokens by frame, "time" by spatial position."""
+        """x [B, 1 + frames * P, D] -> [B, 1 + frames * P, D]."""
         b, n, d = x.shape
         h = self.num_heads
-        q, k, v = self.qkv(x).view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)  # each [B, H, N, hd]
-        cls_out = F.scaled_dot_product_attention(q[:, :, :1], k, v)  # CLS attends to every token
         p = (n - 1) // frames
+        q, k, v = self.qkv(x).reshape(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)  # 3 x [B, H, N, hd]
+        cls_out = F.scaled_dot_product_attention(q[:, :, :1], k, v)  # [B, H, 1, hd]: CLS sees everything
 
-        def group(t: Tensor) -> Tensor:  # [B, H, F*P, hd] -> [B*G, H, L, hd]
-            t = t.reshape(b, h, frames, p, -1)
-            t = t.permute(0, 2, 1, 3, 4) if mode == "space" else t.permute(0, 3, 1, 2, 4)
-            return t.reshape(-1, h, t.shape[-2], t.shape[-1])
+        if mode == "space":  # [B, H, F, P, hd] -> groups = frames, sequence = positions
+            perm, inv = (0, 2, 1, 3, 4), (0, 2, 1, 3, 4)
+        elif mode == "time":  # groups = positions, sequence = frames
+            perm, inv = (0, 3, 1, 2, 4), (0, 2, 3, 1, 4)
+        else:
+            raise ValueError(f"mode must be 'space' or 'time', got {mode!r}")
 
-        groups = frames if mode == "space" else p
+        def grouped(t: Tensor) -> Tensor:  # [B, H, F*P, hd] -> [B, G, H, L, hd]
+            return t.reshape(b, h, frames, p, -1).permute(*perm)
 
-        def with_cls(t: Tensor, cls: Tensor) -> Tensor:
-            cls = cls.unsqueeze(1).expand(b, groups, h, 1, cls.shape[-1]).reshape(b * groups, h, 1, -1)
-            return torch.cat([cls, group(t)], dim=2)
+        qg = grouped(q[:, :, 1:])
+        g, seq = qg.shape[1], qg.shape[3]
 
-        out = F.scaled_dot_product_attention(
-            group(q[:, :, 1:]), with_cls(k[:, :, 1:], k[:, :, :1]), with_cls(v[:, :, 1:], v[:, :, :1])
-        )
-        out = out.reshape(b, groups, h, -1, out.shape[-1])
-        out = out.permute(0, 2, 1, 3, 4) if mode == "space" else out.permute(0, 2, 3, 1, 4)
-        out = torch.cat([cls_out, out.reshape(b, h, frames * p, -1)], dim=2)  # [B, H, N, hd]
+        def with_cls(t: Tensor) -> Tensor:  # keys/values of each group, CLS first
+            cls = t[:, :, :1].unsqueeze(1).expand(b, g, h, 1, t.shape[-1])
+            return torch.cat([cls, grouped(t[:, :, 1:])], dim=3).flatten(0, 1)
+
+        out = F.scaled_dot_product_attention(qg.flatten(0, 1), with_cls(k), with_cls(v))  # [B*G, H, L, hd]
+        out = out.reshape(b, g, h, seq, -1).permute(*inv).reshape(b, h, frames * p, -1)
+        out = torch.cat([cls_out, out], dim=2)  # [B, H, N, hd]
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
 class SpaceTimeBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, drop_path: float,
-                 time_init: str) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, drop_path: float, time_init: str
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = VarAttention(dim, num_heads, qkv_bias)
@@ -87,29 +112,42 @@ class SpaceTimeBlock(nn.Module):
     def forward(self, x: Tensor, frames: int) -> Tensor:
         t = self.timeattn(self.norm3(x), frames, "time")
         s = self.attn(self.norm1(x + t), frames, "space")
-        x = x + self.drop_path(s)  # the official order: t is not added to the residual stream
+        x = x + self.drop_path(s)  # official quirk: t feeds the spatial attention only, not the residual
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class VideoPatchEmbed(nn.Module):
+    """Conv patchify of every frame: [B, F, C, H, W] -> [B, F * P, D], frame-major."""
+
     def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int) -> None:
         super().__init__()
+        if img_size % patch_size:
+            raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
         self.img_size, self.patch_size = img_size, patch_size
-        self.num_patches = (img_size // patch_size) ** 2
+        self.num_patches = (img_size // patch_size) ** 2  # per frame
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
-    def forward(self, x: Tensor) -> Tensor:  # [B, F, C, H, W] -> [B, F*P, D]
+    def forward(self, x: Tensor) -> Tensor:
         b, f = x.shape[:2]
-        x = self.proj(x.flatten(0, 1))
-        return x.flatten(2).transpose(1, 2).reshape(b, f * x.shape[-1] * x.shape[-2], -1)
+        x = self.proj(x.flatten(0, 1))  # [B*F, D, h, w]
+        return x.flatten(2).transpose(1, 2).reshape(b, f * self.num_patches, -1)
 
 
 @ENCODERS.register("space_time_vit")
 class SpaceTimeViT(nn.Module):
-    """Video tower of Frozen-in-Time / MILES / RegionLearner. ``width`` is the output dimension."""
+    """Video tower of Frozen-in-Time / MILES / RegionLearner. ``width`` is the output dimension.
 
-    PRESETS = {
+    ``forward(video [B, T, 3, H, W], video_mask [B, T] | None, patch_hook=None)`` returns an
+    :class:`EncoderOutput` with ``tokens`` [B, 1 + T * P, D] (CLS first, then patches frame-major, after the
+    final norm), ``pooled`` = CLS, ``grid`` = (T, h, w) and ``mask`` = ``video_mask`` expanded to tokens.
+    ``patch_hook`` maps the patch embeddings [B, T * P, D] before CLS and positional embeddings are added
+    (e.g. MILES replaces masked patches by a mask token there).
+    """
+
+    PRESETS: dict[str, dict[str, Any]] = {
+        # CPU tests and the demo
         "tiny": dict(img_size=64, patch_size=16, embed_dim=128, depth=4, num_heads=4, num_frames=4),
+        # ViT-B/16 at 224 (Frozen, MILES, RegionLearner): 114,168,576 parameters with 4 frames
         "base": dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, num_frames=4),
     }
 
@@ -129,7 +167,11 @@ class SpaceTimeViT(nn.Module):
         grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
-        self.width = embed_dim
+        if time_init not in TIME_INITS:
+            raise ValueError(f"time_init must be one of {TIME_INITS}, got {time_init!r}")
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        self.width = self.embed_dim = embed_dim
         self.num_frames = num_frames
         self.grad_checkpointing = grad_checkpointing
         self.patch_embed = VideoPatchEmbed(img_size, patch_size, in_chans, embed_dim)
@@ -137,16 +179,21 @@ class SpaceTimeViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patches_per_frame + 1, embed_dim))
         self.temporal_embed = nn.Parameter(torch.zeros(1, num_frames, embed_dim))
-        dpr = [drop_path_rate * i / max(1, depth - 1) for i in range(depth)]  # linspace(0, rate, depth)
+        dpr = [drop_path_rate * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]  # linspace
         self.blocks = nn.ModuleList(
             SpaceTimeBlock(embed_dim, num_heads, mlp_ratio, qkv_bias, dpr[i], time_init) for i in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        if self.pos_embed.device.type != "meta":
-            trunc_normal_(self.pos_embed, std=0.02)
-            trunc_normal_(self.cls_token, std=0.02)
-            if num_frames == 1:  # the official code re-initialises every layer only for image models
-                self.apply(self._init_weights)
+        trunc_normal_(self.pos_embed, std=0.02)
+        trunc_normal_(self.cls_token, std=0.02)
+        if num_frames == 1:  # the official code re-initialises every layer only for image models
+            self.apply(self._init_weights)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "SpaceTimeViT":
+        if name not in cls.PRESETS:
+            raise KeyError(f"unknown SpaceTimeViT preset {name!r}; known: {', '.join(cls.PRESETS)}")
+        return cls(**{**cls.PRESETS[name], **overrides})
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -158,39 +205,59 @@ class SpaceTimeViT(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def embed(self, video: Tensor, patch_hook: Callable[[Tensor], Tensor] | None = None) -> Tensor:
-        """[B, F, 3, H, W] -> tokens [B, 1 + F*P, D] with positional and temporal embeddings."""
-        f = video.shape[1]
-        if f > self.num_frames:
+    @property
+    def grid_size(self) -> int:
+        return self.patch_embed.img_size // self.patch_embed.patch_size
+
+    def _check_video(self, video: Tensor) -> None:
+        if video.ndim != 5:
+            raise ValueError(f"video must be [B, T, C, H, W], got shape {tuple(video.shape)}")
+        t, c, hh, ww = video.shape[1:]
+        if t > self.num_frames:
             raise ValueError(
-                f"got {f} frames but the model has temporal embeddings for {self.num_frames}; "
+                f"got {t} frames but the model has temporal embeddings for {self.num_frames}; "
                 "build it with num_frames >= the clip length"
             )
+        size = self.patch_embed.img_size
+        if (hh, ww) != (size, size) or c != self.patch_embed.proj.in_channels:
+            raise ValueError(
+                f"frames must be {self.patch_embed.proj.in_channels} x {size} x {size} (img_size), got "
+                f"{c} x {hh} x {ww}; the positional embedding is not interpolated"
+            )
+
+    def embed(self, video: Tensor, patch_hook: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """[B, T, 3, H, W] -> tokens [B, 1 + T * P, D] with positional and temporal embeddings added."""
+        self._check_video(video)
         x = self.patch_embed(video)
-        if patch_hook is not None:  # e.g. MILES replaces masked patch embeddings by a mask token here
+        if patch_hook is not None:
             x = patch_hook(x)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        tiled = self.pos_embed[:, 1:].repeat(1, self.num_frames, 1)
-        tiled = tiled + self.temporal_embed.repeat_interleave(self.patches_per_frame, dim=1)
-        pos = torch.cat([self.pos_embed[:, :1], tiled], dim=1)
+        # pos_embed[1:] tiled over frames ([1,2,3] -> [1,2,3,1,2,3,...]) plus temporal_embed repeated within a
+        # frame ([a,b] -> [a,a,a,b,b,b]), built for num_frames and truncated to the current token count
+        patches = self.pos_embed[:, 1:].repeat(1, self.num_frames, 1)
+        patches = patches + self.temporal_embed.repeat_interleave(self.patches_per_frame, dim=1)
+        pos = torch.cat([self.pos_embed[:, :1], patches], dim=1)
         return x + pos[:, : x.shape[1]]
 
     def forward(
-        self, video: Tensor, video_mask: Tensor | None = None, patch_hook: Callable[[Tensor], Tensor] | None = None
+        self,
+        video: Tensor,
+        video_mask: Tensor | None = None,
+        patch_hook: Callable[[Tensor], Tensor] | None = None,
     ) -> EncoderOutput:
-        """``video_mask`` (True = real frame) is returned as a token mask; like the official model, padded
-        (all-zero) frames still take part in attention."""
         b, f = video.shape[:2]
+        if video_mask is not None and tuple(video_mask.shape) != (b, f):
+            raise ValueError(f"video_mask must be [B, T] = {(b, f)}, got {tuple(video_mask.shape)}")
         x = self.embed(video, patch_hook)
         for blk in self.blocks:
-            if self.grad_checkpointing and self.training:
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(blk, x, f, use_reentrant=False)
             else:
                 x = blk(x, f)
         x = self.norm(x)
         mask = None
         if video_mask is not None:
-            per_patch = video_mask.repeat_interleave(self.patches_per_frame, dim=1)
-            mask = torch.cat([video_mask.new_ones(b, 1), per_patch], dim=1)
-        side = self.patch_embed.img_size // self.patch_embed.patch_size
+            per_patch = video_mask.bool().repeat_interleave(self.patches_per_frame, dim=1)
+            mask = torch.cat([per_patch.new_ones(b, 1), per_patch], dim=1)
+        side = self.grid_size
         return EncoderOutput(pooled=x[:, 0], tokens=x, mask=mask, grid=(f, side, side))
