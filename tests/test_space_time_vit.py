@@ -1,0 +1,339 @@
+"""SpaceTimeViT against Frozen-in-Time's SpaceTimeTransformer semantics (specs/miles.md §1.1).
+
+The reference below is written from the spec's pseudo-code only: it reads the weights from the state dict by
+their official names and recomputes everything with explicit maths (unfold-and-matmul patch embedding,
+LayerNorm and GELU by formula, explicit softmax attention with a loop over groups).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vtp_bench.models.video.space_time_vit import SpaceTimeViT, VarAttention
+
+SMALL = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=4, num_frames=4)
+
+
+# ----------------------------------------------------------------------------------------------- reference
+def _ln(x, w, b, eps=1e-6):
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + eps) * w + b
+
+
+def _gelu(x):
+    return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def _linear(x, w, b):
+    return x @ w.T + b
+
+
+def _softmax_attend(q, k, v):
+    """q [B, Lq, H, c], k/v [B, Lk, H, c] -> [B, Lq, H, c] with an explicit softmax."""
+    scores = torch.einsum("bqhc,bkhc->bhqk", q, k)
+    scores = scores - scores.amax(-1, keepdim=True)
+    probs = scores.exp() / scores.exp().sum(-1, keepdim=True)
+    return torch.einsum("bhqk,bkhc->bqhc", probs, v)
+
+
+def _ref_attention(x, sd, prefix, heads, frames, mode):
+    b, n, d = x.shape
+    c = d // heads
+    p = (n - 1) // frames
+    qkv = _linear(x, sd[f"{prefix}.qkv.weight"], sd[f"{prefix}.qkv.bias"])
+    q, k, v = (qkv[..., i * d : (i + 1) * d].reshape(b, n, heads, c) for i in range(3))  # official chunk(3)
+    q = q * c**-0.5
+    out = torch.zeros_like(q)
+    out[:, :1] = _softmax_attend(q[:, :1], k, v)  # the CLS query attends to every token
+    if mode == "space":  # one group per frame: that frame's patches
+        groups = [[1 + f * p + j for j in range(p)] for f in range(frames)]
+    else:  # one group per spatial position: that position in every frame
+        groups = [[1 + f * p + j for f in range(frames)] for j in range(p)]
+    for idx in groups:
+        keys = [0] + idx  # each patch query also sees the CLS key/value
+        out[:, idx] = _softmax_attend(q[:, idx], k[:, keys], v[:, keys])
+    return _linear(out.reshape(b, n, d), sd[f"{prefix}.proj.weight"], sd[f"{prefix}.proj.bias"])
+
+
+def reference_forward(sd, video, heads, patch, depth, time_residual=False):
+    """Official SpaceTimeTransformer.forward_features up to the final norm (all tokens)."""
+    b, f, ch, hh, ww = video.shape
+    w = sd["patch_embed.proj.weight"]
+    d = w.shape[0]
+    frames = []
+    for i in range(f):  # patchify by reshape, row-major over the grid, then a matmul
+        img = video[:, i].reshape(b, ch, hh // patch, patch, ww // patch, patch)
+        cols = img.permute(0, 2, 4, 1, 3, 5).reshape(b, (hh // patch) * (ww // patch), ch * patch * patch)
+        frames.append(cols @ w.reshape(d, -1).T + sd["patch_embed.proj.bias"])
+    x = torch.cat([sd["cls_token"].expand(b, 1, d)] + frames, dim=1)
+    pos = [sd["pos_embed"][:, :1]] + [sd["pos_embed"][:, 1:] + sd["temporal_embed"][:, i : i + 1] for i in range(f)]
+    x = x + torch.cat(pos, dim=1)
+    for i in range(depth):
+        g = lambda name: (sd[f"blocks.{i}.{name}.weight"], sd[f"blocks.{i}.{name}.bias"])  # noqa: E731
+        t = _ref_attention(_ln(x, *g("norm3")), sd, f"blocks.{i}.timeattn", heads, f, "time")
+        s = _ref_attention(_ln(x + t, *g("norm1")), sd, f"blocks.{i}.attn", heads, f, "space")
+        x = x + s + (t if time_residual else 0.0)
+        x = x + _linear(_gelu(_linear(_ln(x, *g("norm2")), *g("mlp.fc1"))), *g("mlp.fc2"))
+    return _ln(x, sd["norm.weight"], sd["norm.bias"])
+
+
+def _randomized(seed=0, **kw):
+    """A model whose every parameter (norms and embeddings included) is far from its init."""
+    torch.manual_seed(seed)
+    model = SpaceTimeViT(**{**SMALL, **kw}).eval()
+    with torch.no_grad():
+        for name, prm in model.named_parameters():
+            scale = 0.5 if ("embed" in name or "cls" in name or "norm" in name) else 0.05
+            prm.add_(scale * torch.randn_like(prm))
+    return model
+
+
+# ------------------------------------------------------------------------------------------------- tests
+@pytest.mark.parametrize("frames", [4, 3, 2, 1])
+def test_equals_explicit_reference(frames):
+    model = _randomized(depth=3)
+    video = torch.randn(3, frames, 3, 32, 32)
+    with torch.no_grad():
+        out = model(video)
+        ref = reference_forward(model.state_dict(), video, heads=4, patch=8, depth=3)
+    assert out.tokens.shape == (3, 1 + frames * 16, 48)
+    torch.testing.assert_close(out.tokens, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.pooled, ref[:, 0], atol=1e-5, rtol=1e-5)
+    assert out.grid == (frames, 4, 4)
+
+
+def test_time_output_is_not_added_to_the_residual():
+    model = _randomized(seed=1)
+    video = torch.randn(2, 4, 3, 32, 32)
+    sd = model.state_dict()
+    with torch.no_grad():
+        ours = model(video).tokens
+        official = reference_forward(sd, video, heads=4, patch=8, depth=2)
+        added = reference_forward(sd, video, heads=4, patch=8, depth=2, time_residual=True)
+    torch.testing.assert_close(ours, official, atol=1e-5, rtol=1e-5)
+    assert (ours - added).abs().max() > 1e-2  # the alternative is far away, so the check has teeth
+
+
+def test_time_branch_only_reaches_the_output_through_spatial_attention():
+    """With the spatial attention's proj and the MLP's fc2 zeroed, the official block is the identity, so
+    the time-attention weights cannot matter; if t were added to the residual they would."""
+    model = _randomized(seed=2, depth=1)
+    blk = model.blocks[0]
+    with torch.no_grad():
+        for lin in (blk.attn.proj, blk.mlp.fc2):
+            lin.weight.zero_()
+            lin.bias.zero_()
+        video = torch.randn(1, 4, 3, 32, 32)
+        before = model(video).tokens
+        blk.timeattn.proj.weight.normal_()
+        blk.timeattn.proj.bias.normal_()
+        after = model(video).tokens
+    torch.testing.assert_close(before, after, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["space", "time"])
+def test_attention_groups_and_cls(mode):
+    """Perturb the token of frame 3 at position p: exactly CLS plus that token's group must change
+    (its frame for space, its position for time). Perturb CLS: every token changes."""
+    torch.manual_seed(3)
+    frames, p_per_frame, d = 4, 9, 32
+    att = VarAttention(d, num_heads=4).eval()
+    x = torch.randn(2, 1 + frames * p_per_frame, d)
+    pos = 5
+    tok = 1 + 3 * p_per_frame + pos
+    y = x.clone()
+    y[:, tok] += torch.randn(d)
+    with torch.no_grad():
+        changed = (att(y, frames, mode) - att(x, frames, mode)).abs().amax(dim=(0, 2)) > 1e-6
+    if mode == "space":
+        group = {1 + 3 * p_per_frame + j for j in range(p_per_frame)}
+    else:
+        group = {1 + f * p_per_frame + pos for f in range(frames)}
+    assert set(torch.nonzero(changed).flatten().tolist()) == {0} | group
+    y = x.clone()
+    y[:, 0] += torch.randn(d)
+    with torch.no_grad():
+        changed = (att(y, frames, mode) - att(x, frames, mode)).abs().amax(dim=(0, 2)) > 1e-6
+    assert bool(changed.all())
+
+
+OFFICIAL_BLOCK_PARTS = ("norm1", "attn.qkv", "attn.proj", "timeattn.qkv", "timeattn.proj", "norm2", "mlp.fc1",
+                        "mlp.fc2", "norm3")
+
+
+def _official_keys_and_shapes(depth, d, p, frames, patch, mlp):
+    """From the spec: video_model.{cls_token,pos_embed,temporal_embed,patch_embed.proj.*,blocks.{i}.{...}.*,norm.*}"""
+    shapes = {"cls_token": (1, 1, d), "pos_embed": (1, p + 1, d), "temporal_embed": (1, frames, d),
+              "patch_embed.proj.weight": (d, 3, patch, patch), "patch_embed.proj.bias": (d,),
+              "norm.weight": (d,), "norm.bias": (d,)}
+    part = {"norm1": (d, d), "norm2": (d, d), "norm3": (d, d), "attn.qkv": (3 * d, d), "attn.proj": (d, d),
+            "timeattn.qkv": (3 * d, d), "timeattn.proj": (d, d), "mlp.fc1": (mlp, d), "mlp.fc2": (d, mlp)}
+    for i in range(depth):
+        for name in OFFICIAL_BLOCK_PARTS:
+            out, inp = part[name]
+            norm = name.startswith("norm")
+            shapes[f"blocks.{i}.{name}.weight"] = (out,) if norm else (out, inp)
+            shapes[f"blocks.{i}.{name}.bias"] = (out,)
+    return shapes
+
+
+def test_parameter_names_and_shapes_are_the_official_keys():
+    with torch.device("meta"):
+        model = SpaceTimeViT.preset("base")
+    expected = _official_keys_and_shapes(depth=12, d=768, p=196, frames=4, patch=16, mlp=3072)
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert ours == expected
+    assert len(expected) == 3 + 2 + 2 + 12 * 18
+    assert {k for k, _ in model.named_parameters()} == set(expected)  # no buffers hide among the keys
+
+
+def test_base_parameter_count():
+    d, mlp, p, frames = 768, 3072, 196, 4
+    attention = (d * 3 * d + 3 * d) + (d * d + d)
+    block = 3 * (2 * d) + 2 * attention + (d * mlp + mlp) + (mlp * d + d)
+    embed = (3 * 16 * 16 * d + d) + d + (p + 1) * d + frames * d
+    analytic = embed + 12 * block + 2 * d
+    with torch.device("meta"):
+        model = SpaceTimeViT.preset("base")
+    count = sum(prm.numel() for prm in model.parameters())
+    assert count == analytic == 114_168_576
+    assert count + (768 * 1000 + 1000) == 114_937_576  # the spec's measurement, with the 1000-way head
+
+
+def test_time_init_zeros_is_the_official_init_and_starts_as_vit():
+    """time_init='zeros': temporal qkv = 0, proj weight = 1, proj bias = 0, so the temporal branch outputs
+    exactly 0; with one frame the model then equals timm's ViT whose weights it loads like Frozen does."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(4)
+    vit = timm.models.vision_transformer.VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=4, qkv_bias=True, num_classes=10
+    ).eval()
+    model = SpaceTimeViT(**SMALL, time_init="zeros").eval()
+    t = model.blocks[0].timeattn
+    assert not t.qkv.weight.any() and not t.qkv.bias.any() and not t.proj.bias.any()
+    assert torch.equal(t.proj.weight, torch.ones_like(t.proj.weight))
+    missing, unexpected = model.load_state_dict(vit.state_dict(), strict=False)
+    assert set(unexpected) == {"head.weight", "head.bias"}
+    assert set(missing) == {"temporal_embed"} | {
+        f"blocks.{i}.{n}.{w}" for i in range(2) for n in ("timeattn.qkv", "timeattn.proj", "norm3")
+        for w in ("weight", "bias")
+    }
+    assert not model.temporal_embed.any()  # temporal_embed starts at zero (only pos/cls are trunc-normal)
+    frame = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ours = model(frame[:, None]).tokens
+        theirs = vit.forward_features(frame)
+        x = torch.randn(2, 1 + 4 * 16, 48)
+        assert not model.blocks[1].timeattn(x, 4, "time").any()
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_default_init_follows_official():
+    """pos_embed / cls_token: trunc-normal std 0.02 (timm's, cut at +-2 absolute, so in effect N(0, 0.02));
+    for num_frames > 1 every Linear keeps PyTorch's default uniform(+-1/sqrt(fan_in)) init."""
+    torch.manual_seed(5)
+    video_model = SpaceTimeViT(**SMALL)
+    w = video_model.blocks[0].mlp.fc1.weight
+    bound = 1 / math.sqrt(w.shape[1])
+    assert w.abs().max() <= bound and abs(w.std().item() - bound / math.sqrt(3)) < 0.01
+    assert video_model.blocks[0].attn.qkv.bias.any()  # default init, not zeroed
+    assert 0.015 < video_model.pos_embed.std() < 0.025 and 0.01 < video_model.cls_token.std() < 0.03
+    image_model = SpaceTimeViT(**{**SMALL, "num_frames": 1})  # one frame: _init_weights, as the official code
+    assert abs(image_model.blocks[0].mlp.fc1.weight.std().item() - 0.02) < 0.002
+    assert not image_model.blocks[0].attn.qkv.bias.any()
+    with pytest.raises(ValueError, match="time_init"):
+        SpaceTimeViT(**SMALL, time_init="random")
+
+
+def test_fewer_frames_truncate_the_temporal_embedding_more_frames_refused():
+    model = _randomized(seed=6)
+    short = SpaceTimeViT(**{**SMALL, "num_frames": 2}).eval()
+    sd = model.state_dict()
+    sd["temporal_embed"] = sd["temporal_embed"][:, :2]  # Frozen's _inflate_positional_embeds truncation
+    short.load_state_dict(sd)
+    video = torch.randn(2, 2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(video).tokens, short(video).tokens, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="temporal embeddings for 4"):
+        model(torch.randn(1, 5, 3, 32, 32))
+    with pytest.raises(ValueError, match="img_size"):
+        model(torch.randn(1, 2, 3, 48, 48))
+    with pytest.raises(ValueError, match=r"\[B, T, C, H, W\]"):
+        model(torch.randn(2, 3, 32, 32))
+
+
+def test_video_mask_is_returned_but_padding_frames_are_not_masked_in_the_maths():
+    model = _randomized(seed=7)
+    video = torch.randn(2, 4, 3, 32, 32)
+    video[1, 2:] = 0  # Frozen's loader: padding frames are zero images
+    mask = torch.tensor([[True] * 4, [True, True, False, False]])
+    with torch.no_grad():
+        masked, plain = model(video, mask), model(video)
+    torch.testing.assert_close(masked.tokens, plain.tokens, atol=0, rtol=0)
+    assert plain.mask is None and masked.mask.dtype == torch.bool and masked.mask.shape == (2, 65)
+    assert masked.mask[0].all() and masked.mask[1, :33].all() and not masked.mask[1, 33:].any()
+    with pytest.raises(ValueError, match="video_mask"):
+        model(video, mask[:, :3])
+
+
+def test_patch_hook_replaces_patch_embeddings_before_positions():
+    model = _randomized(seed=8)
+    calls = []
+
+    def hook(x):
+        calls.append(tuple(x.shape))
+        return torch.zeros_like(x)  # e.g. every patch replaced by a (zero) mask token
+
+    with torch.no_grad():
+        a = model(torch.randn(2, 3, 3, 32, 32), patch_hook=hook)
+        b = model(torch.randn(2, 3, 3, 32, 32), patch_hook=hook)
+        same = model(torch.ones(1, 3, 3, 32, 32), patch_hook=lambda x: x)
+        plain = model(torch.ones(1, 3, 3, 32, 32))
+    assert calls == [(2, 48, 48), (2, 48, 48)]
+    torch.testing.assert_close(a.tokens, b.tokens)  # the content is gone: only positions remain
+    assert (a.tokens[:, 1] - a.tokens[:, 2]).abs().max() > 1e-3  # positions were added after the hook
+    torch.testing.assert_close(same.tokens, plain.tokens, atol=0, rtol=0)
+
+
+def test_grad_checkpointing_same_values_and_grads():
+    model = _randomized(seed=9)
+    ckpt = _randomized(seed=9, grad_checkpointing=True)
+    video = torch.randn(2, 4, 3, 32, 32)
+    model.train(), ckpt.train()
+    model(video).pooled.square().sum().backward()
+    ckpt(video).pooled.square().sum().backward()
+    for (name, a), (_, b) in zip(model.named_parameters(), ckpt.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_drop_path_schedule_and_train_eval():
+    model = _randomized(seed=10, depth=3, drop_path_rate=0.3)
+    rates = [getattr(blk.drop_path, "drop_prob", 0.0) for blk in model.blocks]
+    torch.testing.assert_close(torch.tensor(rates), torch.linspace(0, 0.3, 3))
+    plain = _randomized(seed=10, depth=3)
+    video = torch.randn(8, 2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(video).tokens, plain(video).tokens, atol=0, rtol=0)
+        model.train()
+        torch.manual_seed(0)
+        t1 = model(video).tokens
+        torch.manual_seed(1)
+        t2 = model(video).tokens
+    assert (t1 - t2).abs().max() > 1e-4
+
+
+def test_presets_and_registry():
+    from vtp_bench.models.build import build_encoder
+    from vtp_bench.registry import ENCODERS
+
+    assert ENCODERS.get("space_time_vit") is SpaceTimeViT
+    tiny = build_encoder({"name": "space_time_vit", "preset": "tiny"}, "method.video")
+    assert isinstance(tiny, SpaceTimeViT) and tiny.width == 128 and tiny.num_frames == 4
+    out = SpaceTimeViT.preset("tiny", num_frames=2)(torch.randn(1, 2, 3, 64, 64))
+    assert out.pooled.shape == (1, 128) and out.grid == (2, 4, 4)
+    with pytest.raises(KeyError, match="tiny"):
+        SpaceTimeViT.preset("huge")
