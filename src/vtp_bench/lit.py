@@ -18,9 +18,10 @@ import torch.distributed as dist
 from omegaconf import DictConfig
 from torch import Tensor
 
-from vtp_bench.config import config_from_dict, to_dict
+from vtp_bench.config import config_from_dict
 from vtp_bench.data.dataset import RetrievalSet
 from vtp_bench.data.samplers import shard_bounds
+from vtp_bench.distributed import gather_objects, rank_world
 from vtp_bench.methods.base import Embeddings, Method
 from vtp_bench.metrics import retrieval_metrics
 from vtp_bench.registry import METHODS
@@ -48,10 +49,6 @@ class VTPModule(L.LightningModule):
         self._eval_parts: list[tuple[Tensor, Embeddings]] = []
         self._eval_skipped: list[int] = []
 
-    @classmethod
-    def from_config(cls, cfg: DictConfig) -> "VTPModule":
-        return cls(to_dict(cfg))
-
     # --- training -------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         self.skipped_videos.extend(batch["skipped"])
@@ -73,7 +70,7 @@ class VTPModule(L.LightningModule):
         return loss
 
     def _any_rank_empty(self, size: int) -> bool:
-        rank, world = _rank_world()
+        _, world = rank_world()
         if world == 1:
             return size == 0
         flag = torch.tensor([1.0 if size == 0 else 0.0], device=self.device)
@@ -99,8 +96,8 @@ class VTPModule(L.LightningModule):
 
     def on_train_end(self) -> None:
         """Skipped videos are counted on every rank; gather them so the report covers the whole run."""
-        self.skipped_videos = [v for part in _gather_objects(self.skipped_videos) for v in part]
-        for errs in _gather_objects(self.skipped_errors):
+        self.skipped_videos = [v for part in gather_objects(self.skipped_videos) for v in part]
+        for errs in gather_objects(self.skipped_errors):
             for vid, err in errs.items():
                 self.skipped_errors.setdefault(vid, err)
 
@@ -165,21 +162,21 @@ class VTPModule(L.LightningModule):
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch_size: int) -> Embeddings:
         """This rank's contiguous shard of the texts, encoded and gathered in rank order."""
-        rank, world = _rank_world()
+        rank, world = rank_world()
         a, b = shard_bounds(len(texts), rank, world)
         mine = texts[a:b]
         parts = [
             self.method.encode_text({"text": mine[i : i + batch_size]}).detach().to("cpu")
             for i in range(0, len(mine), batch_size)
         ]
-        gathered = [p for rank_parts in _gather_objects(parts) for p in rank_parts]
+        gathered = [p for rank_parts in gather_objects(parts) for p in rank_parts]
         return Embeddings.cat(gathered)
 
     def _finish_eval(self, prefix: str, rset: RetrievalSet) -> None:
         """Every rank holds its shard of the videos: gather (collectives called by every rank, before any
         decision that could differ between ranks), trim to the dataset, score once on the full matrix."""
-        skipped = sorted(i for part in _gather_objects(self._eval_skipped) for i in part)
-        parts = [p for rank_parts in _gather_objects(self._eval_parts) for p in rank_parts]
+        skipped = sorted(i for part in gather_objects(self._eval_skipped) for i in part)
+        parts = [p for rank_parts in gather_objects(self._eval_parts) for p in rank_parts]
         self._eval_parts, self._eval_skipped = [], []
         if skipped:
             if not self.cfg.eval.allow_missing:
@@ -228,19 +225,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _gather_objects(obj: Any) -> list[Any]:
-    """``[obj of rank 0, obj of rank 1, ...]``; every rank must call it."""
-    rank, world = _rank_world()
-    if world == 1:
-        return [obj]
-    out: list[Any] = [None] * world
-    dist.all_gather_object(out, obj)
-    return out

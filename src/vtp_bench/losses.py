@@ -19,13 +19,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from vtp_bench.distributed import rank_world
+
 GATHER_MODES = ("global", "none")
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 @dataclass
@@ -56,7 +52,7 @@ def gather_with_grad(x: Tensor, mode: str) -> Gathered:
     """
     if mode not in GATHER_MODES:
         raise ValueError(f"loss.gather must be one of {GATHER_MODES}, got {mode!r}")
-    rank, world = _world()
+    rank, world = rank_world()
     if mode == "none" or world == 1:
         return Gathered(x, 0, x.shape[0])
     size = torch.tensor([x.shape[0]], device=x.device)
@@ -89,7 +85,7 @@ def norm_softmax_loss(
     labels = torch.arange(t.shape[0], device=t.device) + gt.offset
     # sum over this rank's rows, scaled so that DDP's average over ranks is the mean over the global
     # batch (equal to the local mean when every rank holds the same number of rows)
-    scale = _world()[1] / gt.total if gather == "global" else 1.0 / t.shape[0]
+    scale = rank_world()[1] / gt.total if gather == "global" else 1.0 / t.shape[0]
     t2v = F.cross_entropy(t @ gv.all.t() / temperature, labels, reduction="sum") * scale
     v2t = F.cross_entropy(v @ gt.all.t() / temperature, labels, reduction="sum") * scale
     return {"t2v": t2v, "v2t": v2t}

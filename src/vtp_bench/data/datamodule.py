@@ -18,6 +18,7 @@ from vtp_bench.data.catalog import DatasetSource, locate
 from vtp_bench.data.dataset import EvalVideoDataset, RetrievalSet, VideoTextDataset, collate
 from vtp_bench.data.samplers import ResumableSampler, ShardSampler
 from vtp_bench.data.transforms import VideoTransform
+from vtp_bench.distributed import rank_world
 
 
 class VideoTextDataModule(L.LightningDataModule):
@@ -62,11 +63,6 @@ class VideoTextDataModule(L.LightningDataModule):
             self.test_set = RetrievalSet.from_manifest(src.manifest, self.video_root or src.video_root,
                                                        self.allow_missing)
 
-    def _rank_world(self) -> tuple[int, int]:
-        if self.trainer is None:
-            return 0, 1
-        return self.trainer.global_rank, self.trainer.world_size
-
     def _loader(self, ds: Any, batch_size: int, sampler: Any, drop_last: bool) -> DataLoader:
         # its own generator: creating an iterator must not draw from the global RNG (that would shift
         # dropout masks after a resume); items draw from their own (seed, epoch, index) RNG anyway
@@ -80,7 +76,7 @@ class VideoTextDataModule(L.LightningDataModule):
         """The order depends on (seed, epoch) only and every rank takes the same number of full batches
         (drop_last), so cross-rank gathers match and a resumed run sees the same batches."""
         assert self.train_set is not None
-        rank, world = self._rank_world()
+        rank, world = rank_world()
         self.train_sampler = ResumableSampler(len(self.train_set), self.cfg.data.batch_size, rank, world,
                                               seed=self.cfg.seed)
         module = self.trainer.lightning_module if self.trainer is not None else None
@@ -99,7 +95,7 @@ class VideoTextDataModule(L.LightningDataModule):
         """Each rank encodes a contiguous shard, without padding; VTPModule gathers and trims."""
         d = self.cfg.data
         ds = EvalVideoDataset(rset, d.num_frames, self.eval_transform, d.eval_sampling)
-        rank, world = self._rank_world()
+        rank, world = rank_world()
         return self._loader(ds, d.eval_batch_size, ShardSampler(len(ds), rank, world), drop_last=False)
 
     def val_dataloader(self) -> DataLoader:
