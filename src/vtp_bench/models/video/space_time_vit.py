@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
+from vtp_bench.models.common import TowerOptions
 from vtp_bench.models.outputs import EncoderOutput
 from vtp_bench.registry import ENCODERS
 
@@ -65,13 +65,17 @@ class VarAttention(nn.Module):
                 self.proj.weight.fill_(1.0)
                 self.proj.bias.zero_()
 
-    def forward(self, x: Tensor, frames: int, mode: str) -> Tensor:
-        """x [B, 1 + frames * P, D] -> [B, 1 + frames * P, D]."""
+    def forward(self, x: Tensor, frames: int, mode: str, key_bias: Tensor | None = None) -> Tensor:
+        """x [B, 1 + frames * P, D] -> [B, 1 + frames * P, D]. ``key_bias`` [B, 1 + frames * P] is added to
+        the attention logits of every query for that key (DemoVLP's ``(mask - 1) * 100`` padding mask)."""
         b, n, d = x.shape
         h = self.num_heads
         p = (n - 1) // frames
         q, k, v = self.qkv(x).reshape(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)  # 3 x [B, H, N, hd]
-        cls_out = F.scaled_dot_product_attention(q[:, :, :1], k, v)  # [B, H, 1, hd]: CLS sees everything
+        if key_bias is not None:
+            key_bias = key_bias.to(q.dtype)
+        cls_bias = None if key_bias is None else key_bias[:, None, None, :]
+        cls_out = F.scaled_dot_product_attention(q[:, :, :1], k, v, attn_mask=cls_bias)  # CLS sees everything
 
         if mode == "space":  # [B, H, F, P, hd] -> groups = frames, sequence = positions
             perm, inv = (0, 2, 1, 3, 4), (0, 2, 1, 3, 4)
@@ -90,28 +94,51 @@ class VarAttention(nn.Module):
             cls = t[:, :, :1].unsqueeze(1).expand(b, g, h, 1, t.shape[-1])
             return torch.cat([cls, grouped(t[:, :, 1:])], dim=3).flatten(0, 1)
 
-        out = F.scaled_dot_product_attention(qg.flatten(0, 1), with_cls(k), with_cls(v))  # [B*G, H, L, hd]
+        group_bias = None
+        if key_bias is not None:  # [B, N] -> [B*G, 1, 1, 1 + L], CLS first as in with_cls
+            kb = key_bias[:, 1:].reshape(b, frames, p)
+            kb = kb if mode == "space" else kb.transpose(1, 2)
+            kb = torch.cat([key_bias[:, None, :1].expand(b, g, 1), kb], dim=2)
+            group_bias = kb.flatten(0, 1)[:, None, None, :]
+        out = F.scaled_dot_product_attention(
+            qg.flatten(0, 1), with_cls(k), with_cls(v), attn_mask=group_bias
+        )  # [B*G, H, L, hd]
         out = out.reshape(b, g, h, seq, -1).permute(*inv).reshape(b, h, frames * p, -1)
         out = torch.cat([cls_out, out], dim=2)  # [B, H, N, hd]
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
 class SpaceTimeBlock(nn.Module):
+    """Frozen's block. ``time_attention=False`` (DemoVLP's ObjectTransformer with ``time_module`` unset) drops
+    the temporal branch but keeps ``norm3`` as an unused parameter, as the official module does."""
+
     def __init__(
-        self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, drop_path: float, time_init: str
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        drop_path: float,
+        time_init: str,
+        time_attention: bool = True,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = VarAttention(dim, num_heads, qkv_bias)
-        self.timeattn = VarAttention(dim, num_heads, qkv_bias, initialize=time_init)
+        if time_attention:
+            self.timeattn = VarAttention(dim, num_heads, qkv_bias, initialize=time_init)
+        self.time_attention = time_attention
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
         self.norm3 = nn.LayerNorm(dim, eps=1e-6)
 
-    def forward(self, x: Tensor, frames: int) -> Tensor:
-        t = self.timeattn(self.norm3(x), frames, "time")
-        s = self.attn(self.norm1(x + t), frames, "space")
+    def forward(self, x: Tensor, frames: int, key_bias: Tensor | None = None) -> Tensor:
+        if self.time_attention:
+            t = self.timeattn(self.norm3(x), frames, "time", key_bias)
+            s = self.attn(self.norm1(x + t), frames, "space", key_bias)
+        else:
+            s = self.attn(self.norm1(x), frames, "space", key_bias)
         x = x + self.drop_path(s)  # official quirk: t feeds the spatial attention only, not the residual
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -134,7 +161,7 @@ class VideoPatchEmbed(nn.Module):
 
 
 @ENCODERS.register("space_time_vit")
-class SpaceTimeViT(nn.Module):
+class SpaceTimeViT(TowerOptions):
     """Video tower of Frozen-in-Time / MILES / RegionLearner. ``width`` is the output dimension.
 
     ``forward(video [B, T, 3, H, W], video_mask [B, T] | None, patch_hook=None)`` returns an
@@ -165,6 +192,7 @@ class SpaceTimeViT(nn.Module):
         time_init: str = "rand",
         drop_path_rate: float = 0.0,
         grad_checkpointing: bool = False,
+        freeze: bool = False,
     ) -> None:
         super().__init__()
         if time_init not in TIME_INITS:
@@ -173,7 +201,6 @@ class SpaceTimeViT(nn.Module):
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         self.width = self.embed_dim = embed_dim
         self.num_frames = num_frames
-        self.grad_checkpointing = grad_checkpointing
         self.patch_embed = VideoPatchEmbed(img_size, patch_size, in_chans, embed_dim)
         self.patches_per_frame = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -188,6 +215,7 @@ class SpaceTimeViT(nn.Module):
         trunc_normal_(self.cls_token, std=0.02)
         if num_frames == 1:  # the official code re-initialises every layer only for image models
             self.apply(self._init_weights)
+        self.set_tower_options(freeze, grad_checkpointing)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "SpaceTimeViT":
@@ -250,10 +278,7 @@ class SpaceTimeViT(nn.Module):
             raise ValueError(f"video_mask must be [B, T] = {(b, f)}, got {tuple(video_mask.shape)}")
         x = self.embed(video, patch_hook)
         for blk in self.blocks:
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(blk, x, f, use_reentrant=False)
-            else:
-                x = blk(x, f)
+            x = self.run_block(blk, x, f)
         x = self.norm(x)
         mask = None
         if video_mask is not None:

@@ -1,0 +1,34 @@
+"""Options every encoder shares: freezing a tower and per-block gradient checkpointing."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+class TowerOptions(nn.Module):
+    """Mixin for encoders. ``freeze=True``: no parameter trains and the tower stays in eval mode (no dropout or
+    drop-path), so its features are fixed, not just its weights; gradients still flow *through* it to inputs
+    or hooks that train. ``grad_checkpointing=True``: every block recomputes its activations in backward."""
+
+    freeze: bool = False
+    grad_checkpointing: bool = False
+
+    def set_tower_options(self, freeze: bool = False, grad_checkpointing: bool = False) -> None:
+        self.grad_checkpointing = bool(grad_checkpointing)
+        self.freeze = bool(freeze)
+        if self.freeze:
+            self.requires_grad_(False)
+            self.eval()
+
+    def train(self, mode: bool = True) -> "TowerOptions":
+        return super().train(mode and not self.freeze)
+
+    def run_block(self, block: Callable[..., Any], *args: Any) -> Any:
+        """``block(*args)``, checkpointed when the option is on and a backward pass will follow."""
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)

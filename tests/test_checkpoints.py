@@ -1,0 +1,291 @@
+"""Official checkpoints into our models: files written in the official key layout, embeddings compared with an
+independent computation of the official model (explicit maths for the video tower, HuggingFace's own
+DistilBERT / CLIP classes, open_clip's own forward)."""
+
+from __future__ import annotations
+
+import sys
+import types
+import warnings
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from test_space_time_vit import _official_keys_and_shapes, reference_forward
+
+from vtp_bench.methods.frozen import Frozen, FrozenConfig
+from vtp_bench.models.checkpoints import (
+    CheckpointError,
+    detect_source,
+    hf_clip_to_open_clip,
+    inflate_temporal_embed,
+    load_checkpoint,
+    load_official,
+)
+from vtp_bench.models.clip_common import TINY_CLIP
+from vtp_bench.models.text.clip_text import ClipText
+from vtp_bench.models.video.clip_vit import ClipViT
+from vtp_bench.models.video.space_time_vit import SpaceTimeViT
+
+VIDEO = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=4)
+TEXT_CFG = {"model_type": "distilbert", "vocab_size": 30522, "dim": 32, "n_layers": 2, "n_heads": 2,
+            "hidden_dim": 64, "max_position_embeddings": 64}
+TEXTS = ["a dog runs across the park", "two people cook pasta", "red car"]
+
+
+# --------------------------------------------------------------------------------- Frozen / MILES layout
+def official_frozen_state(frames=4, seed=0, text_proj_name="txt_proj"):
+    """A FrozenInTime state dict as the official trainer saves it: random values under the official names,
+    the text model being HuggingFace's DistilBertModel, everything under DataParallel's ``module.``."""
+    from transformers import DistilBertConfig, DistilBertModel
+
+    g = torch.Generator().manual_seed(seed)
+    shapes = _official_keys_and_shapes(depth=2, d=48, p=16, frames=frames, patch=8, mlp=192)
+    video = {k: 0.2 * torch.randn(s, generator=g) + (1.0 if k.endswith("norm1.weight") else 0.0)
+             for k, s in shapes.items()}
+    torch.manual_seed(seed)
+    bert = DistilBertModel(DistilBertConfig(**{k: v for k, v in TEXT_CFG.items() if k != "model_type"})).eval()
+    with torch.no_grad():
+        for p in bert.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    sd = {f"module.video_model.{k}": v for k, v in video.items()}
+    sd.update({f"module.text_model.{k}": v for k, v in bert.state_dict().items()})
+    sd[f"module.{text_proj_name}.1.weight"] = 0.1 * torch.randn(24, 32, generator=g)
+    sd[f"module.{text_proj_name}.1.bias"] = 0.1 * torch.randn(24, generator=g)
+    sd["module.vid_proj.0.weight"] = 0.1 * torch.randn(24, 48, generator=g)
+    sd["module.vid_proj.0.bias"] = 0.1 * torch.randn(24, generator=g)
+    return sd, video, bert
+
+
+def official_embeddings(sd, video, bert, tokens, clip, text_proj_name="txt_proj"):
+    """FrozenInTime.compute_video / compute_text, written from the spec (miles.md §1.1)."""
+    feat = reference_forward(video, clip, heads=4, patch=8, depth=2)[:, 0]
+    v = feat @ sd["module.vid_proj.0.weight"].T + sd["module.vid_proj.0.bias"]
+    cls = bert(**tokens).last_hidden_state[:, 0]
+    t = cls.relu() @ sd[f"module.{text_proj_name}.1.weight"].T + sd[f"module.{text_proj_name}.1.bias"]
+    return v, t
+
+
+def our_frozen(num_frames=4):
+    cfg = OmegaConf.structured(FrozenConfig(
+        video={"name": "space_time_vit", **VIDEO, "num_frames": num_frames},
+        text={"name": "hf_text", "config": TEXT_CFG}, embed_dim=24,
+    ))
+    return Frozen(cfg).eval()
+
+
+@pytest.mark.parametrize("text_proj_name", ["txt_proj", "text_proj"])  # Frozen / RegionLearner vs MCQ / MILES
+def test_frozen_checkpoint_reproduces_official_embeddings(tmp_path, text_proj_name):
+    sd, video, bert = official_frozen_state(text_proj_name=text_proj_name)
+    path = tmp_path / "model_best.pth"
+    torch.save({"state_dict": sd, "epoch": 3, "monitor_best": 0.5}, path)
+    ours = our_frozen()
+    report = load_official(ours, path)  # source detected
+    assert report.source == "frozen" and not report.untouched and not report.ignored
+    clip = torch.randn(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        tokens = ours.text_model.tokenize(TEXTS)
+        ref_v, ref_t = official_embeddings(sd, video, bert, dict(tokens), clip, text_proj_name)
+        v = ours.encode_video({"video": clip}).pooled
+        t = ours.encode_text({"text": TEXTS}).pooled
+    assert (v - ref_v).abs().max() < 1e-5 and (t - ref_t).abs().max() < 1e-5
+    assert ref_v.abs().max() > 0.1 and ref_t.abs().max() > 0.1  # non-trivial embeddings
+
+
+def test_frozen_checkpoint_into_single_towers():
+    sd, video, bert = official_frozen_state(seed=1)
+    vit = SpaceTimeViT(**VIDEO, num_frames=4).eval()
+    report = load_official(vit, sd, source="miles")
+    assert report.source == "frozen" and any(k.startswith("text_model.") for k in report.ignored)
+    clip = torch.randn(1, 3, 3, 32, 32)  # fewer frames than the model's 4
+    with torch.no_grad():
+        ref = reference_forward(video, clip, heads=4, patch=8, depth=2)
+        torch.testing.assert_close(vit(clip).tokens, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fix", ["zeros", "interp", "bilinear"])
+def test_temporal_embed_inflation_from_fewer_frames(fix):
+    sd, video, _ = official_frozen_state(frames=2, seed=2)
+    e0, e1 = video["temporal_embed"][0]
+    ours = our_frozen(num_frames=4)
+    report = load_official(ours, sd, temporal_fix=fix)
+    assert report.notes and "2 frames" in report.notes[0]
+    expected = {  # Frozen's _inflate_positional_embeds: zero padding, or F.interpolate over [1, 1, F, D]
+        "zeros": [e0, e1, torch.zeros_like(e0), torch.zeros_like(e0)],
+        "interp": [e0, e0, e1, e1],
+        "bilinear": [e0, 0.75 * e0 + 0.25 * e1, 0.25 * e0 + 0.75 * e1, e1],  # align_corners=False, clamped
+    }[fix]
+    torch.testing.assert_close(ours.video_model.temporal_embed[0], torch.stack(expected), atol=1e-6, rtol=0)
+    if fix == "zeros":  # the first two frames see exactly the checkpoint's model
+        clip = torch.randn(2, 2, 3, 32, 32)
+        with torch.no_grad():
+            ref = reference_forward(video, clip, heads=4, patch=8, depth=2)[:, 0]
+            torch.testing.assert_close(ours.video_model(clip).pooled, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_temporal_embed_from_more_frames_is_truncated():
+    embed = torch.randn(1, 8, 5)
+    torch.testing.assert_close(inflate_temporal_embed(embed, 4), embed[:, :4])
+    with pytest.raises(ValueError, match="temporal_fix"):
+        inflate_temporal_embed(embed[:, :2], 4, "cubic")
+
+
+class ConfigParser:  # stands for Frozen's parse_config.ConfigParser, pickled into every official checkpoint
+    def __init__(self):
+        self.config = {"arch": "FrozenInTime"}
+
+
+def test_pickled_objects_refused_unless_trusted(tmp_path, monkeypatch):
+    sd, _, _ = official_frozen_state(seed=3)
+    fake = types.ModuleType("parse_config")  # the official repo's module, importable only while saving
+    fake.ConfigParser = ConfigParser
+    monkeypatch.setattr(ConfigParser, "__module__", "parse_config")
+    monkeypatch.setitem(sys.modules, "parse_config", fake)
+    torch.save({"state_dict": sd, "config": ConfigParser()}, tmp_path / "ckpt.pth")
+    monkeypatch.delitem(sys.modules, "parse_config")
+    with pytest.raises(CheckpointError, match="--trust-checkpoint"):
+        load_checkpoint(tmp_path / "ckpt.pth")
+    with pytest.raises(CheckpointError, match="--trust-checkpoint"):
+        load_official(our_frozen(), tmp_path / "ckpt.pth")
+    report = load_official(our_frozen(), tmp_path / "ckpt.pth", trust=True)  # the class becomes an inert stub
+    assert report.source == "frozen" and not report.untouched
+
+
+def test_wrong_checkpoints_are_named():
+    sd, _, _ = official_frozen_state(seed=4)
+    ours = our_frozen()
+    partial = {k: v for k, v in sd.items() if "blocks.1.mlp" not in k}
+    with pytest.raises(CheckpointError, match="lacks 4 of the model's keys"):
+        load_official(ours, partial)
+    extra = {**sd, "module.video_model.quantizer.codebook": torch.zeros(3)}
+    with pytest.raises(CheckpointError, match="no place"):
+        load_official(ours, extra)
+    assert "video_model.quantizer.codebook" in load_official(ours, extra, strict=False).ignored
+    with pytest.raises(CheckpointError, match="shapes"):
+        load_official(our_frozen(), {**sd, "module.vid_proj.0.bias": torch.zeros(7)})
+    with pytest.raises(CheckpointError, match="source"):
+        detect_source({"foo.weight": torch.zeros(1)})
+    with pytest.raises(CheckpointError, match="unknown checkpoint source"):
+        load_official(ours, sd, source="videomae")
+
+
+# ------------------------------------------------------------------------------------------------- CLIP
+def hf_tiny_clip(seed=0):
+    from transformers import CLIPConfig, CLIPModel
+
+    v, t = TINY_CLIP["vision_cfg"], TINY_CLIP["text_cfg"]
+    cfg = CLIPConfig(
+        vision_config=dict(hidden_size=v["width"], num_hidden_layers=v["layers"], num_attention_heads=2,
+                           intermediate_size=4 * v["width"], image_size=v["image_size"], patch_size=v["patch_size"],
+                           hidden_act="quick_gelu"),
+        text_config=dict(vocab_size=t["vocab_size"], hidden_size=t["width"], num_hidden_layers=t["layers"],
+                         num_attention_heads=t["heads"], intermediate_size=4 * t["width"],
+                         max_position_embeddings=t["context_length"], hidden_act="quick_gelu",
+                         eos_token_id=49407, bos_token_id=49406, pad_token_id=0),
+        projection_dim=TINY_CLIP["embed_dim"],
+    )
+    torch.manual_seed(seed)
+    model = CLIPModel(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def test_hf_clip_weights_reproduce_hf_embeddings(tmp_path):
+    hf = hf_tiny_clip()
+    path = tmp_path / "pytorch_model.bin"
+    torch.save(hf.state_dict(), path)
+    vit = ClipViT.preset("tiny", weights=str(path)).eval()
+    txt = ClipText.preset("tiny", weights=str(path)).eval()
+    video = torch.randn(2, 3, 3, 64, 64)
+    with torch.no_grad():
+        ids = txt.tokenize(TEXTS)
+        ours_v, ours_t = vit(video).frames, txt(ids).pooled
+        ref_v = hf.visual_projection(hf.vision_model(pixel_values=video.flatten(0, 1)).pooler_output)
+        ref_t = hf.text_projection(hf.text_model(input_ids=ids).pooler_output)
+    assert (ours_v.flatten(0, 1) - ref_v).abs().max() < 1e-5
+    assert (ours_t - ref_t).abs().max() < 1e-5 and ref_t.abs().max() > 0.1
+
+
+def test_hf_clip_safetensors_and_logit_scale(tmp_path):
+    from safetensors.torch import save_file
+
+    hf = hf_tiny_clip(seed=1)
+    save_file({k: v.contiguous() for k, v in hf.state_dict().items()}, tmp_path / "model.safetensors")
+
+    class Pair(torch.nn.Module):  # what a CLIP-based method holds
+        def __init__(self):
+            super().__init__()
+            self.video_encoder = ClipViT.preset("tiny")
+            self.text_encoder = ClipText.preset("tiny")
+            self.logit_scale = torch.nn.Parameter(torch.zeros(()))
+
+    pair = Pair()
+    report = load_official(pair, tmp_path / "model.safetensors")
+    assert report.source == "hf_clip" and not report.untouched and not report.ignored
+    assert pair.logit_scale.item() == pytest.approx(hf.logit_scale.item())
+
+
+def _open_clip_tiny(seed=0):
+    from open_clip.model import CLIP
+
+    torch.manual_seed(seed)
+    model = CLIP(**TINY_CLIP, quick_gelu=True).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def _open_clip_reference(model, video, ids):
+    with torch.no_grad():
+        return model.encode_image(video.flatten(0, 1)), model.encode_text(ids)
+
+
+def _as_openai_torchscript(model, path):
+    """A TorchScript archive with OpenAI's state-dict layout (open_clip keys plus three int buffers)."""
+
+    class Scripted(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            for name, child in model.named_children():
+                setattr(self, name, child)
+            for name in ("positional_embedding", "text_projection", "logit_scale"):
+                setattr(self, name, getattr(model, name))
+            for name, value in (("input_resolution", 64), ("context_length", 77), ("vocab_size", 49408)):
+                self.register_buffer(name, torch.tensor(value))
+
+        def forward(self, x):
+            return x * self.logit_scale
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(Scripted(), torch.ones(1), check_trace=False).save(str(path))
+
+
+@pytest.mark.parametrize("fmt", ["openai_torchscript", "open_clip_state_dict"])
+def test_openai_and_open_clip_weights_reproduce_open_clip(tmp_path, fmt):
+    model = _open_clip_tiny(seed=2)
+    path = tmp_path / "ViT-tiny.pt"
+    if fmt == "openai_torchscript":
+        _as_openai_torchscript(model, path)
+        assert detect_source(load_checkpoint(path)) == "openai"
+    else:
+        torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
+    vit, txt = ClipViT.preset("tiny", weights=str(path)).eval(), ClipText.preset("tiny", weights=str(path)).eval()
+    video = torch.randn(2, 2, 3, 64, 64)
+    ids = txt.tokenize(TEXTS)
+    ref_v, ref_t = _open_clip_reference(model, video, ids)
+    with torch.no_grad():
+        assert (vit(video).frames.flatten(0, 1) - ref_v).abs().max() < 1e-5
+        assert (txt(ids).pooled - ref_t).abs().max() < 1e-5
+
+
+def test_hf_conversion_names_every_key():
+    sd = hf_clip_to_open_clip(hf_tiny_clip(seed=3).state_dict())
+    from open_clip.model import CLIP
+
+    assert set(sd) == set(CLIP(**TINY_CLIP).state_dict())
+    with pytest.raises(CheckpointError, match="no open_clip counterpart"):
+        hf_clip_to_open_clip({"vision_model.encoder.layers.0.self_attn.rope.weight": torch.zeros(1)})
