@@ -1,4 +1,4 @@
-"""``vtp-bench``: list | train | eval | compare | data synth.
+"""``vtp-bench``: list | train | eval | compare | data (synth | convert | check | compress).
 
 Errors a user can fix (unknown names or keys, missing data, unreadable checkpoints) print one message that
 says what to do, with exit status 2; anything else is a bug and keeps its traceback.
@@ -7,7 +7,6 @@ says what to do, with exit status 2; anything else is a bug and keeps its traceb
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -65,7 +64,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         overrides.append(f"data.root={args.data_root}")
     result = evaluate(args.ckpt, args.dataset, split=args.split, out=args.out, allow_missing=args.allow_missing,
                       overrides=overrides, trust_checkpoint=args.trust_checkpoint,
-                      accelerator=args.accelerator, devices=args.devices)
+                      accelerator=args.accelerator, devices=args.devices, ckpt_source=args.ckpt_source,
+                      method=args.method, experiment=args.experiment)
     if any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
         return  # one table, from the launching process
     print(format_table([result]))
@@ -84,20 +84,13 @@ def cmd_compare(args: argparse.Namespace) -> None:
         print(f"plot written to {plot_results(results, args.plot)}")
 
 
-def cmd_data_synth(args: argparse.Namespace) -> None:
-    from vtp_bench.data.synthetic import generate_synthetic
-
-    summary = generate_synthetic(Path(args.out), num_videos=args.videos, seed=args.seed,
-                                 grounding_videos=args.grounding_videos)
-    print(json.dumps(summary, indent=2, default=str))
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vtp-bench", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("list", help="registered methods, encoders, datasets and experiments")
-    s.add_argument("--params", action="store_true", help="also print parameter counts of the encoder presets")
+    s.add_argument("--params", action="store_true",
+                   help="also print parameter counts of the encoder presets (and of full CLIP models)")
     s.set_defaults(func=cmd_list)
 
     s = sub.add_parser("train", help="train an experiment: vtp-bench train EXP [key=value ...]")
@@ -116,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-root", default=None, help="override data.root of the checkpoint's config")
     s.add_argument("--allow-missing", action="store_true", help="score the videos that exist; count the rest")
     s.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary unpickling (trusted files only)")
+    s.add_argument("--ckpt-source", default=None,
+                   help="released checkpoint format: frozen (also MILES, RegionLearner) | openai | open_clip | "
+                        "hf_clip; detected from the keys when not given")
+    s.add_argument("--method", default=None, help="for a released checkpoint: build this method at its defaults")
+    s.add_argument("--experiment", default=None, help="for a released checkpoint: build this experiment's model")
     s.add_argument("--accelerator", default="auto", help="cpu | gpu | auto")
     s.add_argument("--devices", type=int, default=1, help="evaluate on N devices (DDP): sharded, no padding")
     s.add_argument("overrides", nargs="*", help="config overrides, e.g. data.num_workers=0")
@@ -127,14 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plot", default=None, help="also write a PNG bar plot here")
     s.set_defaults(func=cmd_compare)
 
-    s = sub.add_parser("data", help="data tools")
-    dsub = s.add_subparsers(dest="data_command", required=True)
-    d = dsub.add_parser("synth", help="generate the synthetic video-text dataset")
-    d.add_argument("--out", required=True)
-    d.add_argument("--videos", type=int, default=1000)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--grounding-videos", type=int, default=40)
-    d.set_defaults(func=cmd_data_synth)
+    from vtp_bench.cli_data import add_data_parser
+
+    add_data_parser(sub)
     return p
 
 

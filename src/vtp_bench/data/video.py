@@ -18,12 +18,20 @@ Conventions
   gives ``n < num_frames`` distinct frames (as Frozen's ``min(num_frames, vlen)``): the caller pads and masks.
 * ``size``: the frames are scaled inside FFmpeg (swscale, bilinear) so that the short side equals ``size``,
   keeping the aspect ratio; ``None`` keeps the native resolution.
-* Decoding is sequential from the first frame and stops after the last sampled index; the index -> frame
-  step is isolated in :func:`_decode_sequential` so that a keyframe-seeking decoder can be added beside it.
+* Decoding (``decode="seek"``, the default) is sparse: the packet index (demuxed, not decoded) gives every
+  frame's timestamp and the keyframes; for each sampled frame the decoder seeks to the keyframe at or before
+  it and decodes forward, converting only the sampled frames to RGB, and continues without seeking when the
+  next sampled frame lies in the GOP being decoded. Every decoded frame's timestamp is checked against the
+  index; a file whose timestamps make this unreliable (missing or repeated timestamps, an index that
+  disagrees with the header's frame count, a seek that lands after its target) is decoded sequentially from
+  the first frame instead (``decode="sequential"``), so both paths return identical frames.
+* ``threads``: decoder threads per call (1 = single-threaded, the right choice inside DataLoader workers;
+  0 = FFmpeg's choice; N > 1 = frame and slice threads).
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import random
@@ -37,6 +45,7 @@ import torch
 from av.video.reformatter import VideoReformatter
 
 SAMPLINGS = ("uniform", "rand")
+DECODE_MODES = ("seek", "sequential")
 
 # What PyAV/FFmpeg raise on unreadable input (InvalidDataError etc. subclass FFmpegError; some paths raise
 # OSError/ValueError/EOFError or UnicodeDecodeError on odd metadata).
@@ -240,6 +249,88 @@ def _decode_sequential(path: Path, container, stream, indices: Sequence[int], ou
     return out
 
 
+@dataclass(frozen=True)
+class _PacketIndex:
+    """Frame i (presentation order) has timestamp ``pts[i]``; ``keyframes`` are frame indices, ascending."""
+
+    pts: list[int]
+    keyframes: list[int]
+
+    def keyframe_before(self, i: int) -> int:
+        return self.keyframes[bisect.bisect_right(self.keyframes, i) - 1]
+
+
+def _packet_index(container, stream) -> _PacketIndex | None:
+    """Demux (no decoding) the video stream into a frame/keyframe index, or None when it cannot be trusted
+    for seeking: a demux error, a packet without timestamp, repeated timestamps, a count that differs from
+    the header's, or a first frame that is not a keyframe."""
+    stamps: list[tuple[int, bool]] = []
+    try:
+        for packet in container.demux(stream):
+            if packet.size <= 0:
+                continue
+            if packet.pts is None:
+                return None
+            stamps.append((int(packet.pts), bool(packet.is_keyframe)))
+    except _AV_ERRORS:
+        return None
+    if not stamps:
+        return None
+    stamps.sort()
+    pts = [p for p, _ in stamps]
+    if len(set(pts)) != len(pts) or (stream.frames and stream.frames != len(pts)) or not stamps[0][1]:
+        return None
+    return _PacketIndex(pts, [i for i, (_, key) in enumerate(stamps) if key])
+
+
+class _SeekUnreliable(Exception):
+    """A decoded frame's timestamp disagrees with the packet index: decode sequentially instead."""
+
+
+def _decode_seeking(path: Path, container, stream, index: _PacketIndex, indices: Sequence[int], out_w: int,
+                    out_h: int) -> np.ndarray:
+    """Seek to the keyframe before each sampled frame and decode forward to it (see the module notes)."""
+    out = np.empty((len(indices), out_h, out_w, 3), dtype=np.uint8)
+    wanted: dict[int, list[int]] = {}
+    for slot, idx in enumerate(indices):
+        wanted.setdefault(idx, []).append(slot)
+    position = {p: i for i, p in enumerate(index.pts)}
+    reformatter = VideoReformatter()
+    frames = None
+    last = -1  # presentation index of the last frame the current decoder pass returned
+    for target in sorted(wanted):
+        key = index.keyframe_before(target)
+        if frames is None or last < key - 1:  # the target's GOP starts after the next frame: jump to it
+            container.seek(index.pts[key], stream=stream, backward=True, any_frame=False)
+            frames = container.decode(stream)
+        while True:
+            frame = next(frames, None)
+            i = None if frame is None else position.get(frame.pts)
+            if i is None or i > target:
+                raise _SeekUnreliable
+            last = i
+            if i == target:
+                break
+        if frame.is_corrupt:
+            raise VideoReadError(f"{path}: frame {target} is damaged (the decoder flags it corrupt); the file is "
+                                 f"corrupt")
+        rgb = reformatter.reformat(frame, width=out_w, height=out_h, format="rgb24").to_ndarray()
+        for s in wanted[target]:
+            out[s] = rgb
+    return out
+
+
+def _set_threads(stream, threads: int) -> None:
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0 (0 = FFmpeg's choice), got {threads}")
+    cc = stream.codec_context
+    if threads == 1:
+        cc.thread_count = 1
+    else:
+        cc.thread_type = "AUTO"
+        cc.thread_count = threads
+
+
 def read_frames(
     path: str | os.PathLike,
     num_frames: int,
@@ -248,12 +339,15 @@ def read_frames(
     rng: random.Random | None = None,
     start: float | None = None,
     end: float | None = None,
+    decode: str = "seek",
+    threads: int = 1,
 ) -> tuple[torch.Tensor, list[int]]:
     """Sample and decode frames: uint8 ``[T, H, W, 3]`` (RGB) and their absolute frame indices.
 
     ``T = min(num_frames, number of frames in the range)``; ``start``/``end`` (seconds) restrict sampling to
-    that window. ``rand`` draws from ``rng`` (or the global ``random`` module). Any unreadable input raises
-    :class:`VideoReadError` naming the file and the reason.
+    that window. ``rand`` draws from ``rng`` (or the global ``random`` module). ``decode`` is ``"seek"``
+    (sparse keyframe seeking, verified, with a sequential fallback) or ``"sequential"``; both return the
+    same frames. Any unreadable input raises :class:`VideoReadError` naming the file and the reason.
 
     When the header promises more frames than the stream holds and the stream ends *cleanly* before a
     sampled index (an mp4 edit list that drops frames, a file cut at a packet boundary), the indices are
@@ -262,12 +356,28 @@ def read_frames(
     """
     if sampling not in SAMPLINGS:
         raise ValueError(f"unknown frame sampling {sampling!r}; choose one of {', '.join(SAMPLINGS)}")
+    if decode not in DECODE_MODES:
+        raise ValueError(f"unknown decode mode {decode!r}; choose one of {', '.join(DECODE_MODES)}")
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     path = Path(path)
     container, stream = _open(path)
+
+    def reopen() -> None:
+        nonlocal container, stream
+        container.close()
+        container, stream = _open(path)
+        _set_threads(stream, threads)
+
     try:
-        vlen = _count_frames(path, container, stream)
+        _set_threads(stream, threads)
+        index = _packet_index(container, stream) if decode == "seek" else None
+        if index is not None:
+            vlen = len(index.pts)
+        else:
+            if decode == "seek":
+                reopen()  # the failed index pass consumed the demuxer
+            vlen = _count_frames(path, container, stream)
         if vlen <= 0:
             raise VideoReadError(f"{path}: the video stream has no frames")
         fps = 0.0
@@ -285,13 +395,18 @@ def read_frames(
             return sample_indices(n_frames, num_frames, sampling, rng, lo, hi)
 
         indices = plan(vlen)
+        if index is not None:
+            try:
+                return torch.from_numpy(
+                    _decode_seeking(path, container, stream, index, indices, out_w, out_h)), indices
+            except (_SeekUnreliable, *_AV_ERRORS):
+                reopen()  # verified fallback: the sequential pass decides (frames or a VideoReadError)
         try:
             frames = _decode_sequential(path, container, stream, indices, out_w, out_h)
         except _StreamEnded as short:
             if short.count == 0:
                 raise VideoReadError(f"{path}: no frame could be decoded") from None
-            container.close()
-            container, stream = _open(path)
+            reopen()
             indices = plan(short.count)
             try:
                 frames = _decode_sequential(path, container, stream, indices, out_w, out_h)
@@ -304,6 +419,7 @@ def read_frames(
 
 
 __all__ = [
+    "DECODE_MODES",
     "SAMPLINGS",
     "VideoInfo",
     "VideoReadError",

@@ -1,0 +1,103 @@
+"""``vtp-bench data``: synth | convert | check | compress (the data tools, kept apart from train/eval)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from vtp_bench.data.synthetic import generate_synthetic
+
+    summary = generate_synthetic(Path(args.out), num_videos=args.videos, seed=args.seed,
+                                 grounding_videos=args.grounding_videos)
+    print(json.dumps(summary, indent=2, default=str))
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from vtp_bench.data.convert.base import CONVERTERS, place_videos
+    from vtp_bench.data.manifest import write_manifest
+
+    conv = CONVERTERS.get(args.format)
+    result = conv([Path(p) for p in args.inputs], args.split)
+    out = Path(args.out)
+    rows, missing = place_videos(result.rows, out, Path(args.video_root) if args.video_root else None)
+    write_manifest(out, rows)
+    videos = len({r.video_id for r in rows})
+    print(f"{args.format}: {len(rows)} rows, {videos} videos, split {sorted({r.split for r in rows})} -> {out}")
+    if result.dropped:
+        print(f"dropped {len(result.dropped)} row(s) that the protocol leaves out:")
+        for d in result.dropped[:10]:
+            print(f"  {d}")
+    if args.video_root is None:
+        print(f"videos are expected under {out.parent / 'videos'} (or pass --video-root DIR to resolve them)")
+    elif missing:
+        print(f"warning: {len(missing)} of {videos} videos were not found under {args.video_root} "
+              f"(e.g. {missing[0]}); `vtp-bench data check {out}` lists them")
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    from vtp_bench.data.check import check_manifest
+
+    report = check_manifest(Path(args.manifest), out=Path(args.out) if args.out else None,
+                            min_frames=args.min_frames, workers=args.workers, video_root=args.video_root)
+    print(report.summary())
+    if args.report:
+        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2))
+        print(f"report written to {args.report}")
+
+
+def cmd_compress(args: argparse.Namespace) -> None:
+    from vtp_bench.data.compress import compress_manifest
+
+    summary = compress_manifest(Path(args.manifest), Path(args.out_dir), short_side=args.short_side,
+                                max_fps=args.max_fps, gop=args.gop, crf=args.crf, workers=args.workers,
+                                video_root=args.video_root)
+    print(summary)
+
+
+def add_data_parser(sub: argparse._SubParsersAction) -> None:
+    from vtp_bench.data.convert.base import CONVERTERS
+
+    s = sub.add_parser("data", help="data tools: synth | convert | check | compress")
+    dsub = s.add_subparsers(dest="data_command", required=True)
+
+    d = dsub.add_parser("synth", help="generate the synthetic video-text dataset")
+    d.add_argument("--out", required=True)
+    d.add_argument("--videos", type=int, default=1000)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--grounding-videos", type=int, default=40)
+    d.set_defaults(func=cmd_synth)
+
+    formats = "\n".join(f"  {n:<22} {' '.join(CONVERTERS.get(n).inputs):<50} {CONVERTERS.get(n).description}"
+                        for n in CONVERTERS.names())
+    d = dsub.add_parser("convert", help="official annotation files -> a manifest",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog=f"formats and their inputs:\n{formats}")
+    d.add_argument("format", help="one of: " + ", ".join(CONVERTERS.names()))
+    d.add_argument("inputs", nargs="+", help="the official annotation file(s), as the format lists them")
+    d.add_argument("--out", required=True, help="the manifest to write (.jsonl)")
+    d.add_argument("--video-root", default=None, help="where the videos are: each one is looked up there")
+    d.add_argument("--split", default=None, help="split name of the rows (default: from the file names)")
+    d.set_defaults(func=cmd_convert)
+
+    d = dsub.add_parser("check", help="open every video of a manifest in parallel; write a cleaned manifest")
+    d.add_argument("manifest")
+    d.add_argument("--out", default=None, help="write the rows whose video is readable here")
+    d.add_argument("--report", default=None, help="write the per-video problems as JSON here")
+    d.add_argument("--min-frames", type=int, default=1, help="videos (or windows) with fewer frames are too short")
+    d.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
+    d.add_argument("--video-root", default=None, help="resolve relative paths here instead of the manifest dir")
+    d.set_defaults(func=cmd_check)
+
+    d = dsub.add_parser("compress", help="re-encode a manifest's videos once: short side, fps cap, short GOP")
+    d.add_argument("manifest")
+    d.add_argument("--out-dir", required=True, help="videos/ and the new manifest go here (resumable)")
+    d.add_argument("--short-side", type=int, default=224)
+    d.add_argument("--max-fps", type=float, default=None, help="drop frames above this rate (default: keep)")
+    d.add_argument("--gop", type=int, default=8, help="keyframe every N frames: short GOPs seek fast")
+    d.add_argument("--crf", type=int, default=23)
+    d.add_argument("--workers", type=int, default=None)
+    d.add_argument("--video-root", default=None)
+    d.set_defaults(func=cmd_compress)
