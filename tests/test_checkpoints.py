@@ -4,6 +4,7 @@ DistilBERT / CLIP classes, open_clip's own forward)."""
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 import warnings
@@ -34,7 +35,7 @@ TEXTS = ["a dog runs across the park", "two people cook pasta", "red car"]
 
 
 # --------------------------------------------------------------------------------- Frozen / MILES layout
-def official_frozen_state(frames=4, seed=0, text_proj_name="txt_proj"):
+def official_frozen_state(frames=4, seed=0, text_proj_name="txt_proj", text_cfg=TEXT_CFG):
     """A FrozenInTime state dict as the official trainer saves it: random values under the official names,
     the text model being HuggingFace's DistilBertModel, everything under DataParallel's ``module.``."""
     from transformers import DistilBertConfig, DistilBertModel
@@ -44,13 +45,13 @@ def official_frozen_state(frames=4, seed=0, text_proj_name="txt_proj"):
     video = {k: 0.2 * torch.randn(s, generator=g) + (1.0 if k.endswith("norm1.weight") else 0.0)
              for k, s in shapes.items()}
     torch.manual_seed(seed)
-    bert = DistilBertModel(DistilBertConfig(**{k: v for k, v in TEXT_CFG.items() if k != "model_type"})).eval()
+    bert = DistilBertModel(DistilBertConfig(**{k: v for k, v in text_cfg.items() if k != "model_type"})).eval()
     with torch.no_grad():
         for p in bert.parameters():
             p.add_(0.1 * torch.randn_like(p))
     sd = {f"module.video_model.{k}": v for k, v in video.items()}
     sd.update({f"module.text_model.{k}": v for k, v in bert.state_dict().items()})
-    sd[f"module.{text_proj_name}.1.weight"] = 0.1 * torch.randn(24, 32, generator=g)
+    sd[f"module.{text_proj_name}.1.weight"] = 0.1 * torch.randn(24, text_cfg["dim"], generator=g)
     sd[f"module.{text_proj_name}.1.bias"] = 0.1 * torch.randn(24, generator=g)
     sd["module.vid_proj.0.weight"] = 0.1 * torch.randn(24, 48, generator=g)
     sd["module.vid_proj.0.bias"] = 0.1 * torch.randn(24, generator=g)
@@ -289,3 +290,28 @@ def test_hf_conversion_names_every_key():
     assert set(sd) == set(CLIP(**TINY_CLIP).state_dict())
     with pytest.raises(CheckpointError, match="no open_clip counterpart"):
         hf_clip_to_open_clip({"vision_model.encoder.layers.0.self_attn.rope.weight": torch.zeros(1)})
+
+
+# ------------------------------------------------------------------------------------ vtp-bench eval --ckpt
+def test_cli_eval_scores_an_official_checkpoint(tmp_path, capsys):
+    from vtp_bench.cli import main
+    from vtp_bench.data.synthetic import generate_synthetic
+    from vtp_bench.models.text.hf_text import HFTextEncoder
+
+    generate_synthetic(tmp_path / "data" / "synth", num_videos=8, seed=0, grounding_videos=1, progress=False)
+    sd, _, _ = official_frozen_state(seed=5, text_cfg=HFTextEncoder.PRESETS["tiny"]["config"])
+    ckpt = tmp_path / "frozen_official.pth"
+    torch.save({"state_dict": sd, "epoch": 1}, ckpt)
+    size = ["method.video.img_size=32", "method.video.patch_size=8", "method.video.embed_dim=48",
+            "method.video.depth=2", "method.video.num_heads=4", "method.text.preset=tiny", "method.embed_dim=24",
+            "data.img_size=32", "data.num_workers=0", "data.eval_batch_size=4", "trainer.accelerator=cpu"]
+    common = ["eval", "--ckpt", str(ckpt), "--dataset", "synth", "--data-root", str(tmp_path / "data"),
+              "--accelerator", "cpu"]
+    assert main(common + ["--out", str(tmp_path / "r.json"), "--method", "frozen", *size]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["checkpoint_source"] == "frozen" and result["method"] == "frozen" and result["metrics"]
+    capsys.readouterr()
+    assert main(common + ["--ckpt-source", "hf_clip", "--method", "frozen", *size]) == 2  # wrong source named
+    assert "hf_clip' was given, but the keys are those of a 'frozen" in capsys.readouterr().err
+    assert main(common + size) == 2  # a released checkpoint needs --method or --experiment
+    assert "--method NAME or --experiment NAME" in capsys.readouterr().err

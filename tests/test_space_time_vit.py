@@ -337,3 +337,22 @@ def test_presets_and_registry():
     assert out.pooled.shape == (1, 128) and out.grid == (2, 4, 4)
     with pytest.raises(KeyError, match="tiny"):
         SpaceTimeViT.preset("huge")
+
+
+def test_freeze_keeps_eval_mode_and_lets_gradients_through_the_patch_hook():
+    model = SpaceTimeViT(**SMALL, freeze=True).train()
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    token = torch.zeros(48, requires_grad=True)  # e.g. MILES's trainable mask token, inserted by the hook
+    model(torch.randn(1, 2, 3, 32, 32), patch_hook=lambda x: x + token).pooled.sum().backward()
+    assert token.grad is not None and token.grad.abs().sum() > 0
+
+
+def test_bf16_autocast_close_to_fp32():
+    model = _randomized(seed=11)
+    video = torch.randn(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(video).pooled
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(video).pooled
+    assert 0 < (low.float() - ref).abs().max()  # autocast did run in bf16 (the final LayerNorm returns fp32)
+    assert torch.nn.functional.cosine_similarity(low.float(), ref, dim=-1).min() > 0.99

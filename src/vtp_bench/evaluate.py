@@ -8,50 +8,66 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from omegaconf import OmegaConf
 
 from vtp_bench import __version__
-from vtp_bench.config import ConfigError, config_from_dict, to_dict
+from vtp_bench.config import ConfigError, config_from_dict, load_config, to_dict
 from vtp_bench.data.datamodule import VideoTextDataModule
 from vtp_bench.lit import VTPModule
+from vtp_bench.models.checkpoints import CheckpointError, load_checkpoint, load_official
+
+__all__ = ["CheckpointError", "evaluate", "load_checkpoint", "module_from_checkpoint"]
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read safely or does not hold a vtp_bench model."""
-
-
-def load_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; arbitrary unpickling only when the user trusts the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
-    except Exception as e:
-        if trust:
-            raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
+def _official_config(path: Path, method: str | None, experiment: str | None, overrides: list[str]) -> dict[str, Any]:
+    """The config to build for a released checkpoint: an experiment file, or a method at its defaults (paper
+    size), plus the command-line overrides."""
+    if experiment:
+        return to_dict(load_config(experiment, overrides))
+    if not method:
         raise CheckpointError(
-            f"checkpoint {path} cannot be loaded with weights_only=True ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200]}); if you trust the file, pass --trust-checkpoint"
-        ) from None
-
-
-def module_from_checkpoint(path: str | Path, overrides: list[str] = (), trust: bool = False) -> VTPModule:
-    ckpt = load_checkpoint(path, trust)
-    try:
-        config = ckpt["hyper_parameters"]["config"]
-    except (KeyError, TypeError):
-        raise CheckpointError(f"{path} is not a vtp_bench checkpoint (no hyper_parameters.config)") from None
+            f"{path} is not a vtp_bench checkpoint (no hyper_parameters.config); to score released weights "
+            "(Frozen-in-Time, MILES, RegionLearner, CLIP), say which model to build: --method NAME or "
+            "--experiment NAME"
+        )
+    cfg = config_from_dict({"name": f"{method}_official", "method": {"name": method}})
     if overrides:
-        cfg = config_from_dict(config)
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
         except Exception as e:
             raise ConfigError(f"bad override {list(overrides)}: {e}") from None
-        config = to_dict(cfg)
-    module = VTPModule(config)
-    module.load_state_dict(ckpt["state_dict"])
+    return to_dict(cfg)
+
+
+def module_from_checkpoint(
+    path: str | Path,
+    overrides: list[str] = (),
+    trust: bool = False,
+    source: str | None = None,
+    method: str | None = None,
+    experiment: str | None = None,
+) -> VTPModule:
+    """A vtp_bench checkpoint rebuilds its own config; any other file is a released checkpoint (source detected
+    or given) loaded into the model built from ``experiment`` or ``method`` (see models.checkpoints)."""
+    ckpt = load_checkpoint(path, trust)
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    ours = isinstance(hparams, dict) and "config" in hparams and "state_dict" in ckpt
+    if ours and source in (None, "vtp_bench") and not (method or experiment):
+        config = hparams["config"]
+        if overrides:
+            cfg = config_from_dict(config)
+            try:
+                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+            except Exception as e:
+                raise ConfigError(f"bad override {list(overrides)}: {e}") from None
+            config = to_dict(cfg)
+        module = VTPModule(config)
+        module.load_state_dict(ckpt["state_dict"])
+        return module
+    if source == "vtp_bench":
+        raise CheckpointError(f"{path} is not a vtp_bench checkpoint (no hyper_parameters.config)")
+    module = VTPModule(_official_config(Path(path), method, experiment, list(overrides)))
+    module.official_load_report = load_official(module.method, ckpt, source)
     return module
 
 
@@ -65,10 +81,14 @@ def evaluate(
     trust_checkpoint: bool = False,
     accelerator: str = "auto",
     devices: int = 1,
+    ckpt_source: str | None = None,
+    method: str | None = None,
+    experiment: str | None = None,
 ) -> dict[str, Any]:
-    """Score one checkpoint on one split; write the results JSON when ``out`` is given."""
+    """Score one checkpoint on one split; write the results JSON when ``out`` is given. A released checkpoint
+    (not written by vtp_bench) needs ``method`` or ``experiment``; its source is detected unless given."""
     overrides = list(overrides) + ([f"eval.allow_missing={allow_missing}"] if allow_missing else [])
-    module = module_from_checkpoint(ckpt, overrides, trust_checkpoint)
+    module = module_from_checkpoint(ckpt, overrides, trust_checkpoint, ckpt_source, method, experiment)
     cfg = module.cfg
     dm = VideoTextDataModule(cfg, eval_dataset=dataset, eval_split=split, allow_missing=allow_missing)
     trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
@@ -79,6 +99,7 @@ def evaluate(
         "method": cfg.method.name,
         "experiment": cfg.name,
         "checkpoint": str(ckpt),
+        "checkpoint_source": getattr(getattr(module, "official_load_report", None), "source", "vtp_bench"),
         "dataset": dataset,
         "split": split,
         **module.last_eval_info,

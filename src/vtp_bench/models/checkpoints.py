@@ -305,7 +305,17 @@ def load_official(
     if isinstance(obj, (str, Path)):
         obj = load_checkpoint(obj, trust)
     sd = state_dict_of(obj)
-    source = source or detect_source(sd)
+    if source is None:
+        source = detect_source(sd)
+    else:
+        try:
+            detected = detect_source(sd)
+        except CheckpointError:
+            detected = source
+        family = {"openai": "open_clip"}
+        if family.get(detected, detected) != family.get(source, source):
+            raise CheckpointError(f"checkpoint source {source!r} was given, but the keys are those of a "
+                                  f"{detected!r} checkpoint (e.g. {next(iter(sd))})")
     report = LoadReport(source)
     own = module.state_dict()
 

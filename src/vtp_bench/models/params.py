@@ -26,7 +26,20 @@ def preset_param_counts() -> list[tuple[str, str, int]]:
     return rows
 
 
+FULL_CLIP = "full CLIP (clip_vit + clip_text + logit_scale)"
+
+
+def full_clip_param_counts(rows: list[tuple[str, str, int]] | None = None) -> list[tuple[str, str, int]]:
+    """Whole CLIP models, the size papers quote (ViT-B/32: 151,277,313): both towers of one preset plus the
+    learnable temperature, which the towers leave to the method."""
+    counts = {(n, p): c for n, p, c in (rows if rows is not None else preset_param_counts())}
+    vision = {p: c for (n, p), c in counts.items() if n == "clip_vit"}
+    text = {p: c for (n, p), c in counts.items() if n == "clip_text"}
+    return [(FULL_CLIP, p, vision[p] + text[p] + 1) for p in vision if p in text]
+
+
 def preset_param_table() -> str:
+    rows = preset_param_counts()
     lines = ["| encoder | preset | parameters |", "|---|---|---:|"]
-    lines += [f"| {n} | {p} | {c:,} |" for n, p, c in preset_param_counts()]
+    lines += [f"| {n} | {p} | {c:,} |" for n, p, c in rows + full_clip_param_counts(rows)]
     return "\n".join(lines)
