@@ -31,5 +31,10 @@ demo: setup
 train: setup
 	$(VTP) train $(EXP) $(ARGS)
 
+# Encoder speed: our video tower against an explicit-softmax reference (ViT-B/16, 4 frames, batch 8, fp32 CPU);
+# on a GPU: make bench ARGS="--device cuda --dtype bf16 --iters 10"
+bench: setup
+	$(VENV)/bin/python scripts/bench_encoders.py $(ARGS)
+
 clean:
 	rm -rf runs results $(DEMO_DATA)
