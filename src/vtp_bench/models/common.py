@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+
+T = TypeVar("T", bound="TowerOptions")
 
 
 class TowerOptions(nn.Module):
@@ -16,6 +19,22 @@ class TowerOptions(nn.Module):
 
     freeze: bool = False
     grad_checkpointing: bool = False
+    PRESETS: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def preset(cls: type[T], name: str, **overrides: Any) -> T:
+        """Build a named preset (``PRESETS``), with keyword overrides."""
+        if name not in cls.PRESETS:
+            raise KeyError(f"unknown {cls.__name__} preset {name!r}; known: {', '.join(cls.PRESETS)}")
+        return cls(**{**cls.PRESETS[name], **overrides})
+
+    def finish_init(self, weights: str | None, freeze: bool, grad_checkpointing: bool) -> None:
+        """Load a local weights file (any source ``models.checkpoints`` knows), then set the options."""
+        if weights is not None:
+            from vtp_bench.models.checkpoints import load_official
+
+            load_official(self, weights)
+        self.set_tower_options(freeze, grad_checkpointing)
 
     def set_tower_options(self, freeze: bool = False, grad_checkpointing: bool = False) -> None:
         self.grad_checkpointing = bool(grad_checkpointing)

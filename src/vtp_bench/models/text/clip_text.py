@@ -44,17 +44,7 @@ class ClipText(TowerOptions):
         self.context_length = int(t.context_length)
         self.width = int(t.text_projection.shape[1]) if t.text_projection is not None else int(t.width)
         self._tokenizer = None
-        if weights is not None:
-            from vtp_bench.models.checkpoints import load_official
-
-            load_official(self, weights)
-        self.set_tower_options(freeze, grad_checkpointing)
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "ClipText":
-        if name not in cls.PRESETS:
-            raise KeyError(f"unknown ClipText preset {name!r}; known: {', '.join(cls.PRESETS)}")
-        return cls(**{**cls.PRESETS[name], **overrides})
+        self.finish_init(weights, freeze, grad_checkpointing)
 
     def tokenize(self, texts: Sequence[str]) -> Tensor:
         if isinstance(texts, str):

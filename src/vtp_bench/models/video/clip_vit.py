@@ -83,17 +83,7 @@ class ClipViT(TowerOptions):
         self.width = int(self.visual.proj.shape[1]) if self.visual.proj is not None else self.visual.transformer.width
         self.image_size = tuple(self.visual.image_size)
         self.grid = tuple(self.visual.grid_size)
-        if weights is not None:
-            from vtp_bench.models.checkpoints import load_official
-
-            load_official(self, weights)
-        self.set_tower_options(freeze, grad_checkpointing)
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "ClipViT":
-        if name not in cls.PRESETS:
-            raise KeyError(f"unknown ClipViT preset {name!r}; known: {', '.join(cls.PRESETS)}")
-        return cls(**{**cls.PRESETS[name], **overrides})
+        self.finish_init(weights, freeze, grad_checkpointing)
 
     def _check_video(self, video: Tensor) -> None:
         if video.ndim != 5:

@@ -79,12 +79,6 @@ class ObjectTransformer(TowerOptions):
         trunc_normal_(self.cls_token, std=0.02)
         self.set_tower_options(freeze, grad_checkpointing)
 
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "ObjectTransformer":
-        if name not in cls.PRESETS:
-            raise KeyError(f"unknown ObjectTransformer preset {name!r}; known: {', '.join(cls.PRESETS)}")
-        return cls(**{**cls.PRESETS[name], **overrides})
-
     def forward(self, region_feats: Tensor, region_boxes: Tensor, region_mask: Tensor | None = None) -> EncoderOutput:
         if region_feats.ndim != 4 or region_feats.shape[-1] != self.feat_dim:
             raise ValueError(f"region_feats must be [B, T, K, {self.feat_dim}], got {tuple(region_feats.shape)}")

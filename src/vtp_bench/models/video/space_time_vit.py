@@ -217,12 +217,6 @@ class SpaceTimeViT(TowerOptions):
             self.apply(self._init_weights)
         self.set_tower_options(freeze, grad_checkpointing)
 
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "SpaceTimeViT":
-        if name not in cls.PRESETS:
-            raise KeyError(f"unknown SpaceTimeViT preset {name!r}; known: {', '.join(cls.PRESETS)}")
-        return cls(**{**cls.PRESETS[name], **overrides})
-
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
         if isinstance(m, nn.Linear):
