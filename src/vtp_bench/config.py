@@ -40,6 +40,9 @@ class DataConfig:
     crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # RandomResizedCrop scale (Frozen)
     hflip: bool = True  # Frozen flips; captions that say "left"/"right" need hflip=false
     max_val_videos: Optional[int] = None  # validate during training on the first N videos only
+    mix: str = "round_robin"  # several data.train datasets: round_robin (Frozen's zip) | proportional
+    decode_size: Optional[int] = None  # short side scaled in the decoder; null = native resolution (Frozen)
+    decode_threads: int = 1  # decoder threads per clip (1 inside DataLoader workers)
 
 
 @dataclass

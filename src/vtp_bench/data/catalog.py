@@ -1,15 +1,18 @@
 """Datasets by name: where each one's manifest and videos live under the data root.
 
 ``<root>/<name>/<split>.jsonl`` (the manifest schema of data_manifests/README.md), videos resolved relative
-to the manifest unless the row's path is absolute. Real benchmarks join this registry with their
-converters (``vtp-bench data convert``).
+to the manifest unless the row's path is absolute. ``root`` is ``data.root`` (default ``$VTP_DATA_ROOT``, else
+``data``). A missing manifest, or a manifest whose video folder does not exist, is an error that names the
+expected file and the command that makes it (``vtp-bench data convert`` for the benchmarks).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from vtp_bench.data.manifest import resolve_path
 from vtp_bench.registry import DATASETS
 
 
@@ -41,3 +44,74 @@ def synth(root: Path, split: str) -> DatasetSource:
             f"(or set data.root / VTP_DATA_ROOT to where it was generated)"
         )
     return DatasetSource("synth", split, manifest)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A real benchmark: for each split, the ``data convert`` format and official input files that make it.
+
+    ``aliases`` maps a split name to the one it reads (MSR-VTT 1k-A and Charades-STA have no validation
+    split: as FiT and 2D-TAN, validation during training reads the test split).
+    """
+
+    name: str
+    splits: dict[str, str]  # split -> "FORMAT INPUT..." of `vtp-bench data convert`
+    aliases: dict[str, str] | None = None
+
+    def __call__(self, root: Path, split: str) -> DatasetSource:
+        read = (self.aliases or {}).get(split, split)
+        if read not in self.splits:
+            known = sorted(set(self.splits) | set(self.aliases or {}))
+            raise DataNotFoundError(f"dataset {self.name!r} has no split {split!r}; its splits: {', '.join(known)}")
+        manifest = root / self.name / f"{read}.jsonl"
+        if not manifest.is_file():
+            raise DataNotFoundError(
+                f"dataset {self.name!r} split {split!r}: expected manifest {manifest} is missing; create it from "
+                f"the official annotations with `vtp-bench data convert {self.splits[read]} --out {manifest} "
+                f"--video-root <folder with the videos>` (or set data.root / VTP_DATA_ROOT; now {root})"
+            )
+        _check_video_folder(self.name, manifest)
+        return DatasetSource(self.name, split, manifest)
+
+
+def _check_video_folder(name: str, manifest: Path) -> None:
+    """The first row's video folder must exist: a wrong video root fails here, not as N skipped videos."""
+    with open(manifest, encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), None)
+    if first is None:
+        return
+    try:
+        path = resolve_path(json.loads(first)["path"], manifest)
+    except (ValueError, KeyError, TypeError):
+        return  # read_manifest reports the bad row with its line
+    if not path.parent.is_dir():
+        raise DataNotFoundError(
+            f"dataset {name!r}: the videos of {manifest} are expected under {path.parent} (first row: "
+            f"{path}), which does not exist; put the videos there or convert again with --video-root DIR"
+        )
+
+
+BENCHMARKS = [
+    Benchmark("webvid", {"train": "webvid results_2M_train.csv", "val": "webvid results_2M_val.csv"}),
+    Benchmark("cc3m", {"train": "cc3m cc3m_training_success_full.tsv",
+                       "val": "cc3m cc3m_validation_success_full.tsv"}),
+    Benchmark("msrvtt_1ka", {"train": "msrvtt MSRVTT_data.json MSRVTT_train.9k.csv",
+                             "test": "msrvtt_1ka MSRVTT_JSFUSION_test.csv"}, aliases={"val": "test"}),
+    Benchmark("msrvtt_full", {"train": "msrvtt MSRVTT_data.json train_list_full.txt",
+                              "val": "msrvtt MSRVTT_data.json val_list_full.txt",
+                              "test": "msrvtt MSRVTT_data.json test_list_full.txt"}),
+    Benchmark("msvd", {s: f"msvd captions_msvd.json {s}_list.txt" for s in ("train", "val", "test")}),
+    Benchmark("lsmdc", {"train": "lsmdc LSMDC16_annos_training.csv", "val": "lsmdc LSMDC16_annos_val.csv",
+                        "test": "lsmdc LSMDC16_challenge_1000_publictect.csv"}),
+    Benchmark("didemo", {s: f"didemo {s}_data.json {s}_list.txt" for s in ("train", "val", "test")}),
+    Benchmark("didemo_grounding", {s: f"didemo_grounding {s}_data.json {s}_list.txt" for s in ("train", "val", "test")}),
+    Benchmark("charades_sta", {s: f"charades_sta charades_sta_{s}.txt Charades_v1_{s}.csv" for s in ("train", "test")},
+              aliases={"val": "test"}),
+    Benchmark("activitynet", {"train": "activitynet train.json", "val": "activitynet val_2.json",
+                              "test": "activitynet val_1.json"}),
+    Benchmark("activitynet_grounding", {"train": "activitynet_grounding train.json",
+                                        "val": "activitynet_grounding val_2.json",
+                                        "test": "activitynet_grounding val_1.json"}),
+]
+for _b in BENCHMARKS:
+    DATASETS.register(_b.name)(_b)

@@ -15,8 +15,15 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from vtp_bench.data.catalog import DatasetSource, locate
-from vtp_bench.data.dataset import EvalVideoDataset, RetrievalSet, VideoTextDataset, collate
-from vtp_bench.data.samplers import ResumableSampler, ShardSampler
+from vtp_bench.data.dataset import (
+    DecodeOptions,
+    EvalVideoDataset,
+    MixedDataset,
+    RetrievalSet,
+    VideoTextDataset,
+    collate,
+)
+from vtp_bench.data.samplers import MixedBatchSampler, ShardSampler
 from vtp_bench.data.transforms import VideoTransform
 from vtp_bench.distributed import rank_world
 
@@ -31,11 +38,12 @@ class VideoTextDataModule(L.LightningDataModule):
         self.eval_split = eval_split or cfg.eval.split
         self.allow_missing = allow_missing or cfg.eval.allow_missing
         self.video_root = video_root
-        self.train_set: VideoTextDataset | None = None
+        self.train_set: MixedDataset | None = None
         self.val_set: RetrievalSet | None = None
         self.test_set: RetrievalSet | None = None
         self.train_transform = VideoTransform(d.img_size, train=True, crop_scale=tuple(d.crop_scale), hflip=d.hflip)
         self.eval_transform = VideoTransform(d.img_size, train=False)
+        self.decode = DecodeOptions(d.decode_size, d.decode_threads)
 
     def _source(self, name: str, split: str) -> DatasetSource:
         return locate(name, self.cfg.data.root, split)
@@ -43,16 +51,15 @@ class VideoTextDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         d = self.cfg.data
         if stage in (None, "fit"):
-            if len(d.train) != 1:
-                raise ValueError(
-                    f"data.train lists {list(d.train)}: training on a mixture of datasets (alternating per "
-                    "step) is not available yet; list one dataset"
-                )
-            src = self._source(d.train[0], "train")
-            self.train_set = VideoTextDataset(
-                src.manifest, d.num_frames, self.train_transform, d.train_sampling,
-                video_root=self.video_root or src.video_root, seed=self.cfg.seed,
-            )
+            parts = []
+            for i, name in enumerate(d.train):
+                src = self._source(name, "train")
+                parts.append(VideoTextDataset(
+                    src.manifest, d.num_frames, self.train_transform, d.train_sampling,
+                    video_root=self.video_root or src.video_root, seed=self.cfg.seed + 7919 * i,
+                    decode=self.decode, name=name,
+                ))
+            self.train_set = MixedDataset(parts)
         if stage in (None, "fit", "validate"):
             src = self._source(self.eval_dataset, d.val_split)
             self.val_set = RetrievalSet.from_manifest(
@@ -63,40 +70,39 @@ class VideoTextDataModule(L.LightningDataModule):
             self.test_set = RetrievalSet.from_manifest(src.manifest, self.video_root or src.video_root,
                                                        self.allow_missing)
 
-    def _loader(self, ds: Any, batch_size: int, sampler: Any, drop_last: bool) -> DataLoader:
+    def _loader(self, ds: Any, **batching: Any) -> DataLoader:
         # its own generator: creating an iterator must not draw from the global RNG (that would shift
         # dropout masks after a resume); items draw from their own (seed, epoch, index) RNG anyway
         return DataLoader(
-            ds, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=self.cfg.data.num_workers,
-            collate_fn=collate, pin_memory=torch.cuda.is_available(), persistent_workers=False,
-            generator=torch.Generator().manual_seed(self.cfg.seed),
+            ds, num_workers=self.cfg.data.num_workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
+            persistent_workers=False, generator=torch.Generator().manual_seed(self.cfg.seed), **batching,
         )
 
     def train_dataloader(self) -> DataLoader:
-        """The order depends on (seed, epoch) only and every rank takes the same number of full batches
-        (drop_last), so cross-rank gathers match and a resumed run sees the same batches."""
+        """The order depends on (seed, epoch) only, every rank takes the same number of full batches and
+        the same dataset at each step, so cross-rank gathers match and a resumed run sees the same batches."""
         assert self.train_set is not None
         rank, world = rank_world()
-        self.train_sampler = ResumableSampler(len(self.train_set), self.cfg.data.batch_size, rank, world,
-                                              seed=self.cfg.seed)
+        self.train_sampler = MixedBatchSampler([len(p) for p in self.train_set.parts], self.cfg.data.batch_size,
+                                               rank, world, seed=self.cfg.seed, mode=self.cfg.data.mix)
         module = self.trainer.lightning_module if self.trainer is not None else None
         position = getattr(module, "resume_position", None)
         if position:  # resuming: continue the epoch with the first batch the checkpoint had not trained on
-            per_epoch = len(self.train_sampler) // self.cfg.data.batch_size
+            per_epoch = len(self.train_sampler)
             epoch, skip = position["epoch"], position["batches"]
             if skip >= per_epoch:
                 epoch, skip = epoch + 1, 0
             self.train_sampler.set_epoch(epoch, skip_batches=skip)
             self.train_set.set_epoch(epoch)
             module.resume_position = None
-        return self._loader(self.train_set, self.cfg.data.batch_size, self.train_sampler, drop_last=True)
+        return self._loader(self.train_set, batch_sampler=self.train_sampler)
 
     def eval_loader(self, rset: RetrievalSet) -> DataLoader:
         """Each rank encodes a contiguous shard, without padding; VTPModule gathers and trims."""
         d = self.cfg.data
-        ds = EvalVideoDataset(rset, d.num_frames, self.eval_transform, d.eval_sampling)
+        ds = EvalVideoDataset(rset, d.num_frames, self.eval_transform, d.eval_sampling, self.decode)
         rank, world = rank_world()
-        return self._loader(ds, d.eval_batch_size, ShardSampler(len(ds), rank, world), drop_last=False)
+        return self._loader(ds, batch_size=d.eval_batch_size, sampler=ShardSampler(len(ds), rank, world))
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None

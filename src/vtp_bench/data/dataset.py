@@ -7,6 +7,7 @@ the collate function drops it so the run can count and report it. Evaluation rea
 
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,15 @@ class MissingVideosError(FileNotFoundError):
     """An evaluation set lists videos that are not on disk."""
 
 
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How clips are decoded: ``size`` scales the short side inside the decoder (None = native resolution,
+    Frozen-in-Time's pipeline); ``threads`` per decode call (1 inside DataLoader workers)."""
+
+    size: int | None = None
+    threads: int = 1
+
+
 def load_clip(
     path: Path,
     num_frames: int,
@@ -33,9 +43,12 @@ def load_clip(
     rng: random.Random,
     start: float | None = None,
     end: float | None = None,
+    decode: DecodeOptions | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Decode + transform one clip; zero-pad to ``num_frames`` (as Frozen-in-Time) and return the frame mask."""
-    frames, _ = read_frames(path, num_frames, sampling=sampling, rng=rng, start=start, end=end)
+    d = decode or DecodeOptions()
+    frames, _ = read_frames(path, num_frames, sampling=sampling, rng=rng, start=start, end=end, size=d.size,
+                            threads=d.threads)
     clip = transform(frames, rng)
     n = clip.shape[0]
     mask = torch.zeros(num_frames, dtype=torch.bool)
@@ -56,8 +69,11 @@ class VideoTextDataset(Dataset):
         sampling: str = "rand",
         video_root: Path | None = None,
         seed: int = 0,
+        decode: DecodeOptions | None = None,
+        name: str = "",
     ) -> None:
         self.manifest = Path(manifest)
+        self.decode, self.name = decode, name
         self.rows: list[ManifestRow] = read_manifest(self.manifest)
         self.video_root = video_root
         self.num_frames, self.transform, self.sampling, self.seed = num_frames, transform, sampling, seed
@@ -75,10 +91,12 @@ class VideoTextDataset(Dataset):
         rng = random.Random((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
         path = resolve_path(row.path, self.manifest, self.video_root)
         try:
-            video, mask = load_clip(path, self.num_frames, self.sampling, self.transform, rng, row.start, row.end)
+            video, mask = load_clip(path, self.num_frames, self.sampling, self.transform, rng, row.start, row.end,
+                                    self.decode)
         except VideoReadError as e:
             return {"skipped": row.video_id, "error": str(e)}
         return {
+            "dataset": self.name,
             "video": video,
             "video_mask": mask,
             "text": row.text,
@@ -160,11 +178,38 @@ class RetrievalSet:
         )
 
 
+class MixedDataset(Dataset):
+    """Several training datasets end to end (global index = offset + local index); items say which dataset
+    they come from. ``MixedBatchSampler`` keeps each batch inside one dataset."""
+
+    def __init__(self, parts: list[VideoTextDataset]) -> None:
+        self.parts = parts
+        self.offsets = [0]
+        for p in parts:
+            self.offsets.append(self.offsets[-1] + len(p))
+
+    def set_epoch(self, epoch: int) -> None:
+        for p in self.parts:
+            p.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        d = bisect.bisect_right(self.offsets, index) - 1
+        item = self.parts[d][index - self.offsets[d]]
+        if "index" in item:
+            item["index"] = index
+        return item
+
+
 class EvalVideoDataset(Dataset):
     """Each video of a RetrievalSet once, uniformly sampled (deterministic)."""
 
-    def __init__(self, rset: RetrievalSet, num_frames: int, transform: VideoTransform, sampling: str = "uniform"):
+    def __init__(self, rset: RetrievalSet, num_frames: int, transform: VideoTransform, sampling: str = "uniform",
+                 decode: DecodeOptions | None = None):
         self.rset, self.num_frames, self.transform, self.sampling = rset, num_frames, transform, sampling
+        self.decode = decode
 
     def __len__(self) -> int:
         return len(self.rset.video_ids)
@@ -174,7 +219,7 @@ class EvalVideoDataset(Dataset):
         try:
             video, mask = load_clip(
                 self.rset.video_paths[index], self.num_frames, self.sampling, self.transform,
-                random.Random(index), start, end,
+                random.Random(index), start, end, self.decode,
             )
         except VideoReadError as e:
             return {"skipped": self.rset.video_ids[index], "error": str(e), "index": index}

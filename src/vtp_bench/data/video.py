@@ -157,7 +157,8 @@ def _stream_duration(container, stream) -> float | None:
 
 
 def _count_frames(path: Path, container, stream) -> int:
-    """``stream.frames`` when the container knows it, else the number of non-empty packets (demux only)."""
+    """``stream.frames`` when the container knows it, else the number of non-empty packets (demux only; the
+    container is then consumed: reopen it to decode — seeking back is unreliable for image and raw demuxers)."""
     if stream.frames and stream.frames > 0:
         return int(stream.frames)
     count = 0
@@ -167,12 +168,6 @@ def _count_frames(path: Path, container, stream) -> int:
                 count += 1
     except _AV_ERRORS as e:
         raise VideoReadError(f"{path}: corrupt stream while counting packets ({e})") from None
-    # demuxing consumed the container: rewind to the start for decoding
-    try:
-        container.seek(0, stream=stream) if stream.start_time is None else container.seek(
-            stream.start_time, stream=stream)
-    except _AV_ERRORS as e:
-        raise VideoReadError(f"{path}: cannot rewind after counting frames ({e})") from None
     return count
 
 
@@ -378,6 +373,8 @@ def read_frames(
             if decode == "seek":
                 reopen()  # the failed index pass consumed the demuxer
             vlen = _count_frames(path, container, stream)
+            if not stream.frames:
+                reopen()  # counting demuxed the stream
         if vlen <= 0:
             raise VideoReadError(f"{path}: the video stream has no frames")
         fps = 0.0

