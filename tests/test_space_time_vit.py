@@ -356,3 +356,19 @@ def test_bf16_autocast_close_to_fp32():
             low = model(video).pooled
     assert 0 < (low.float() - ref).abs().max()  # autocast did run in bf16 (the final LayerNorm returns fp32)
     assert torch.nn.functional.cosine_similarity(low.float(), ref, dim=-1).min() > 0.99
+
+
+def test_bench_script_runs_and_its_reference_agrees(tmp_path):
+    """``make bench`` at tiny size: the benchmark's explicit-softmax reference equals our model."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_encoders.py"
+    spec = importlib.util.spec_from_file_location("bench_encoders", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--preset", "tiny", "--batch", "1", "--warmup", "0", "--iters", "1",
+                         "--json", str(tmp_path / "b.json")])
+    assert result["max_abs_out_diff"] < 1e-5 and result["rel_grad_diff"] < 1e-5
+    assert json.loads((tmp_path / "b.json").read_text())["speedup"] > 0
