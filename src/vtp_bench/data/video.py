@@ -21,7 +21,8 @@ Conventions
 * Decoding (``decode="seek"``, the default) is sparse: the packet index (demuxed, not decoded) gives every
   frame's timestamp and the keyframes; for each sampled frame the decoder seeks to the keyframe at or before
   it and decodes forward, converting only the sampled frames to RGB, and continues without seeking when the
-  next sampled frame lies in the GOP being decoded. Every decoded frame's timestamp is checked against the
+  next sampled frame lies in the GOP being decoded; non-reference frames that are not sampled are not even
+  decoded (``skip_frame``). Every decoded frame's timestamp is checked against the
   index; a file whose timestamps make this unreliable (missing or repeated timestamps, an index that
   disagrees with the header's frame count, a seek that lands after its target) is decoded sequentially from
   the first frame instead (``decode="sequential"``), so both paths return identical frames.
@@ -282,6 +283,16 @@ class _SeekUnreliable(Exception):
     """A decoded frame's timestamp disagrees with the packet index: decode sequentially instead."""
 
 
+def _decode_keeping(container, stream, keep_pts: set[int]):
+    """Decode from the demuxer's position, packet by packet; the decoder discards the non-reference frames
+    (nothing else depends on them) that are not sampled, which H.264 streams with B-frames have plenty of."""
+    cc = stream.codec_context
+    for packet in container.demux(stream):
+        cc.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in keep_pts else "NONREF"
+        yield from stream.decode(packet)
+    cc.skip_frame = "DEFAULT"
+
+
 def _decode_seeking(path: Path, container, stream, index: _PacketIndex, indices: Sequence[int], out_w: int,
                     out_h: int) -> np.ndarray:
     """Seek to the keyframe before each sampled frame and decode forward to it (see the module notes)."""
@@ -290,6 +301,7 @@ def _decode_seeking(path: Path, container, stream, index: _PacketIndex, indices:
     for slot, idx in enumerate(indices):
         wanted.setdefault(idx, []).append(slot)
     position = {p: i for i, p in enumerate(index.pts)}
+    keep = {index.pts[i] for i in wanted}
     reformatter = VideoReformatter()
     frames = None
     last = -1  # presentation index of the last frame the current decoder pass returned
@@ -297,7 +309,7 @@ def _decode_seeking(path: Path, container, stream, index: _PacketIndex, indices:
         key = index.keyframe_before(target)
         if frames is None or last < key - 1:  # the target's GOP starts after the next frame: jump to it
             container.seek(index.pts[key], stream=stream, backward=True, any_frame=False)
-            frames = container.decode(stream)
+            frames = _decode_keeping(container, stream, keep)
         while True:
             frame = next(frames, None)
             i = None if frame is None else position.get(frame.pts)
