@@ -43,6 +43,7 @@ class VTPModule(L.LightningModule):
         self.method = build_method(self.cfg)
         self.skipped_videos: list[str] = []  # one entry per skipped training sample (across epochs)
         self.skipped_errors: dict[str, str] = {}
+        self.dataset_steps: list[str] = []  # the training dataset of each step this process ran
         self.resume_position: dict[str, int] | None = None  # set when restoring a checkpoint
         self.last_metrics: dict[str, float] = {}
         self.last_eval_info: dict[str, Any] = {}
@@ -51,6 +52,7 @@ class VTPModule(L.LightningModule):
 
     # --- training -------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        self.dataset_steps.append(batch["dataset"][0] if batch.get("dataset") else "")
         self.skipped_videos.extend(batch["skipped"])
         for vid, err in zip(batch["skipped"], batch["skipped_errors"]):
             self.skipped_errors.setdefault(vid, err)
@@ -97,6 +99,12 @@ class VTPModule(L.LightningModule):
     def on_train_end(self) -> None:
         """Skipped videos are counted on every rank; gather them so the report covers the whole run."""
         self.skipped_videos = [v for part in gather_objects(self.skipped_videos) for v in part]
+        schedules = gather_objects(self.dataset_steps)  # MixedBatchSampler's invariant, checked ("" = empty batch)
+        for rank, steps in enumerate(schedules):
+            diff = [i for i, (a, b) in enumerate(zip(steps, schedules[0])) if a and b and a != b]
+            if diff or len(steps) != len(schedules[0]):
+                raise RuntimeError(f"rank {rank} read other training datasets than rank 0 (first at step "
+                                   f"{diff[0] if diff else min(len(steps), len(schedules[0]))}); this is a bug")
         for errs in gather_objects(self.skipped_errors):
             for vid, err in errs.items():
                 self.skipped_errors.setdefault(vid, err)

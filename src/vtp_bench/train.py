@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ def train(cfg: DictConfig, resume: str | None = None) -> dict[str, Any]:
         "checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
         "global_step": trainer.global_step,
         "val_metrics": module.last_metrics,
+        "steps_per_dataset": dict(Counter(module.dataset_steps)),
         "skipped_videos": len(module.skipped_videos),
         "skipped_video_ids": skipped,
         "skipped_errors": module.skipped_errors,
