@@ -7,7 +7,7 @@ EXP ?= frozen_synth
 DEMO_VIDEOS ?= 1000
 DEMO_DATA := data/synth
 
-.PHONY: setup test test-slow demo train eval compare bench clean
+.PHONY: setup test test-slow demo train eval compare bench bench-data clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,11 @@ train: setup
 # on a GPU: make bench ARGS="--device cuda --dtype bf16 --iters 10"
 bench: setup
 	$(VENV)/bin/python scripts/bench_encoders.py $(ARGS)
+
+# decoding throughput: ours vs naive PyAV vs decord (decord is installed here, for this benchmark only)
+bench-data: setup
+	$(VENV)/bin/python -m pip install -q decord==0.6.0
+	$(VENV)/bin/python scripts/bench_data.py --write docs/benchmarks.md $(ARGS)
 
 clean:
 	rm -rf runs results $(DEMO_DATA)
