@@ -18,7 +18,7 @@ from vtp_bench.data.manifest import ManifestRow
 def convert(inputs: list[Path], split: str | None) -> Converted:
     """CC3M image-caption pairs as 1-frame videos."""
     (path,) = inputs
-    split = split or ("val" if "validation" in path.name or "val" in path.name else "train")
+    split = split_from_name(path, split, "train")
     folder = "training" if split == "train" else "validation"
     rows, seen = [], set()
     for lineno, line in read_text_lines(path):

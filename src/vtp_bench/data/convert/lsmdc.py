@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vtp_bench.data.convert.base import Converted, bad_line, converter, read_text_lines
+from vtp_bench.data.convert.base import Converted, bad_line, converter, read_text_lines, split_from_name
 from vtp_bench.data.manifest import ManifestRow
 
 EXPECTED = "6 tab-separated fields: clip_id, start_aligned, end_aligned, start_extracted, end_extracted, sentence"
@@ -21,8 +21,7 @@ EXPECTED = "6 tab-separated fields: clip_id, start_aligned, end_aligned, start_e
 def convert(inputs: list[Path], split: str | None) -> Converted:
     """LSMDC 2016 clips with their one sentence each."""
     (path,) = inputs
-    if split is None:
-        split = "test" if "test" in path.name.lower() or "publictect" in path.name.lower() else "train"
+    split = "test" if split is None and "publictect" in path.name.lower() else split_from_name(path, split, "train")
     rows, seen = [], {}
     for lineno, line in read_text_lines(path):
         fields = line.split("\t")

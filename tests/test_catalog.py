@@ -1,0 +1,62 @@
+"""Benchmark datasets in the registry: where their manifests live, and errors that print the command."""
+
+from __future__ import annotations
+
+import pytest
+
+from vtp_bench.config import load_config
+from vtp_bench.data.catalog import BENCHMARKS, DataNotFoundError, locate
+from vtp_bench.data.convert.base import CONVERTERS
+from vtp_bench.data.manifest import ManifestRow, write_manifest
+from vtp_bench.registry import DATASETS
+
+
+def test_every_benchmark_is_registered_with_a_valid_convert_command():
+    names = {b.name for b in BENCHMARKS}
+    assert names == {"webvid", "cc3m", "msrvtt_1ka", "msrvtt_full", "msvd", "lsmdc", "didemo", "didemo_grounding",
+                     "charades_sta", "activitynet", "activitynet_grounding"}
+    assert names <= set(DATASETS.names())
+    for b in BENCHMARKS:
+        for split, command in b.splits.items():
+            fmt, *inputs = command.split()
+            conv = CONVERTERS.get(fmt)  # the printed command names a real format ...
+            assert len(conv.inputs) - conv.optional_inputs <= len(inputs) <= len(conv.inputs), (b.name, split)
+
+
+def test_missing_manifest_names_file_and_command(tmp_path):
+    with pytest.raises(DataNotFoundError) as e:
+        locate("msvd", tmp_path, "test")
+    msg = str(e.value)
+    assert str(tmp_path / "msvd" / "test.jsonl") in msg
+    assert "vtp-bench data convert msvd captions_msvd.json test_list.txt" in msg
+    with pytest.raises(DataNotFoundError, match="has no split 'dev'"):
+        locate("didemo", tmp_path, "dev")
+
+
+def test_val_reads_test_where_the_protocol_has_no_val(tmp_path):
+    row = ManifestRow("video1", "videos/video1.mp4", "a", "video1_0", "test")
+    write_manifest(tmp_path / "msrvtt_1ka" / "test.jsonl", [row])
+    (tmp_path / "msrvtt_1ka" / "videos").mkdir()
+    src = locate("msrvtt_1ka", tmp_path, "val")
+    assert src.manifest == tmp_path / "msrvtt_1ka" / "test.jsonl" and src.split == "val"
+    with pytest.raises(DataNotFoundError, match="msvd/val.jsonl"):
+        locate("msvd", tmp_path, "val")
+
+
+def test_missing_video_folder_is_named(tmp_path):
+    row = ManifestRow("v", "videos/sub/v.mp4", "a", "v_0", "test")
+    write_manifest(tmp_path / "lsmdc" / "test.jsonl", [row])
+    with pytest.raises(DataNotFoundError) as e:
+        locate("lsmdc", tmp_path, "test")
+    assert str(tmp_path / "lsmdc" / "videos" / "sub") in str(e.value) and "--video-root" in str(e.value)
+
+
+def test_data_root_from_env_and_training_error(tmp_path, monkeypatch, capsys):
+    from vtp_bench.cli import main
+
+    monkeypatch.setenv("VTP_DATA_ROOT", str(tmp_path))
+    cfg = load_config("frozen_synth", ["data.train=[webvid,cc3m]"])
+    assert cfg.data.root == str(tmp_path)
+    assert main(["train", "frozen_synth", "data.train=[webvid,cc3m]", "trainer.accelerator=cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/webvid/train.jsonl" in err and "vtp-bench data convert webvid results_2M_train.csv" in err
