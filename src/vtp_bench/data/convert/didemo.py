@@ -31,7 +31,9 @@ def _annotations(path: Path) -> list[dict[str, Any]]:
     return data
 
 
-def _listed(data_path: Path, list_path: Path) -> tuple[list[str], dict[str, list[dict[str, Any]]]]:
+def _listed(inputs: list[Path], split: str | None) -> tuple[list[str], dict[str, list[dict[str, Any]]], str]:
+    """The listed videos, their annotations (file order) and the split name."""
+    data_path, list_path = inputs
     videos = read_id_list(list_path)
     by_video: dict[str, list[dict[str, Any]]] = {}
     for item in _annotations(data_path):
@@ -40,15 +42,13 @@ def _listed(data_path: Path, list_path: Path) -> tuple[list[str], dict[str, list
     if missing:
         raise ConvertError(f"{list_path}: {len(missing)} listed videos have no annotation in {data_path} "
                            f"(e.g. {missing[0]!r}); pass the *_data.json of the same split")
-    return videos, by_video
+    return videos, by_video, split_from_name(list_path, split, "test")
 
 
 @converter("didemo", inputs=("SPLIT_data.json", "SPLIT_list.txt"))
 def convert_paragraph(inputs: list[Path], split: str | None) -> Converted:
     """DiDeMo paragraph-to-video retrieval: one paragraph per video."""
-    data_path, list_path = inputs
-    videos, by_video = _listed(data_path, list_path)
-    split = split_from_name(list_path, split, "test")
+    videos, by_video, split = _listed(inputs, split)
     rows = []
     for v in videos:
         text = " ".join(str(a["description"]).strip() for a in by_video[v])
@@ -68,13 +68,11 @@ def moment(times: list[list[int]], path: Path, annotation_id: Any) -> tuple[floa
 @converter("didemo_grounding", inputs=("SPLIT_data.json", "SPLIT_list.txt"))
 def convert_grounding(inputs: list[Path], split: str | None) -> Converted:
     """DiDeMo moment localisation: one query per description, the annotators' most frequent moment."""
-    data_path, list_path = inputs
-    videos, by_video = _listed(data_path, list_path)
-    split = split_from_name(list_path, split, "test")
+    videos, by_video, split = _listed(inputs, split)
     rows = []
     for v in videos:
         for k, a in enumerate(by_video[v]):
-            start, end = moment(a["times"], data_path, a.get("annotation_id", f"#{k} of {v}"))
+            start, end = moment(a["times"], inputs[0], a.get("annotation_id", f"#{k} of {v}"))
             rows.append(ManifestRow(v, v, str(a["description"]).strip(), f"{v}_{k}", split, start=start, end=end,
                                     source="didemo"))
     return Converted(rows)
