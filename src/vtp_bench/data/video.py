@@ -258,8 +258,8 @@ class _PacketIndex:
 
 def _packet_index(container, stream) -> _PacketIndex | None:
     """Demux (no decoding) the video stream into a frame/keyframe index, or None when it cannot be trusted
-    for seeking: a demux error, a packet without timestamp, repeated timestamps, a count that differs from
-    the header's, or a first frame that is not a keyframe."""
+    for seeking: a demux error, a packet without timestamp, repeated timestamps, a count of displayed frames
+    that differs from the header's (an edit list that drops frames), or a first frame that is not a keyframe."""
     stamps: list[tuple[int, bool]] = []
     try:
         for packet in container.demux(stream):
@@ -267,6 +267,8 @@ def _packet_index(container, stream) -> _PacketIndex | None:
                 continue
             if packet.pts is None:
                 return None
+            if packet.is_discard:  # an edit list drops it: the decoder never outputs it (the count check below
+                continue           # then hands such files to the sequential path, as the header disagrees)
             stamps.append((int(packet.pts), bool(packet.is_keyframe)))
     except _AV_ERRORS:
         return None
