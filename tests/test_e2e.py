@@ -118,3 +118,37 @@ def test_list_prints_registries(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "frozen" in out and "space_time_vit" in out and "synth" in out and "frozen_synth" in out
+
+
+def test_eval_on_real_msvd_annotations_converted_with_video_root(trained, data_root, tmp_path, capsys):
+    """The real MSVD captions of 6 test videos (several captions each), converted with --video-root where
+    the files carry another extension than the dataset's (.mp4 for .avi), scored through `eval --dataset msvd`."""
+    from test_convert import ANN
+
+    if not ANN.is_dir():
+        pytest.skip("needs the annotation files")
+    ids = (ANN / "msvd" / "test_list.txt").read_text().split()[:6]
+    captions = json.loads((ANN / "msvd" / "captions_msvd.json").read_text())
+    raw = tmp_path / "MSVD" / "YouTubeClips"
+    raw.mkdir(parents=True)
+    clips = sorted((data_root / "synth" / "videos").glob("*.mp4"))
+    for vid, clip in zip(ids, clips):
+        (raw / f"{vid}.mp4").write_bytes(clip.read_bytes())  # the first one is the clip `trained` corrupted
+    sub = tmp_path / "test_list.txt"
+    sub.write_text("\n".join(ids) + "\n")
+    root = tmp_path / "root"
+    manifest = root / "msvd" / "test.jsonl"
+    assert main(["data", "convert", "msvd", str(ANN / "msvd" / "captions_msvd.json"), str(sub), "--out",
+                 str(manifest), "--video-root", str(raw)]) == 0
+    assert "not found" not in capsys.readouterr().out  # every .avi was found as .mp4
+    out = tmp_path / "msvd.json"
+    run, _ = trained
+    args = ["eval", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--dataset", "msvd", "--data-root", str(root),
+            "--out", str(out)]
+    assert main(args) == 2  # an unreadable test video: refused, one line, with the count
+    err = capsys.readouterr().err
+    assert "1 of 6 videos could not be read" in err and ids[0] in err and "--allow-missing" in err
+    assert main(args + ["--allow-missing"]) == 0
+    res = json.loads(out.read_text())
+    assert res["num_videos"] == 5 and res["num_missing"] == 1
+    assert res["num_queries"] == sum(len(captions[v]) for v in ids[1:]) > 5

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from vtp_bench.config import config_from_dict
-from vtp_bench.data.dataset import RetrievalSet
+from vtp_bench.data.dataset import MissingVideosError, RetrievalSet
 from vtp_bench.data.samplers import shard_bounds
 from vtp_bench.distributed import gather_objects, rank_world
 from vtp_bench.methods.base import Embeddings, Method
@@ -189,8 +189,8 @@ class VTPModule(L.LightningModule):
         if skipped:
             if not self.cfg.eval.allow_missing:
                 bad = [rset.video_ids[i] for i in skipped[:5]]
-                raise RuntimeError(
-                    f"{len(skipped)} videos of {rset.manifest} could not be read (e.g. {bad}); "
+                raise MissingVideosError(
+                    f"{rset.manifest}: {len(skipped)} of {len(rset.video_ids)} videos could not be read (e.g. {bad}); "
                     "run `vtp-bench data check` on the manifest, or pass --allow-missing to score the rest"
                 )
             rset = rset.drop_videos(skipped)
