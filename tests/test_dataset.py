@@ -63,3 +63,23 @@ def test_random_resized_crop_is_deterministic_by_rng():
     a = random_resized_crop(x, 16, (0.3, 1.0), random.Random(5))
     b = random_resized_crop(x, 16, (0.3, 1.0), random.Random(5))
     assert torch.equal(a, b)
+
+
+def test_decode_options_scale_in_the_decoder_and_items_name_their_dataset(tmp_path):
+    from test_video import write_indexed_video
+
+    from vtp_bench.data.dataset import DecodeOptions, MixedDataset, VideoTextDataset
+    from vtp_bench.data.manifest import ManifestRow, write_manifest
+
+    write_indexed_video(tmp_path / "v.mp4", 20)  # 64 x 48
+    write_manifest(tmp_path / "m.jsonl", [ManifestRow("v", "v.mp4", "a", "v_0", "train")])
+    seen = []
+
+    def transform(frames, rng):
+        seen.append(tuple(frames.shape))
+        return torch.zeros(frames.shape[0], 3, 8, 8)
+
+    for decode, shape in ((None, (4, 48, 64, 3)), (DecodeOptions(size=24), (4, 24, 32, 3))):
+        ds = VideoTextDataset(tmp_path / "m.jsonl", 4, transform, "uniform", decode=decode, name="webvid")
+        item = MixedDataset([ds, ds])[1]
+        assert seen[-1] == shape and item["dataset"] == "webvid" and item["index"] == 1
