@@ -144,8 +144,12 @@ def test_pickled_objects_refused_unless_trusted(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "parse_config", fake)
     torch.save({"state_dict": sd, "config": ConfigParser()}, tmp_path / "ckpt.pth")
     monkeypatch.delitem(sys.modules, "parse_config")
-    with pytest.raises(CheckpointError, match="--trust-checkpoint"):
+    with pytest.raises(CheckpointError, match="--trust-checkpoint") as e:
         load_checkpoint(tmp_path / "ckpt.pth")
+    assert "parse_config.ConfigParser" in str(e.value) and "\x1b[" not in str(e.value)  # names it, no ANSI
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "ckpt.pth").read_bytes()[:3000])
+    with pytest.raises(CheckpointError, match="complete PyTorch checkpoint"):  # not an unpickling question
+        load_checkpoint(tmp_path / "cut.pth")
     with pytest.raises(CheckpointError, match="--trust-checkpoint"):
         load_official(our_frozen(), tmp_path / "ckpt.pth")
     report = load_official(our_frozen(), tmp_path / "ckpt.pth", trust=True)  # the class becomes an inert stub
@@ -315,3 +319,68 @@ def test_cli_eval_scores_an_official_checkpoint(tmp_path, capsys):
     assert "hf_clip' was given, but the keys are those of a 'frozen" in capsys.readouterr().err
     assert main(common + size) == 2  # a released checkpoint needs --method or --experiment
     assert "--method NAME or --experiment NAME" in capsys.readouterr().err
+
+
+def test_regionlearner_file_needs_non_strict_and_reports_what_it_left(tmp_path, capsys):
+    """RegionLearner's released weights carry its quantizer under video_model: scoring them with the Frozen
+    architecture (as the official loader does with strict=False) must list those keys, not drop them silently."""
+    from vtp_bench.cli import main
+    from vtp_bench.data.synthetic import generate_synthetic
+    from vtp_bench.models.text.hf_text import HFTextEncoder
+
+    generate_synthetic(tmp_path / "data" / "synth", num_videos=8, seed=0, grounding_videos=1, progress=False)
+    sd, _, _ = official_frozen_state(seed=6, text_cfg=HFTextEncoder.PRESETS["tiny"]["config"])
+    sd["module.video_model.RegionLearner.quantizer.embed"] = torch.randn(16, 48)
+    ckpt = tmp_path / "regionlearner.pth"
+    torch.save({"state_dict": sd}, ckpt)
+    size = ["method.video.img_size=32", "method.video.patch_size=8", "method.video.embed_dim=48",
+            "method.video.depth=2", "method.video.num_heads=4", "method.text.preset=tiny", "method.embed_dim=24",
+            "data.img_size=32", "data.num_workers=0", "data.eval_batch_size=4"]
+    cmd = ["eval", "--ckpt", str(ckpt), "--dataset", "synth", "--data-root", str(tmp_path / "data"), "--accelerator",
+           "cpu", "--method", "frozen", "--out", str(tmp_path / "r.json"), *size]
+    assert main(cmd) == 2
+    assert "--ckpt-non-strict" in capsys.readouterr().err
+    assert main(cmd + ["--ckpt-non-strict"]) == 0
+    assert "not used: video_model.RegionLearner.quantizer.embed" in capsys.readouterr().out
+    load = json.loads((tmp_path / "r.json").read_text())["checkpoint_load"]
+    assert load["ignored"] == ["video_model.RegionLearner.quantizer.embed"] and load["untouched"] == []
+
+
+def test_a_tower_the_method_lacks_is_an_error_not_a_silent_drop():
+    sd, _, _ = official_frozen_state(seed=7)
+    cfg = OmegaConf.structured(FrozenConfig(video={"name": "space_time_vit", **VIDEO, "num_frames": 4},
+                                            text={"name": "clip_text", "preset": "tiny"}, embed_dim=24))
+    method = Frozen(cfg)
+    with pytest.raises(CheckpointError, match="no tower for .*text_model"):
+        load_official(method, sd)
+    with pytest.raises(CheckpointError, match="txt_proj.1.weight"):  # non-strict loads the rest, which misfits
+        load_official(method, sd, strict=False)
+
+
+def test_training_starts_from_an_official_checkpoint_with_fewer_frames(tmp_path):
+    """init.checkpoint: a 2-frame Frozen file into a 4-frame model (Frozen's fine-tuning protocol); with lr 0
+    the trained weights are the file's, temporal_embed zero-padded as Frozen's loader does."""
+    from vtp_bench.cli import main
+    from vtp_bench.data.synthetic import generate_synthetic
+    from vtp_bench.models.text.hf_text import HFTextEncoder
+
+    generate_synthetic(tmp_path / "data" / "synth", num_videos=12, seed=0, grounding_videos=0, progress=False)
+    sd, video, _ = official_frozen_state(frames=2, seed=8, text_cfg=HFTextEncoder.PRESETS["tiny"]["config"])
+    ckpt = tmp_path / "frozen_2f.pth"
+    torch.save({"state_dict": sd}, ckpt)
+    args = ["train", "frozen_synth", "method.video.img_size=32", "method.video.patch_size=8",
+            "method.video.embed_dim=48", "method.video.depth=2", "method.video.num_heads=4", "method.video.num_frames=4",
+            "method.text.preset=tiny", "method.text.freeze=false", "method.embed_dim=24", "data.img_size=32",
+            "data.num_frames=4", "data.num_workers=0", "data.batch_size=4", "trainer.accelerator=cpu",
+            "trainer.max_steps=1", "trainer.enable_progress_bar=false", "optim.lr=0", "optim.warmup_steps=0",
+            "optim.scheduler=constant", f"data.root={tmp_path / 'data'}", f"run.dir={tmp_path / 'runs'}",
+            "run.version=init", f"init.checkpoint={ckpt}"]
+    assert main(args) == 0
+    run = tmp_path / "runs" / "frozen_synth" / "init"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["init"]["source"] == "frozen" and "fitted with zeros" in summary["init"]["notes"][0]
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    temporal = state["method.video_model.temporal_embed"]
+    assert torch.equal(temporal[:, :2], video["temporal_embed"]) and not temporal[:, 2:].any()
+    assert torch.equal(state["method.video_model.blocks.1.attn.qkv.weight"], video["blocks.1.attn.qkv.weight"])
+    assert torch.equal(state["method.txt_proj.1.weight"], sd["module.txt_proj.1.weight"])

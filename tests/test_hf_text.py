@@ -139,3 +139,29 @@ def test_registry_builds_presets():
 
     enc = build_encoder({"name": "hf_text", "preset": "tiny", "pooling": "mean"}, "method.text")
     assert isinstance(enc, HFTextEncoder) and enc.pooling == "mean" and enc.width == 64
+
+
+def test_grad_checkpointing_same_gradients_and_bert_pooler():
+    from vtp_bench.models.text.hf_text import HFTextEncoder
+
+    cfg = {"model_type": "distilbert", "vocab_size": 30522, "dim": 32, "n_layers": 2, "n_heads": 2,
+           "hidden_dim": 64, "max_position_embeddings": 64, "dropout": 0.0, "attention_dropout": 0.0}
+    texts = ["a dog runs", "two people cook pasta in a kitchen"]
+    grads = []
+    for gc in (False, True):
+        torch.manual_seed(0)
+        enc = HFTextEncoder(config=cfg, grad_checkpointing=gc).train()
+        enc(texts).pooled.square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert all(torch.allclose(grads[0][k], grads[1][k], atol=1e-6) for k in grads[0])
+    assert grads[1]["model.transformer.layer.0.attention.q_lin.weight"].abs().sum() > 0
+    bert = HFTextEncoder(config={"model_type": "bert", "vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 1,
+                                 "num_attention_heads": 2, "intermediate_size": 64}, pooling="pooler").eval()
+    with torch.no_grad():
+        tok = bert.tokenize(texts)
+        ref = bert.model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).pooler_output
+        assert torch.equal(bert(texts).pooled, ref)
+        assert not torch.allclose(ref, bert.model(**tok).last_hidden_state[:, 0])
+    with pytest.raises(ValueError, match="no pooler|has none"):
+        HFTextEncoder(config=cfg, pooling="pooler")

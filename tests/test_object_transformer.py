@@ -116,3 +116,7 @@ def test_time_module_and_errors():
         plain(feats, boxes[..., :4], mask)
     with pytest.raises(ValueError, match="time_module"):
         ObjectTransformer(**SMALL, time_module="conv")
+    with pytest.raises(ValueError, match="num_regions"):  # other K would regroup tokens across frames
+        plain(feats[:, :, :-1], boxes[:, :, :-1], mask[:, :, :-1])
+    fresh = ObjectTransformer(**SMALL, time_module="timeattn")  # DemoVLP's time_init="rand": not the zeros init
+    assert fresh.blocks[0].timeattn.qkv.weight.abs().sum() > 0

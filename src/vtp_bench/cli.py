@@ -62,12 +62,22 @@ def cmd_eval(args: argparse.Namespace) -> None:
     overrides = list(args.overrides)
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")
+    if args.ckpt_non_strict:
+        overrides.append("init.strict=false")
+    if args.temporal_fix:
+        overrides.append(f"init.temporal_fix={args.temporal_fix}")
     result = evaluate(args.ckpt, args.dataset, split=args.split, out=args.out, allow_missing=args.allow_missing,
                       overrides=overrides, trust_checkpoint=args.trust_checkpoint,
                       accelerator=args.accelerator, devices=args.devices, ckpt_source=args.ckpt_source,
                       method=args.method, experiment=args.experiment)
     if any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
         return  # one table, from the launching process
+    if result.get("checkpoint_load"):
+        load = result["checkpoint_load"]
+        print(f"released checkpoint ({load['source']}): {load['loaded']} tensors loaded; "
+              f"{len(load['ignored'])} file keys not used, {len(load['untouched'])} model keys not in the file")
+        for note in load["notes"] + [f"not used: {k}" for k in load["ignored"][:5]]:
+            print(f"  {note}")
     print(format_table([result]))
     if result.get("num_missing"):
         print(f"note: {result['num_missing']} videos were missing or unreadable and were left out")
@@ -112,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ckpt-source", default=None,
                    help="released checkpoint format: frozen (also MILES, RegionLearner) | openai | open_clip | "
                         "hf_clip; detected from the keys when not given")
+    s.add_argument("--ckpt-non-strict", action="store_true",
+                   help="released checkpoint: keys the model has no place for (e.g. RegionLearner's quantizer when "
+                        "scoring with --method frozen) are listed instead of refused")
+    s.add_argument("--temporal-fix", choices=["zeros", "interp", "bilinear"], default=None,
+                   help="released checkpoint with fewer frames than the model: how temporal_embed grows (zeros)")
     s.add_argument("--method", default=None, help="for a released checkpoint: build this method at its defaults")
     s.add_argument("--experiment", default=None, help="for a released checkpoint: build this experiment's model")
     s.add_argument("--accelerator", default="auto", help="cpu | gpu | auto")

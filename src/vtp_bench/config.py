@@ -73,6 +73,18 @@ class EvalConfig:
     allow_missing: bool = False  # score a test set with missing videos (they are counted and reported)
 
 
+@dataclass
+class InitConfig:
+    """Start training from a released checkpoint (Frozen-in-Time / MILES / RegionLearner / CLIP weights), loaded
+    by ``models.checkpoints.load_official`` into the method before the first step (not when resuming)."""
+
+    checkpoint: Optional[str] = None
+    source: Optional[str] = None  # frozen | openai | open_clip | hf_clip; detected from the keys when null
+    temporal_fix: str = "zeros"  # a file with fewer frames than the model: zeros | interp | bilinear (Frozen)
+    strict: bool = True  # false: keys the model has no place for are reported, not an error (official loaders)
+    trust: bool = False  # allow arbitrary unpickling (trusted files only)
+
+
 def _trainer_defaults() -> dict[str, Any]:
     return {
         "max_epochs": 10,
@@ -95,6 +107,7 @@ class ExperimentConfig:
     trainer: dict[str, Any] = field(default_factory=_trainer_defaults)
     run: RunConfig = field(default_factory=RunConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    init: InitConfig = field(default_factory=InitConfig)
 
 
 def experiments_dir() -> Path:

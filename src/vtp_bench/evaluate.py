@@ -67,7 +67,9 @@ def module_from_checkpoint(
     if source == "vtp_bench":
         raise CheckpointError(f"{path} is not a vtp_bench checkpoint (no hyper_parameters.config)")
     module = VTPModule(_official_config(Path(path), method, experiment, list(overrides)))
-    module.official_load_report = load_official(module.method, ckpt, source)
+    init = module.cfg.init
+    module.official_load_report = load_official(module.method, ckpt, source, temporal_fix=init.temporal_fix,
+                                                strict=init.strict)
     return module
 
 
@@ -100,6 +102,7 @@ def evaluate(
         "experiment": cfg.name,
         "checkpoint": str(ckpt),
         "checkpoint_source": getattr(getattr(module, "official_load_report", None), "source", "vtp_bench"),
+        "checkpoint_load": getattr(getattr(module, "official_load_report", None), "to_dict", dict)(),
         "dataset": dataset,
         "split": split,
         **module.last_eval_info,

@@ -74,7 +74,15 @@ def train(cfg: DictConfig, resume: str | None = None) -> dict[str, Any]:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     dm = VideoTextDataModule(cfg)
     module = VTPModule(to_dict(cfg))
+    init_report = None
+    if cfg.init.checkpoint and resume is None:  # a resumed run's weights come from its own checkpoint
+        from vtp_bench.models.checkpoints import load_official
+
+        init_report = load_official(module.method, cfg.init.checkpoint, cfg.init.source,
+                                    temporal_fix=cfg.init.temporal_fix, strict=cfg.init.strict, trust=cfg.init.trust)
     trainer = build_trainer(cfg, run_dir)
+    if init_report is not None and trainer.is_global_zero:
+        print(f"init from {cfg.init.checkpoint}: {init_report.summary()}", flush=True)
     trainer.fit(module, datamodule=dm, ckpt_path=resume)
     skipped = sorted(set(module.skipped_videos))
     summary = {
@@ -82,6 +90,7 @@ def train(cfg: DictConfig, resume: str | None = None) -> dict[str, Any]:
         "checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
         "global_step": trainer.global_step,
         "val_metrics": module.last_metrics,
+        "init": init_report.to_dict() if init_report else None,
         "steps_per_dataset": dict(Counter(module.dataset_steps)),
         "skipped_videos": len(module.skipped_videos),
         "skipped_video_ids": skipped,

@@ -23,6 +23,7 @@ and a ``logit_scale`` parameter for CLIP files). Every parameter of the parts a 
 from __future__ import annotations
 
 import pickle
+import re
 import types
 import warnings
 import zipfile
@@ -98,14 +99,25 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         if not trust:
-            raise CheckpointError(
-                f"checkpoint {path} cannot be loaded with weights_only=True ({type(e).__name__}: "
-                f"{str(e).splitlines()[0][:200]}); if you trust the file, pass --trust-checkpoint"
-            ) from None
+            raise _refusal(path, e) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_lenient_pickle)
     except Exception as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
+
+
+def _refusal(path: Path, e: Exception) -> CheckpointError:
+    """Why ``weights_only=True`` failed, in one readable line: a pickled object it may not build (then
+    ``--trust-checkpoint`` is the way), or a file that is not a readable checkpoint at all."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    reason = next((line.strip() for line in text.splitlines()
+                   if "Unsupported global" in line or "Unsupported operand" in line), None)
+    if reason is not None or isinstance(e, pickle.UnpicklingError):
+        reason = (reason or text.splitlines()[0]).split(" was not an allowed global")[0][:200]
+        return CheckpointError(f"checkpoint {path} needs arbitrary unpickling, which weights_only=True refuses "
+                               f"({reason}); if you trust the file, pass --trust-checkpoint")
+    return CheckpointError(f"cannot read checkpoint {path} ({type(e).__name__}: {text.splitlines()[0][:200]}); "
+                           f"is it a complete PyTorch checkpoint?")
 
 
 def state_dict_of(obj: Any) -> dict[str, Tensor]:
@@ -225,6 +237,31 @@ class LoadReport:
     untouched: list[str] = field(default_factory=list)  # our keys outside the parts the file covers
     notes: list[str] = field(default_factory=list)
 
+    def summary(self) -> str:
+        """What a user must see after loading: counts, and every key that was not used or not set."""
+        lines = [f"loaded {len(self.loaded)} tensors from a {self.source} checkpoint"]
+        lines += [f"  note: {n}" for n in self.notes]
+        for what, keys in (("checkpoint keys not used", self.ignored), ("model keys not in the file (kept as "
+                                                                         "initialised)", self.untouched)):
+            if keys:
+                more = f" ... (+{len(keys) - 8})" if len(keys) > 8 else ""
+                lines.append(f"  {what}: {len(keys)}: {', '.join(keys[:8])}{more}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "loaded": len(self.loaded), "ignored": self.ignored,
+                "untouched": self.untouched, "notes": self.notes}
+
+
+def _is_tower(module: nn.Module) -> bool:
+    """A single encoder: a file covering more (the other tower, projections) is loaded partially by design."""
+    from vtp_bench.models.text.clip_text import ClipText
+    from vtp_bench.models.text.hf_text import HFTextEncoder
+    from vtp_bench.models.video.clip_vit import ClipViT
+    from vtp_bench.models.video.space_time_vit import SpaceTimeViT
+
+    return isinstance(module, (SpaceTimeViT, HFTextEncoder, ClipViT, ClipText))
+
 
 def _frozen_mapping(module: nn.Module) -> tuple[dict[str, str], Any]:
     """checkpoint prefix -> our prefix for Frozen-layout files, and the SpaceTimeViT that gets the video keys."""
@@ -335,6 +372,11 @@ def load_official(
         mapping = _clip_mapping(module)
 
     mapped, ignored = _remap(sd, mapping)  # ignored: e.g. the text tower's keys when loading a video tower
+    if ignored and strict and not _is_tower(module):
+        parts = sorted({k.split(".")[0] for k in ignored})
+        raise CheckpointError(f"{source} checkpoint has parts {type(module).__name__} has no tower for "
+                              f"({', '.join(parts)}: {len(ignored)} keys, e.g. {ignored[0]}); load it with "
+                              f"strict=False (--ckpt-non-strict / init.strict=false) to use the rest")
     unexpected = [k for k in mapped if k not in own]
     mapped = {k: v for k, v in mapped.items() if k in own}
     covered = [k for k in own if any(k.startswith(mapping[p]) for p in mapping)]
@@ -344,7 +386,8 @@ def load_official(
                               f"{', '.join(missing[:5])}")
     if unexpected and strict:
         raise CheckpointError(f"{source} checkpoint has {len(unexpected)} keys with no place in "
-                              f"{type(module).__name__}, e.g. {', '.join(unexpected[:5])} (strict=False to ignore)")
+                              f"{type(module).__name__}, e.g. {', '.join(unexpected[:5])}; load it with "
+                              f"strict=False (--ckpt-non-strict / init.strict=false) to use the rest")
     bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in mapped.items() if v.shape != own[k].shape]
     if bad:
         raise CheckpointError(f"{source} checkpoint shapes do not fit the model: {'; '.join(bad[:5])}")

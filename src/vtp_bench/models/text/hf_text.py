@@ -56,6 +56,9 @@ def _local_dir(path: str | Path, what: str) -> str:
     return str(p)
 
 
+POOLINGS = ("cls", "mean", "pooler")
+
+
 @ENCODERS.register("hf_text")
 class HFTextEncoder(nn.Module):
     """``forward(texts: list[str]) -> EncoderOutput`` (pooled [B, D], tokens [B, L, D], mask [B, L])."""
@@ -75,13 +78,14 @@ class HFTextEncoder(nn.Module):
         pooling: str = "cls",
         max_length: int | None = None,
         freeze: bool = False,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         if model_dir is not None and config is not None:
             raise ValueError("give either model_dir (pretrained) or config (random init), not both")
         if config is not None:
@@ -103,6 +107,15 @@ class HFTextEncoder(nn.Module):
                 f"{vocab}: pick a matching tokenizer_dir or vocab_size"
             )
         self.pooling = pooling
+        if pooling == "pooler" and not hasattr(self.model, "pooler"):
+            raise ValueError(f"pooling='pooler' needs a model with a pooler (BERT); {type(self.model).__name__} "
+                             f"has none (DistilBERT: use 'cls', as Frozen-in-Time does)")
+        if grad_checkpointing:  # per layer, HF's own (transformers 5 renamed it)
+            enable = getattr(self.model, "activation_checkpointing_enable", None)
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         limit = int(getattr(self.model.config, "max_position_embeddings", 512))
         tok_limit = getattr(self.tokenizer, "model_max_length", None)
         if isinstance(tok_limit, int) and tok_limit < 100_000:  # HF uses a huge sentinel for "unset"
@@ -138,10 +151,13 @@ class HFTextEncoder(nn.Module):
         device = next(self.model.parameters()).device
         enc = {k: v.to(device) for k, v in self.tokenize(texts).items() if k in ("input_ids", "attention_mask")}
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            hidden = self.model(**enc).last_hidden_state
+            out = self.model(**enc)
+        hidden = out.last_hidden_state
         mask = enc["attention_mask"].bool()
         if self.pooling == "cls":
             pooled = hidden[:, 0]
+        elif self.pooling == "pooler":  # Frozen-in-Time's compute_text for BERT text models
+            pooled = out.pooler_output
         else:
             m = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)

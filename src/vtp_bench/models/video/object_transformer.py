@@ -70,7 +70,8 @@ class ObjectTransformer(TowerOptions):
         self.custom_pos_embed = nn.Parameter(torch.zeros(1, num_regions + 1, embed_dim))
         self.temporal_embed = nn.Parameter(torch.zeros(1, num_frames, embed_dim))
         self.blocks = nn.ModuleList(
-            SpaceTimeBlock(embed_dim, num_heads, mlp_ratio, True, 0.0, "zeros", time_attention=bool(time_module))
+            # DemoVLP builds its (unused by the shipped configs) time attention with time_init="rand"
+            SpaceTimeBlock(embed_dim, num_heads, mlp_ratio, True, 0.0, "rand", time_attention=bool(time_module))
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)  # official: built (and loaded), never applied
@@ -87,6 +88,8 @@ class ObjectTransformer(TowerOptions):
             raise ValueError(f"region_boxes must be [B, T, K, 6] = {(b, t, k, BOX_DIM)}, got {tuple(region_boxes.shape)}")
         if t > self.num_frames:
             raise ValueError(f"got {t} frames but the model has temporal embeddings for {self.num_frames}")
+        if k != self.num_regions:  # the official model groups tokens by region_nums: other K would mix frames
+            raise ValueError(f"got {k} regions per frame but the model is built for num_regions={self.num_regions}")
         if region_mask is None:
             region_mask = torch.ones(b, t, k, dtype=torch.bool, device=region_feats.device)
         elif tuple(region_mask.shape) != (b, t, k):
