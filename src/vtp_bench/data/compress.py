@@ -6,14 +6,17 @@ timestamp, so seconds stay seconds and grounding windows stay valid), and a keyf
 the seeking reader then decodes at most ``gop`` frames per sampled frame. This is the recipe of VindLU /
 CLIP4Clip / Prompt Switch's ffmpeg scripts (specs/ecosystem.md §3.4), with a short GOP added.
 
-Videos are written to ``<out_dir>/videos/<same relative path>.mp4`` through a temporary file and an atomic
-rename, so an interrupted run resumes where it stopped (finished files are skipped). The new manifest
-``<out_dir>/<manifest name>`` points at them; rows whose video failed are left out and reported.
+Videos are written to ``<out_dir>/videos/<same relative path>`` (``.mp4`` appended unless already there)
+through a temporary file and an atomic rename, so an interrupted run resumes where it stopped (finished files
+are skipped; ``<out_dir>/compress.json`` records the settings, and resuming with other settings is refused).
+The new manifest ``<out_dir>/<manifest name>`` points at them; rows whose video failed are left out and
+reported.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from fractions import Fraction
@@ -22,7 +25,7 @@ from pathlib import Path
 import av
 from tqdm import tqdm
 
-from vtp_bench.data.manifest import read_manifest, resolve_path, write_manifest
+from vtp_bench.data.manifest import ManifestError, read_manifest, resolve_path, write_manifest
 from vtp_bench.data.video import VideoReadError, _open
 
 
@@ -84,18 +87,38 @@ def _job(args: tuple[str, str, int, float | None, int, int]) -> str | None:
     return None
 
 
+def _target(row_path: str) -> str:
+    """``videos/<row path>`` with the extension made ``.mp4``: ``a/x.mp4`` stays, ``a/x.mpg`` becomes
+    ``a/x.mpg.mp4`` (so ``x.mpg`` and ``x.mp4`` never share a file); absolute paths keep their folders."""
+    rel = Path(row_path)
+    rel = Path(*[p for p in rel.parts if p not in ("..", rel.anchor)])
+    if rel.suffix.lower() != ".mp4":
+        rel = rel.with_name(rel.name + ".mp4")
+    return (Path("videos") / rel).as_posix()
+
+
 def compress_manifest(manifest: Path, out_dir: Path, short_side: int = 224, max_fps: float | None = None,
                       gop: int = 8, crf: int = 23, workers: int | None = None, video_root: str | Path | None = None,
                       progress: bool = True) -> str:
     """Re-encode every video of ``manifest`` into ``out_dir`` and write the manifest that reads them."""
     rows = read_manifest(manifest)
     out_dir = Path(out_dir)
+    settings = {"short_side": short_side, "max_fps": max_fps, "gop": gop, "crf": crf}
+    stamp = out_dir / "compress.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) != settings:
+        raise ManifestError(f"{out_dir} holds videos compressed with {stamp.read_text().strip()}, not {settings}; "
+                            f"resume with the same settings or choose another --out-dir")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(settings))
     targets: dict[str, tuple[str, str]] = {}  # row.path -> (source file, new relative path)
     for r in rows:
         if r.path not in targets:
-            rel = Path(r.path).with_suffix(".mp4")
-            rel = Path(*[p for p in rel.parts if p not in ("..", rel.anchor)])  # absolute paths go below out_dir too
-            targets[r.path] = (str(resolve_path(r.path, manifest, video_root)), (Path("videos") / rel).as_posix())
+            targets[r.path] = (str(resolve_path(r.path, manifest, video_root)), _target(r.path))
+    by_target: dict[str, str] = {}
+    for path, (_, rel) in targets.items():
+        if by_target.setdefault(rel, path) != path:
+            raise ManifestError(f"{manifest}: videos {by_target[rel]!r} and {path!r} would both be written to "
+                                f"{out_dir / rel}; rename one of them")
     jobs = [(src, str(out_dir / rel), short_side, max_fps, gop, crf) for src, rel in targets.values()]
     done_before = sum(Path(j[1]).is_file() for j in jobs)
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:

@@ -60,6 +60,25 @@ class VideoReadError(RuntimeError):
     """A video file could not be read (missing, empty, corrupt, truncated, not a video, too few frames)."""
 
 
+class WindowOutsideVideoError(VideoReadError):
+    """A row's [start, end) window lies after the end of its video file."""
+
+
+# still-image codecs: a CC3M-style image is a 1-frame video, and FFmpeg decodes a truncated JPEG without error
+_IMAGE_CODECS = frozenset({"mjpeg", "png", "webp", "bmp", "tiff", "jpeg2000", "gif"})
+
+
+def _check_image(path: Path) -> None:
+    """Fully decode an image with PIL, which refuses truncated files (as Frozen-in-Time's CC3M loader does)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except Exception as e:
+        raise VideoReadError(f"{path}: damaged or truncated image ({e})") from None
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     num_frames: int
@@ -329,10 +348,14 @@ def _decode_seeking(path: Path, container, stream, index: _PacketIndex, indices:
     return out
 
 
-def _set_threads(stream, threads: int) -> None:
+def _configure_decoder(stream, threads: int) -> None:
+    """Threads, and ``err_detect=explode``: a bitstream error raises instead of being concealed, so a damaged
+    frame never comes back as plausible-looking pixels (on either path; the seek path then falls back, and
+    the sequential pass raises VideoReadError)."""
     if threads < 0:
         raise ValueError(f"threads must be >= 0 (0 = FFmpeg's choice), got {threads}")
     cc = stream.codec_context
+    cc.options = {**cc.options, "err_detect": "explode"}
     if threads == 1:
         cc.thread_count = 1
     else:
@@ -376,10 +399,10 @@ def read_frames(
         nonlocal container, stream
         container.close()
         container, stream = _open(path)
-        _set_threads(stream, threads)
+        _configure_decoder(stream, threads)
 
     try:
-        _set_threads(stream, threads)
+        _configure_decoder(stream, threads)
         index = _packet_index(container, stream) if decode == "seek" else None
         if index is not None:
             vlen = len(index.pts)
@@ -401,7 +424,15 @@ def read_frames(
             raise VideoReadError(f"{path}: the video stream has no frame size (corrupt header?)")
         out_w, out_h = _out_size(width, height, size)
 
+        if vlen == 1 and stream.codec_context.name in _IMAGE_CODECS and (
+                container.format.name == "image2" or container.format.name.endswith("_pipe")):
+            _check_image(path)  # an image file (not an MJPEG video): PIL sees truncation FFmpeg conceals
+
         def plan(n_frames: int) -> list[int]:
+            if start is not None and fps > 0 and math.ceil(max(start, 0.0) * fps - 1e-6) >= n_frames:
+                raise WindowOutsideVideoError(f"{path}: the window [{start}, {end}) s starts after the video's end "
+                                     f"({n_frames / fps:.2f} s, {n_frames} frames); the annotation does not fit "
+                                     f"this file (a different or shorter download?)")
             lo, hi = (0, n_frames) if fps <= 0 else window_to_frames(start, end, fps, n_frames)
             return sample_indices(n_frames, num_frames, sampling, rng, lo, hi)
 
@@ -434,6 +465,7 @@ __all__ = [
     "SAMPLINGS",
     "VideoInfo",
     "VideoReadError",
+    "WindowOutsideVideoError",
     "probe_video",
     "read_frames",
     "sample_indices",

@@ -1,11 +1,12 @@
 """ActivityNet Captions (``train.json`` / ``val_1.json`` / ``val_2.json``: ``{video_id: {duration,
 timestamps, sentences}}``).
 
-- ``activitynet``: paragraph-to-video retrieval (val_1 is the test set: 4,917 videos), the sentences of a
-  video (leading spaces stripped) joined with spaces; the whole video.
+- ``activitynet``: paragraph-to-video retrieval (CLIP4Clip's protocol: val_1 is the test set, 4,917 videos),
+  the sentences of a video (leading spaces stripped) joined with spaces; the whole video.
 - ``activitynet_grounding``: one row per sentence and its ``[start, end]`` seconds, the end clipped to the
   video's duration (134 val_1 moments end after it); a moment that is empty after clipping is dropped and
-  reported.
+  reported. The grounding protocol (2D-TAN, which LocVTP follows) is the other way round: val_1 (2D-TAN's
+  ``val.json``, 17,505 moments) is the validation set and val_2 (``test.json``, 17,031) the test set.
 Videos are ``<video_id>.mp4`` (ids keep their ``v_`` prefix); ``--video-root`` finds other extensions.
 """
 
@@ -31,15 +32,16 @@ def _videos(path: Path) -> dict[str, dict[str, Any]]:
     return data
 
 
-def _split(path: Path, split: str | None) -> str:
-    return split or {"val_1": "test", "val_2": "val"}.get(path.stem, split_from_name(path, None, "train"))
+def _split(path: Path, split: str | None, grounding: bool) -> str:
+    named = {"val_1": "val", "val_2": "test"} if grounding else {"val_1": "test", "val_2": "val"}
+    return split or named.get(path.stem, split_from_name(path, None, "train"))
 
 
 @converter("activitynet", inputs=("val_1.json",))
 def convert_paragraph(inputs: list[Path], split: str | None) -> Converted:
     """ActivityNet Captions paragraph-to-video retrieval: one paragraph per video."""
     (path,) = inputs
-    split = _split(path, split)
+    split = _split(path, split, grounding=False)
     rows = [ManifestRow(vid, f"{vid}.mp4", " ".join(str(s).strip() for s in v["sentences"]), f"{vid}_p", split,
                         duration=float(v["duration"]), source="activitynet")
             for vid, v in _videos(path).items()]
@@ -50,7 +52,7 @@ def convert_paragraph(inputs: list[Path], split: str | None) -> Converted:
 def convert_grounding(inputs: list[Path], split: str | None) -> Converted:
     """ActivityNet Captions dense-caption grounding: one query per sentence with its moment."""
     (path,) = inputs
-    split = _split(path, split)
+    split = _split(path, split, grounding=True)
     rows, dropped = [], []
     for vid, v in _videos(path).items():
         duration = float(v["duration"])

@@ -103,21 +103,31 @@ def read_json(path: Path) -> Any:
 
 
 def read_csv_rows(path: Path, delimiter: str = ",", required: Sequence[str] = ()) -> Iterator[tuple[int, dict]]:
-    """DictReader rows with their 1-based line numbers; the header must hold ``required`` columns."""
+    """DictReader rows with their 1-based line numbers; the header must hold ``required`` columns. A row with
+    too few or too many fields, and a quote that is never closed (which would swallow the following lines
+    into one field), are errors naming the line."""
     with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ConvertError(f"{path} line 1: header {reader.fieldnames} lacks column(s) {missing}; expected "
-                               f"a header with {', '.join(required)}")
+        reader = csv.reader(f, delimiter=delimiter, strict=True)
+        first = 1  # the line the row being read starts on
         try:
-            for row in reader:
-                if None in row or any(row[c] is None for c in required):
-                    raise bad_line(path, reader.line_num, f"{len(row) - (None in row)} fields instead of "
-                                   f"{len(reader.fieldnames)}", f"the header's columns {reader.fieldnames}")
-                yield reader.line_num, row
+            header = next(reader, None) or []
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise ConvertError(f"{path} line 1: header {header} lacks column(s) {missing}; expected a header "
+                                   f"with {', '.join(required)}")
+            first = reader.line_num + 1
+            for fields in reader:
+                if any("\n" in x or "\r" in x for x in fields):
+                    raise bad_line(path, first, f"a quoted field runs over {reader.line_num - first + 1} lines "
+                                   f"(an unclosed quote?)", "one row per line")
+                if len(fields) != len(header):
+                    raise bad_line(path, first, f"{len(fields)} fields instead of {len(header)}",
+                                   f"the header's columns {header}")
+                yield first, dict(zip(header, fields))
+                first = reader.line_num + 1
         except csv.Error as e:
-            raise bad_line(path, reader.line_num, f"malformed csv ({e})", "a valid csv row") from None
+            hint = "; a quote opened here is never closed" if "end of data" in str(e) else ""
+            raise bad_line(path, first, f"malformed csv ({e}{hint})", "a valid csv row") from None
 
 
 def split_from_name(path: Path, given: str | None, default: str) -> str:

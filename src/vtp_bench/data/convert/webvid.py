@@ -36,5 +36,7 @@ def convert(inputs: list[Path], split: str | None) -> Converted:
             raise bad_line(path, lineno, f"videoid {vid} appears twice", "one row per video")
         seen.add(vid)
         duration = iso_seconds(r["duration"]) if r.get("duration") else None
+        if r.get("duration") and duration is None:
+            raise bad_line(path, lineno, f"duration {r['duration']!r} is not ISO 8601", "e.g. PT00H00M11S")
         rows.append(ManifestRow(vid, f"{page}/{vid}.mp4", text, vid, split, duration=duration, source="webvid"))
     return Converted(rows)
