@@ -97,7 +97,8 @@ def read_naive_pyav(path: Path) -> torch.Tensor:
     idx = sample_indices(len(frames), NUM_FRAMES, "uniform")
     clip = torch.stack([frames[i] for i in idx]).permute(0, 3, 1, 2).float()
     w, h = short_side(clip.shape[3], clip.shape[2])
-    return F.interpolate(clip, size=(h, w), mode="bilinear", align_corners=False).round().clamp(0, 255).byte()
+    small = F.interpolate(clip, size=(h, w), mode="bilinear", align_corners=False).round().clamp(0, 255).byte()
+    return small.permute(0, 2, 3, 1)  # [T, H, W, 3], as the other readers return
 
 
 def read_decord(path: Path) -> torch.Tensor:
@@ -117,7 +118,7 @@ def clips_per_second(reader, files: list[Path], repeats: int) -> float:
     for _ in range(repeats):
         for f in files:
             clip = reader(f)
-            assert clip.shape[0] == NUM_FRAMES and min(clip.shape[1:3]) == SIZE or clip.shape[0] == NUM_FRAMES
+            assert clip.shape[0] == NUM_FRAMES and min(clip.shape[1:3]) == SIZE and clip.shape[3] == 3, clip.shape
     return repeats * len(files) / (time.perf_counter() - t)
 
 

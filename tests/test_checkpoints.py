@@ -341,7 +341,7 @@ def test_regionlearner_file_needs_non_strict_and_reports_what_it_left(tmp_path, 
     assert main(cmd) == 2
     assert "--ckpt-non-strict" in capsys.readouterr().err
     assert main(cmd + ["--ckpt-non-strict"]) == 0
-    assert "not used: video_model.RegionLearner.quantizer.embed" in capsys.readouterr().out
+    assert "checkpoint keys not used: 1: video_model.RegionLearner.quantizer.embed" in capsys.readouterr().out
     load = json.loads((tmp_path / "r.json").read_text())["checkpoint_load"]
     assert load["ignored"] == ["video_model.RegionLearner.quantizer.embed"] and load["untouched"] == []
 

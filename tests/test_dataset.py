@@ -80,6 +80,9 @@ def test_decode_options_scale_in_the_decoder_and_items_name_their_dataset(tmp_pa
         return torch.zeros(frames.shape[0], 3, 8, 8)
 
     for decode, shape in ((None, (4, 48, 64, 3)), (DecodeOptions(size=24), (4, 24, 32, 3))):
-        ds = VideoTextDataset(tmp_path / "m.jsonl", 4, transform, "uniform", decode=decode, name="webvid")
-        item = MixedDataset([ds, ds])[1]
-        assert seen[-1] == shape and item["dataset"] == "webvid" and item["index"] == 1
+        parts = [VideoTextDataset(tmp_path / "m.jsonl", 4, transform, "uniform", decode=decode, name=name)
+                 for name in ("webvid", "cc3m")]
+        mixed = MixedDataset(parts)
+        assert len(mixed) == 2 and mixed[0]["dataset"] == "webvid"
+        item = mixed[1]  # global index 1 = the second dataset's item 0
+        assert seen[-1] == shape and item["dataset"] == "cc3m" and item["index"] == 0

@@ -73,11 +73,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
         return  # one table, from the launching process
     if result.get("checkpoint_load"):
-        load = result["checkpoint_load"]
-        print(f"released checkpoint ({load['source']}): {load['loaded']} tensors loaded; "
-              f"{len(load['ignored'])} file keys not used, {len(load['untouched'])} model keys not in the file")
-        for note in load["notes"] + [f"not used: {k}" for k in load["ignored"][:5]]:
-            print(f"  {note}")
+        from vtp_bench.models.checkpoints import describe_load
+
+        print(describe_load(result["checkpoint_load"]))
     print(format_table([result]))
     if result.get("num_missing"):
         print(f"note: {result['num_missing']} videos were missing or unreadable and were left out")

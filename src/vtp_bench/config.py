@@ -188,14 +188,28 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
         )
 
 
+def _parse_overrides(overrides: list[str] | tuple[str, ...]) -> DictConfig:
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except Exception as e:  # from_dotlist raises plain ValueErrors for malformed items
+        raise ConfigError(f"bad override in {list(overrides)}: {e} (write key=value, e.g. data.batch_size=8)") from None
+
+
+def apply_overrides(cfg: DictConfig, overrides: list[str] | tuple[str, ...]) -> DictConfig:
+    """``cfg`` with command-line ``key=value`` overrides merged in; unknown keys and wrong types are named."""
+    if not overrides:
+        return cfg
+    try:
+        return OmegaConf.merge(cfg, _parse_overrides(overrides))
+    except OmegaConfBaseException as e:
+        raise _wrap(e, "command line") from None
+
+
 def load_config(experiment: str, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Compose defaults <- experiment file <- overrides, validate, and return a resolved, read-only config."""
     path = _experiment_file(experiment)
     exp = OmegaConf.load(path)
-    try:
-        cli = OmegaConf.from_dotlist(list(overrides))
-    except Exception as e:  # from_dotlist raises plain ValueErrors for malformed items
-        raise ConfigError(f"bad override in {list(overrides)}: {e} (write key=value, e.g. data.batch_size=8)") from None
+    cli = _parse_overrides(overrides)
     method_name = OmegaConf.select(cli, "method.name") or OmegaConf.select(exp, "method.name")
     if not method_name:
         raise ConfigError(f"{path}: missing 'method.name' (one of: {', '.join(METHODS.names())})")

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from omegaconf import OmegaConf
 
 from vtp_bench import __version__
-from vtp_bench.config import ConfigError, config_from_dict, load_config, to_dict
+from vtp_bench.config import apply_overrides, config_from_dict, load_config, to_dict
 from vtp_bench.data.datamodule import VideoTextDataModule
 from vtp_bench.lit import VTPModule
 from vtp_bench.models.checkpoints import CheckpointError, load_checkpoint, load_official
@@ -30,13 +29,8 @@ def _official_config(path: Path, method: str | None, experiment: str | None, ove
             "(Frozen-in-Time, MILES, RegionLearner, CLIP), say which model to build: --method NAME or "
             "--experiment NAME"
         )
-    cfg = config_from_dict({"name": f"{method}_official", "method": {"name": method}})
-    if overrides:
-        try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-        except Exception as e:
-            raise ConfigError(f"bad override {list(overrides)}: {e}") from None
-    return to_dict(cfg)
+    return to_dict(apply_overrides(config_from_dict({"name": f"{method}_official", "method": {"name": method}}),
+                                   overrides))
 
 
 def module_from_checkpoint(
@@ -55,12 +49,7 @@ def module_from_checkpoint(
     if ours and source in (None, "vtp_bench") and not (method or experiment):
         config = hparams["config"]
         if overrides:
-            cfg = config_from_dict(config)
-            try:
-                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-            except Exception as e:
-                raise ConfigError(f"bad override {list(overrides)}: {e}") from None
-            config = to_dict(cfg)
+            config = to_dict(apply_overrides(config_from_dict(config), overrides))
         module = VTPModule(config)
         module.load_state_dict(ckpt["state_dict"])
         return module

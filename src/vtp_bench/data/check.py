@@ -1,7 +1,7 @@
 """``vtp-bench data check``: open every video of a manifest in parallel, report what cannot be trained on.
 
-Each distinct (video, window) is decoded at 4 uniform positions through the training reader (so a file that
-fails here would fail in training), at a small size to keep it quick. Problems:
+Each distinct (video, window) is decoded at max(4, ``min_frames``) uniform positions through the training
+reader (so a file that fails here would fail in training), at a small size to keep it quick. Problems:
 
 - ``missing``: the file does not exist;
 - ``unreadable``: empty, not a video, corrupt or truncated (the reader's message says which);
@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vtp_bench.data.manifest import read_manifest, resolve_path, write_manifest
-from vtp_bench.data.video import VideoReadError, WindowOutsideVideoError, probe_video, read_frames, window_to_frames
+from vtp_bench.data.video import VideoReadError, WindowOutsideVideoError, read_frames
 
 PROBE_FRAMES = 4
 PROBE_SIZE = 32
@@ -67,17 +67,15 @@ def _check_one(job: tuple[str, float | None, float | None, int]) -> tuple[str, s
     path, start, end, min_frames = job
     if not Path(path).is_file():
         return "missing", f"{path} does not exist"
-    try:
-        info = probe_video(path)
-        read_frames(path, PROBE_FRAMES, "uniform", size=PROBE_SIZE, start=start, end=end)
+    try:  # the reader returns min(asked, available) frames: asking for >= min_frames tells a short clip
+        _, indices = read_frames(path, max(PROBE_FRAMES, min_frames), "uniform", size=PROBE_SIZE, start=start, end=end)
     except WindowOutsideVideoError as e:
         return "window", str(e)
     except VideoReadError as e:
         return "unreadable", str(e)
-    lo, hi = (0, info.num_frames) if start is None and end is None else window_to_frames(
-        start, end, info.fps, info.num_frames)
-    if hi - lo < min_frames:
-        return "too_short", f"{hi - lo} frame(s){' in the window' if start is not None else ''}, fewer than {min_frames}"
+    if len(indices) < min_frames:
+        where = " in the window" if start is not None or end is not None else ""
+        return "too_short", f"{len(indices)} frame(s){where}, fewer than {min_frames}"
     return None
 
 

@@ -26,7 +26,7 @@ import av
 from tqdm import tqdm
 
 from vtp_bench.data.manifest import ManifestError, read_manifest, resolve_path, write_manifest
-from vtp_bench.data.video import VideoReadError, _open
+from vtp_bench.data.video import VideoReadError, open_video
 
 
 def _even(x: float) -> int:
@@ -36,7 +36,7 @@ def _even(x: float) -> int:
 def compress_video(src: Path, dst: Path, short_side: int = 224, max_fps: float | None = None, gop: int = 8,
                    crf: int = 23) -> int:
     """Re-encode one video (see the module notes); returns the number of frames written."""
-    container, stream = _open(src)
+    container, stream = open_video(src)
     tmp = dst.with_name(dst.name + ".part.mp4")
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -7,7 +7,6 @@ the collate function drops it so the run can count and report it. Evaluation rea
 
 from __future__ import annotations
 
-import bisect
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any, Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from vtp_bench.data.manifest import ManifestRow, read_manifest, resolve_path
 from vtp_bench.data.transforms import VideoTransform
@@ -178,29 +177,17 @@ class RetrievalSet:
         )
 
 
-class MixedDataset(Dataset):
-    """Several training datasets end to end (global index = offset + local index); items say which dataset
-    they come from. ``MixedBatchSampler`` keeps each batch inside one dataset."""
+class MixedDataset(ConcatDataset):
+    """Several training datasets end to end (torch's ConcatDataset: global index = offset + local index);
+    items say which dataset they come from, and ``MixedBatchSampler`` keeps each batch inside one dataset."""
 
-    def __init__(self, parts: list[VideoTextDataset]) -> None:
-        self.parts = parts
-        self.offsets = [0]
-        for p in parts:
-            self.offsets.append(self.offsets[-1] + len(p))
+    @property
+    def parts(self) -> list[VideoTextDataset]:
+        return self.datasets  # type: ignore[return-value]
 
     def set_epoch(self, epoch: int) -> None:
         for p in self.parts:
             p.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return self.offsets[-1]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        d = bisect.bisect_right(self.offsets, index) - 1
-        item = self.parts[d][index - self.offsets[d]]
-        if "index" in item:
-            item["index"] = index
-        return item
 
 
 class EvalVideoDataset(Dataset):

@@ -138,7 +138,8 @@ def _check_file(path: Path) -> None:
         raise VideoReadError(f"{path}: empty file (0 bytes)")
 
 
-def _open(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+def open_video(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    """The container and its first video stream; VideoReadError (naming the file) for anything unreadable."""
     _check_file(path)
     try:
         container = av.open(str(path), mode="r")
@@ -194,7 +195,7 @@ def _count_frames(path: Path, container, stream) -> int:
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Frame count, frame rate, duration (s) and size of a video's first video stream, without decoding."""
     path = Path(path)
-    container, stream = _open(path)
+    container, stream = open_video(path)
     try:
         vlen = _count_frames(path, container, stream)
         duration = _stream_duration(container, stream)
@@ -228,6 +229,27 @@ class _StreamEnded(Exception):
         self.count = count
 
 
+class _ClipBuffer:
+    """The output of one read: the sampled frame indices (sorted, may repeat) -> RGB, scaled, one uint8 buffer.
+    Both decode paths put their frames here, so they check and convert frames the same way."""
+
+    def __init__(self, path: Path, indices: Sequence[int], out_w: int, out_h: int) -> None:
+        self.path, self.out_w, self.out_h = path, out_w, out_h
+        self.out = np.empty((len(indices), out_h, out_w, 3), dtype=np.uint8)
+        self.slots: dict[int, list[int]] = {}
+        for slot, idx in enumerate(indices):
+            self.slots.setdefault(idx, []).append(slot)
+        self.reformatter = VideoReformatter()  # one per read: keeps its swscale context across frames (~3x faster)
+
+    def put(self, index: int, frame) -> None:
+        if frame.is_corrupt:
+            raise VideoReadError(f"{self.path}: frame {index} is damaged (the decoder flags it corrupt); the file "
+                                 f"is corrupt")
+        rgb = self.reformatter.reformat(frame, width=self.out_w, height=self.out_h, format="rgb24").to_ndarray()
+        for s in self.slots[index]:
+            self.out[s] = rgb
+
+
 def _decode_sequential(path: Path, container, stream, indices: Sequence[int], out_w: int, out_h: int
                        ) -> np.ndarray:
     """Decode from the start, keeping the frames at ``indices`` (sorted, may repeat), into one uint8 buffer.
@@ -235,24 +257,14 @@ def _decode_sequential(path: Path, container, stream, indices: Sequence[int], ou
     Raises VideoReadError on a decode error before the last index, or on a sampled frame flagged corrupt;
     _StreamEnded when the stream ends cleanly before the last index.
     """
-    out = np.empty((len(indices), out_h, out_w, 3), dtype=np.uint8)
-    wanted: dict[int, list[int]] = {}
-    for slot, idx in enumerate(indices):
-        wanted.setdefault(idx, []).append(slot)
-    last = max(wanted)
+    buf = _ClipBuffer(path, indices, out_w, out_h)
+    last = max(buf.slots)
     seen = -1
-    reformatter = VideoReformatter()  # one per call: keeps its swscale context across frames (~3x faster)
     try:
         for frame in container.decode(stream):
             seen += 1
-            slots = wanted.get(seen)
-            if slots:
-                if frame.is_corrupt:
-                    raise VideoReadError(f"{path}: frame {seen} is damaged (the decoder flags it corrupt); "
-                                         f"the file is corrupt")
-                rgb = reformatter.reformat(frame, width=out_w, height=out_h, format="rgb24").to_ndarray()
-                for s in slots:
-                    out[s] = rgb
+            if seen in buf.slots:
+                buf.put(seen, frame)
             if seen >= last:
                 break
     except _AV_ERRORS as e:
@@ -261,7 +273,7 @@ def _decode_sequential(path: Path, container, stream, indices: Sequence[int], ou
                                  f"reached; the file is corrupt or truncated ({e})") from None
     if seen < last:
         raise _StreamEnded(seen + 1)
-    return out
+    return buf.out
 
 
 @dataclass(frozen=True)
@@ -317,35 +329,23 @@ def _decode_keeping(container, stream, keep_pts: set[int]):
 def _decode_seeking(path: Path, container, stream, index: _PacketIndex, indices: Sequence[int], out_w: int,
                     out_h: int) -> np.ndarray:
     """Seek to the keyframe before each sampled frame and decode forward to it (see the module notes)."""
-    out = np.empty((len(indices), out_h, out_w, 3), dtype=np.uint8)
-    wanted: dict[int, list[int]] = {}
-    for slot, idx in enumerate(indices):
-        wanted.setdefault(idx, []).append(slot)
+    buf = _ClipBuffer(path, indices, out_w, out_h)
     position = {p: i for i, p in enumerate(index.pts)}
-    keep = {index.pts[i] for i in wanted}
-    reformatter = VideoReformatter()
+    keep = {index.pts[i] for i in buf.slots}
     frames = None
     last = -1  # presentation index of the last frame the current decoder pass returned
-    for target in sorted(wanted):
+    for target in sorted(buf.slots):
         key = index.keyframe_before(target)
         if frames is None or last < key - 1:  # the target's GOP starts after the next frame: jump to it
             container.seek(index.pts[key], stream=stream, backward=True, any_frame=False)
             frames = _decode_keeping(container, stream, keep)
-        while True:
+        while last != target:
             frame = next(frames, None)
-            i = None if frame is None else position.get(frame.pts)
-            if i is None or i > target:
+            last = None if frame is None else position.get(frame.pts)
+            if last is None or last > target:
                 raise _SeekUnreliable
-            last = i
-            if i == target:
-                break
-        if frame.is_corrupt:
-            raise VideoReadError(f"{path}: frame {target} is damaged (the decoder flags it corrupt); the file is "
-                                 f"corrupt")
-        rgb = reformatter.reformat(frame, width=out_w, height=out_h, format="rgb24").to_ndarray()
-        for s in wanted[target]:
-            out[s] = rgb
-    return out
+        buf.put(target, frame)
+    return buf.out
 
 
 def _configure_decoder(stream, threads: int) -> None:
@@ -393,12 +393,12 @@ def read_frames(
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     path = Path(path)
-    container, stream = _open(path)
+    container, stream = open_video(path)
 
     def reopen() -> None:
         nonlocal container, stream
         container.close()
-        container, stream = _open(path)
+        container, stream = open_video(path)
         _configure_decoder(stream, threads)
 
     try:
@@ -430,9 +430,9 @@ def read_frames(
 
         def plan(n_frames: int) -> list[int]:
             if start is not None and fps > 0 and math.ceil(max(start, 0.0) * fps - 1e-6) >= n_frames:
-                raise WindowOutsideVideoError(f"{path}: the window [{start}, {end}) s starts after the video's end "
-                                     f"({n_frames / fps:.2f} s, {n_frames} frames); the annotation does not fit "
-                                     f"this file (a different or shorter download?)")
+                raise WindowOutsideVideoError(
+                    f"{path}: the window [{start}, {end}) s starts after the video's end ({n_frames / fps:.2f} s, "
+                    f"{n_frames} frames); the annotation does not fit this file (a different or shorter download?)")
             lo, hi = (0, n_frames) if fps <= 0 else window_to_frames(start, end, fps, n_frames)
             return sample_indices(n_frames, num_frames, sampling, rng, lo, hi)
 
@@ -466,6 +466,7 @@ __all__ = [
     "VideoInfo",
     "VideoReadError",
     "WindowOutsideVideoError",
+    "open_video",
     "probe_video",
     "read_frames",
     "sample_indices",

@@ -238,19 +238,24 @@ class LoadReport:
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        """What a user must see after loading: counts, and every key that was not used or not set."""
-        lines = [f"loaded {len(self.loaded)} tensors from a {self.source} checkpoint"]
-        lines += [f"  note: {n}" for n in self.notes]
-        for what, keys in (("checkpoint keys not used", self.ignored), ("model keys not in the file (kept as "
-                                                                         "initialised)", self.untouched)):
-            if keys:
-                more = f" ... (+{len(keys) - 8})" if len(keys) > 8 else ""
-                lines.append(f"  {what}: {len(keys)}: {', '.join(keys[:8])}{more}")
-        return "\n".join(lines)
+        return describe_load(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "loaded": len(self.loaded), "ignored": self.ignored,
                 "untouched": self.untouched, "notes": self.notes}
+
+
+def describe_load(report: Mapping[str, Any]) -> str:
+    """What a user must see after loading (``LoadReport.to_dict()``, as kept in results JSON and run summaries):
+    counts, notes, and the keys that were not used or not set."""
+    lines = [f"loaded {report['loaded']} tensors from a {report['source']} checkpoint"]
+    lines += [f"  note: {n}" for n in report["notes"]]
+    for what, keys in (("checkpoint keys not used", report["ignored"]),
+                       ("model keys not in the file (kept as initialised)", report["untouched"])):
+        if keys:
+            more = f" ... (+{len(keys) - 8})" if len(keys) > 8 else ""
+            lines.append(f"  {what}: {len(keys)}: {', '.join(keys[:8])}{more}")
+    return "\n".join(lines)
 
 
 def _is_tower(module: nn.Module) -> bool:
@@ -306,7 +311,8 @@ def _clip_mapping(module: nn.Module) -> dict[str, str]:
     if len(names) == 1:
         mapping["logit_scale"] = names[0]
     if not any(k in mapping for k in ("visual.", "token_embedding.")):
-        raise CheckpointError(f"a CLIP checkpoint needs a clip_vit or clip_text tower; {type(module).__name__} has none")
+        raise CheckpointError(f"a CLIP checkpoint needs a clip_vit or clip_text tower; "
+                              f"{type(module).__name__} has none")
     return mapping
 
 

@@ -141,7 +141,8 @@ def split_from_name(path: Path, given: str | None, default: str) -> str:
     return default
 
 
-def place_videos(rows: list[ManifestRow], manifest: Path, video_root: Path | None) -> tuple[list[ManifestRow], list[str]]:
+def place_videos(rows: list[ManifestRow], manifest: Path, video_root: Path | None
+                 ) -> tuple[list[ManifestRow], list[str]]:
     """Give each row its final ``path``; returns the rows and the videos that were not found.
 
     Without ``video_root`` the videos are expected under ``videos/`` next to the manifest (nothing is

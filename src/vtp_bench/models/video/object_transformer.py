@@ -85,7 +85,8 @@ class ObjectTransformer(TowerOptions):
             raise ValueError(f"region_feats must be [B, T, K, {self.feat_dim}], got {tuple(region_feats.shape)}")
         b, t, k = region_feats.shape[:3]
         if tuple(region_boxes.shape) != (b, t, k, BOX_DIM):
-            raise ValueError(f"region_boxes must be [B, T, K, 6] = {(b, t, k, BOX_DIM)}, got {tuple(region_boxes.shape)}")
+            raise ValueError(f"region_boxes must be [B, T, K, 6] = {(b, t, k, BOX_DIM)}, "
+                             f"got {tuple(region_boxes.shape)}")
         if t > self.num_frames:
             raise ValueError(f"got {t} frames but the model has temporal embeddings for {self.num_frames}")
         if k != self.num_regions:  # the official model groups tokens by region_nums: other K would mix frames
