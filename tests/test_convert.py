@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import pytest
 
+from conftest import annotations_dir, find_annotations
 from vtp_bench.cli import main
 from vtp_bench.data.convert.base import CONVERTERS, ConvertError, place_videos
 from vtp_bench.data.manifest import read_manifest
 
-def _annotations() -> Path:
-    """The real annotation files: $VTP_ANNOTATIONS, else ../shared/data/annotations next to the checkout, else
-    the workplace's /work/shared (a clone in a temp dir still finds them)."""
-    candidates = [os.environ.get("VTP_ANNOTATIONS", ""), Path(__file__).resolve().parents[2] / "shared/data/annotations",
-                  "/work/shared/data/annotations"]
-    return next((Path(c) for c in candidates if c and Path(c).is_dir()), Path(candidates[1]))
+ANN = find_annotations() or Path("annotations-not-found")
 
 
-ANN = _annotations()
-pytestmark = pytest.mark.skipif(not ANN.is_dir(), reason=f"needs the annotation files ({ANN}) or $VTP_ANNOTATIONS")
+@pytest.fixture(autouse=True)
+def _needs_annotations() -> None:
+    annotations_dir()  # skipped without the files; a failure under CI
 
 
 def convert(fmt: str, *files: str | Path, split: str | None = None):

@@ -21,18 +21,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from vtp_bench.config import load_config
+from conftest import tiny_config, tiny_overrides
 from vtp_bench.lit import build_method
 from vtp_bench.registry import METHODS
 
 VTP = str(Path(sys.executable).with_name("vtp-bench"))
-
-# CPU-size overrides of each method's synthetic experiment (a method issue adds its line here)
-TINY = {
-    "frozen": ["method.text.preset=tiny", "method.text.freeze=false", "method.video.img_size=32",
-               "method.video.depth=2", "data.img_size=32"],
-}
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -42,7 +35,7 @@ def _free_port() -> int:
 
 def _method(name: str, gather: str):
     torch.manual_seed(0)
-    cfg = load_config(f"{name}_synth", TINY.get(name, []) + [f"loss.gather={gather}"])
+    cfg = tiny_config(name, f"loss.gather={gather}")
     return build_method(cfg).double().eval(), cfg  # eval: no dropout, so both runs are deterministic
 
 
@@ -115,9 +108,7 @@ def _run(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300
     return subprocess.run(args, cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
 
 
-TRAIN_TINY = ["trainer.accelerator=cpu", "trainer.max_steps=3", "trainer.max_epochs=1", "data.batch_size=4",
-              "data.eval_batch_size=3", "data.num_workers=0", "method.video.depth=1", "optim.warmup_steps=0",
-              "trainer.enable_progress_bar=false", *TINY["frozen"]]
+TRAIN_TINY = [*tiny_overrides("frozen"), "trainer.max_steps=3", "data.eval_batch_size=3", "optim.warmup_steps=0"]
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import annotations_dir
 from vtp_bench.cli import main
 from vtp_bench.data.manifest import read_manifest
 from vtp_bench.data.synthetic import generate_synthetic
@@ -123,10 +124,7 @@ def test_list_prints_registries(capsys):
 def test_eval_on_real_msvd_annotations_converted_with_video_root(trained, data_root, tmp_path, capsys):
     """The real MSVD captions of 6 test videos (several captions each), converted with --video-root where
     the files carry another extension than the dataset's (.mp4 for .avi), scored through `eval --dataset msvd`."""
-    from test_convert import ANN
-
-    if not ANN.is_dir():
-        pytest.skip("needs the annotation files")
+    ANN = annotations_dir()
     ids = (ANN / "msvd" / "test_list.txt").read_text().split()[:6]
     captions = json.loads((ANN / "msvd" / "captions_msvd.json").read_text())
     raw = tmp_path / "MSVD" / "YouTubeClips"

@@ -8,20 +8,31 @@ section is checked against ``lightning.Trainer``'s arguments.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from vtp_bench.data.samplers import MIX_MODES
+from vtp_bench.data.video import SAMPLINGS
+from vtp_bench.errors import ConfigError
+from vtp_bench.losses import GATHER_MODES
+from vtp_bench.models.build import resolve_encoder
+from vtp_bench.models.checkpoints import SOURCE_ALIASES, SOURCES, TEMPORAL_FIXES
+from vtp_bench.optim import OPTIMIZERS, SCHEDULERS
 from vtp_bench.registry import METHODS, RegistryError
+
+__all__ = ["ConfigError", "choice", "load_config", "config_from_dict", "apply_overrides", "to_dict"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-class ConfigError(ValueError):
-    """A config that cannot be used: names the key, the file and the fix."""
+def choice(default: Any, options: Sequence[Any]) -> Any:
+    """A config field that takes one of ``options`` (also in a method's ``Config``): any other value is refused
+    when the config is loaded, naming the key and the choices, not when the value is first used."""
+    return field(default=default, metadata={"choices": tuple(options)})
 
 
 @dataclass
@@ -35,29 +46,32 @@ class DataConfig:
     batch_size: int = 32  # per device
     eval_batch_size: int = 64
     num_workers: int = 4
-    train_sampling: str = "rand"
-    eval_sampling: str = "uniform"
+    train_sampling: str = choice("rand", SAMPLINGS)
+    eval_sampling: str = choice("uniform", SAMPLINGS)
     crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # RandomResizedCrop scale (Frozen)
     hflip: bool = True  # Frozen flips; captions that say "left"/"right" need hflip=false
     max_val_videos: Optional[int] = None  # validate during training on the first N videos only
-    mix: str = "round_robin"  # several data.train datasets: round_robin (Frozen's zip) | proportional
+    mix: str = choice("round_robin", MIX_MODES)  # several data.train datasets: round_robin (Frozen's zip) | proportional
     decode_size: Optional[int] = None  # short side scaled in the decoder; null = native resolution (Frozen)
     decode_threads: int = 1  # decoder threads per clip (1 inside DataLoader workers)
 
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"  # adamw | adam
+    name: str = choice("adamw", tuple(OPTIMIZERS))
     lr: float = 3e-5  # Frozen-in-Time's fine-tuning learning rate
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # not on biases, norms, embeddings (optim.no_decay_names)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    scheduler: str = "constant"  # constant | cosine
-    warmup_steps: int = 0
+    eps: float = 1e-8
+    scheduler: str = choice("constant", SCHEDULERS)  # after warm-up; closed form in optim.lr_factor
+    warmup_steps: int = 0  # linear warm-up over this many optimizer steps
+    milestones: list[int] = field(default_factory=list)  # scheduler=step: optimizer steps where lr *= gamma
+    gamma: float = 0.1
 
 
 @dataclass
 class LossConfig:
-    gather: str = "global"  # global: negatives from every rank, exact gradients | none: per-GPU negatives
+    gather: str = choice("global", GATHER_MODES)  # global: negatives from every rank, exact gradients | none: per-GPU negatives
 
 
 @dataclass
@@ -79,8 +93,8 @@ class InitConfig:
     by ``models.checkpoints.load_official`` into the method before the first step (not when resuming)."""
 
     checkpoint: Optional[str] = None
-    source: Optional[str] = None  # frozen | openai | open_clip | hf_clip; detected from the keys when null
-    temporal_fix: str = "zeros"  # a file with fewer frames than the model: zeros | interp | bilinear (Frozen)
+    source: Optional[str] = choice(None, (None, *SOURCES, *SOURCE_ALIASES))  # detected from the keys when null
+    temporal_fix: str = choice("zeros", TEMPORAL_FIXES)  # a file with fewer frames than the model: zeros | interp | bilinear (Frozen)
     strict: bool = True  # false: keys the model has no place for are reported, not an error (official loaders)
     trust: bool = False  # allow arbitrary unpickling (trusted files only)
 
@@ -168,12 +182,26 @@ def _open_dicts(node: DictConfig) -> None:
 
 
 def _check_encoders(method: DictConfig) -> None:
-    from vtp_bench.models.build import resolve_encoder
-
     for key in method:
         value = method[key]
         if isinstance(value, DictConfig) and "name" in value:
             resolve_encoder(OmegaConf.to_container(value), f"method.{key}")
+
+
+def check_choices(node: DictConfig, prefix: str = "") -> None:
+    """Every ``choice`` field of the structured config (defaults and the method's ``Config``), recursively."""
+    typ = OmegaConf.get_type(node)
+    specs = {f.name: f.metadata["choices"] for f in fields(typ) if "choices" in f.metadata} if is_dataclass(typ) else {}
+    for key in node:
+        value = node._get_node(key)
+        if isinstance(value, DictConfig):
+            check_choices(value, f"{prefix}{key}.")
+        elif key in specs and node[key] not in specs[key]:
+            shown = ", ".join("null" if c is None else str(c) for c in specs[key])
+            raise ConfigError(f"bad value for config key '{prefix}{key}': {node[key]!r}; choose one of: {shown}")
+    if prefix == "" and node.optim.scheduler == "step" and not node.optim.milestones:
+        raise ConfigError("optim.scheduler=step needs optim.milestones (optimizer steps where the lr drops by "
+                          "optim.gamma), e.g. optim.milestones=[1000,2000]")
 
 
 def _check_trainer(trainer: dict[str, Any]) -> None:
@@ -200,9 +228,11 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] | tuple[str, ...]) -> 
     if not overrides:
         return cfg
     try:
-        return OmegaConf.merge(cfg, _parse_overrides(overrides))
+        merged = OmegaConf.merge(cfg, _parse_overrides(overrides))
     except OmegaConfBaseException as e:
         raise _wrap(e, "command line") from None
+    check_choices(merged)
+    return merged
 
 
 def load_config(experiment: str, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
@@ -233,6 +263,10 @@ def load_config(experiment: str, overrides: list[str] | tuple[str, ...] = ()) ->
         raise _wrap(e, "interpolation") from None
     _check_trainer(OmegaConf.to_container(cfg.trainer))
     _check_encoders(cfg.method)
+    try:
+        check_choices(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (experiment {path}, or the command line)") from None
     OmegaConf.set_readonly(cfg, True)
     return cfg
 
@@ -249,6 +283,7 @@ def config_from_dict(d: dict[str, Any]) -> DictConfig:
         cfg = OmegaConf.merge(base, d)
     except OmegaConfBaseException as e:
         raise _wrap(e, "checkpoint config") from None
+    check_choices(cfg)
     return cfg
 
 

@@ -7,7 +7,6 @@ the retrieval metrics once, on the whole set.
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig
 from torch import Tensor
 
+from vtp_bench import optim
 from vtp_bench.config import config_from_dict
 from vtp_bench.data.dataset import MissingVideosError, RetrievalSet
 from vtp_bench.data.samplers import shard_bounds
@@ -67,6 +67,8 @@ class VTPModule(L.LightningModule):
             )
         bs = batch["size"]
         for k, v in terms.items():
+            self.log(f"train/{k}", v, batch_size=bs)
+        for k, v in self.method.train_stats().items():
             self.log(f"train/{k}", v, batch_size=bs)
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         return loss
@@ -120,27 +122,7 @@ class VTPModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         o = self.cfg.optim
         groups = self.method.param_groups(o.lr, o.weight_decay)
-        opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}.get(o.name)
-        if opt_cls is None:
-            raise ValueError(f"optim.name must be adamw or adam, got {o.name!r}")
-        opt = opt_cls(groups, lr=o.lr, betas=tuple(o.betas))
-        if o.scheduler == "constant" and o.warmup_steps == 0:
-            return opt
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warm = o.warmup_steps
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            if o.scheduler == "cosine":
-                p = (step - warm) / max(1, total - warm)
-                return 0.5 * (1.0 + math.cos(math.pi * min(1.0, p)))
-            if o.scheduler == "constant":
-                return 1.0
-            raise ValueError(f"optim.scheduler must be constant or cosine, got {o.scheduler!r}")
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return optim.configure(groups, o, max(1, int(self.trainer.estimated_stepping_batches)))
 
     # --- evaluation -----------------------------------------------------------------------------------
     def _eval_step(self, batch: dict[str, Any]) -> None:

@@ -104,15 +104,16 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-        """Default: one learning rate; no weight decay on biases, norms and embeddings (1-d params)."""
-        decay, no_decay = [], []
-        for _, p in self.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim <= 1 else decay).append(p)
-        return [
-            {"params": decay, "lr": lr, "weight_decay": weight_decay},
-            {"params": no_decay, "lr": lr, "weight_decay": 0.0},
-        ]
+        """Default: one learning rate; no weight decay on biases, norms and embeddings (``optim.decay_groups``).
+        A method with several learning rates calls ``decay_groups(self, lr_i, wd, names_i)`` per set."""
+        from vtp_bench.optim import decay_groups
+
+        return decay_groups(self, lr, weight_decay)
+
+    def train_stats(self) -> dict[str, Tensor]:
+        """Diagnostics of the last ``losses`` call that are not loss terms (codebook perplexity, live codes, mask
+        ratio); VTPModule logs each as ``train/<name>``. Default: none."""
+        return {}
 
     def on_train_batch_end(self, step: int) -> None:
         """Hook for state updated after the optimizer step (EMA / snapshot encoders, codebooks)."""

@@ -7,14 +7,13 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from vtp_bench.errors import ConfigError
 from vtp_bench.registry import ENCODERS, RegistryError
 
 
 def resolve_encoder(spec: Mapping[str, Any], key: str) -> tuple[type, dict[str, Any]]:
     """``spec`` = {"name": <ENCODERS name>, "preset"?: ..., **constructor kwargs} -> (class, kwargs);
     ``key`` is the spec's config path, named in every error."""
-    from vtp_bench.config import ConfigError
-
     spec = dict(spec)
     name = spec.pop("name", None)
     if not name:

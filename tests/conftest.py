@@ -1,0 +1,65 @@
+"""Shared test helpers: every registered method at CPU-test size, and the real annotation files.
+
+``tiny_config(method)`` is ``experiments/<method>_synth.yaml`` with ``tests/tiny/<method>.yaml`` merged over it
+and the CPU settings below: the one place a method's test size is written, so that every check parametrised
+over the registered methods (gradients, learning, schedules, oracle ranks) picks a new method up at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from omegaconf import DictConfig, OmegaConf
+
+from vtp_bench.config import load_config
+
+TINY_DIR = Path(__file__).parent / "tiny"
+CPU = ["trainer.accelerator=cpu", "trainer.max_epochs=1", "trainer.log_every_n_steps=1",
+       "trainer.enable_progress_bar=false", "data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=0"]
+
+
+def _dotlist(node: Any, prefix: str = "") -> list[str]:
+    if isinstance(node, DictConfig):
+        return [item for k, v in node.items() for item in _dotlist(v, f"{prefix}{k}.")]
+    value = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node
+    return [f"{prefix[:-1]}={json.dumps(value) if not isinstance(value, str) else value}"]
+
+
+def tiny_overrides(method: str) -> list[str]:
+    """CPU settings + ``tests/tiny/<method>.yaml`` as ``key=value`` overrides of ``<method>_synth``."""
+    path = TINY_DIR / f"{method}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: every registered method needs its CPU-test size there")
+    return CPU + _dotlist(OmegaConf.load(path))
+
+
+def tiny_config(method: str, *overrides: str) -> DictConfig:
+    return load_config(f"{method}_synth", tiny_overrides(method) + list(overrides))
+
+
+def _annotation_candidates() -> list[Path]:
+    here = Path(__file__).resolve().parents[1]
+    env = os.environ.get("VTP_ANNOTATIONS")
+    return ([Path(env)] if env else []) + [here.parent / "shared" / "data" / "annotations",
+                                           Path("/work/shared/data/annotations")]
+
+
+def find_annotations() -> Path | None:
+    """The benchmarks' real annotation files: $VTP_ANNOTATIONS, ../shared next to the clone, /work/shared."""
+    return next((c for c in _annotation_candidates() if c.is_dir()), None)
+
+
+def annotations_dir() -> Path:
+    """``find_annotations()``, or the calling test is skipped; under CI (``CI`` set) it fails instead, so that
+    CI cannot pass by skipping the checks on the real files."""
+    found = find_annotations()
+    if found is not None:
+        return found
+    msg = f"needs the real annotation files (set $VTP_ANNOTATIONS; looked in {[str(c) for c in _annotation_candidates()]})"
+    if os.environ.get("CI"):
+        pytest.fail(msg + "; CI is set, so this is a failure, not a skip")
+    pytest.skip(msg)
