@@ -100,7 +100,8 @@ class VideoTextDataModule(L.LightningDataModule):
     def eval_loader(self, rset: RetrievalSet) -> DataLoader:
         """Each rank encodes a contiguous shard, without padding; VTPModule gathers and trims."""
         d = self.cfg.data
-        ds = EvalVideoDataset(rset, d.num_frames, self.eval_transform, d.eval_sampling, self.decode)
+        frames = d.eval_num_frames or d.num_frames
+        ds = EvalVideoDataset(rset, frames, self.eval_transform, d.eval_sampling, self.decode)
         rank, world = rank_world()
         return self._loader(ds, batch_size=d.eval_batch_size, sampler=ShardSampler(len(ds), rank, world))
 
