@@ -2,8 +2,8 @@
 
 RegionLearner's masks are raw 3x3-conv outputs on the patch grid (no softmax: any sign, any scale), so each is
 drawn on a diverging colour scale centred at 0 and shared by the frames of one region (red > 0 > blue); the
-patch grid is kept (nearest), not smoothed. Per frame the figure also shows which region's mask is largest at
-each patch, and the codebook index of each patch (Quantization step).
+patch grid is kept (nearest), not smoothed. Per frame the figure also shows which region's mask, divided by
+that region's largest |value|, is largest at each patch, and the codebook index of each patch (Quantization).
 """
 
 from __future__ import annotations
@@ -57,17 +57,20 @@ def draw_regions(maps: dict[str, Any], out: str | Path, title: str = "") -> Path
     cols = 3 + s
     fig, axes = plt.subplots(t, cols, figsize=(1.7 * cols, 1.8 * t + 0.6), squeeze=False)
     region_colours = plt.get_cmap("tab10" if s <= 10 else "tab20")
+    scale = np.abs(masks).max(axis=(0, 2, 3))  # [S]: one scale per region, shared by its frames
+    scale[scale == 0] = 1.0
+    largest = (masks / scale[None, :, None, None]).argmax(axis=1)  # raw scales differ by region: compare scaled
     for r in range(t):
         row = axes[r]
         row[0].imshow(frames[r])
         row[0].set_ylabel(f"frame {r}", fontsize=8)
         row[1].imshow(frames[r])
-        row[1].imshow(masks[r].argmax(axis=0), cmap=region_colours, vmin=0, vmax=region_colours.N - 1, alpha=0.55,
+        row[1].imshow(largest[r], cmap=region_colours, vmin=0, vmax=region_colours.N - 1, alpha=0.55,
                       extent=extent, interpolation="nearest")
         row[2].imshow(frames[r])
         row[2].imshow(codes[r] % 20, cmap="tab20", vmin=0, vmax=19, alpha=0.55, extent=extent, interpolation="nearest")
         for j in range(s):
-            lim = float(np.abs(masks[:, j]).max()) or 1.0  # one scale per region, shared by its frames
+            lim = float(scale[j])
             ax = row[3 + j]
             ax.imshow(frames[r])
             ax.imshow(masks[r, j], cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=0.6, extent=extent,
@@ -75,7 +78,7 @@ def draw_regions(maps: dict[str, Any], out: str | Path, title: str = "") -> Path
             if r == 0:
                 ax.set_title(f"region {j}\n|max| {lim:.2g}", fontsize=8, color=region_colours(j))
         if r == 0:
-            for ax, name in zip(row[:3], ("frame", "largest mask", "code index")):
+            for ax, name in zip(row[:3], ("frame", "largest mask / |max|", "code index")):
                 ax.set_title(name, fontsize=8)
         for ax in row:
             ax.set_xticks([])

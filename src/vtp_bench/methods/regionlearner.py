@@ -96,11 +96,12 @@ class VectorQuantizer(nn.Module):
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """z [M, C] -> (straight-through codes [M, C], index [M], counts [K] of this forward, global in training)."""
         zd = z.detach().to(self.embed.dtype)
-        idx = self.nearest(zd)
-        if self.training:
-            counts = self.ema_update(zd, idx)
-        else:
-            counts = torch.bincount(idx, minlength=self.num_codes).to(zd.dtype)
+        with torch.autocast(z.device.type, enabled=False):  # assignments and EMA in the codebook's precision
+            idx = self.nearest(zd)
+            if self.training:
+                counts = self.ema_update(zd, idx)
+            else:
+                counts = torch.bincount(idx, minlength=self.num_codes).to(zd.dtype)
         q = F.embedding(idx, self.embed).to(z.dtype)
         return (q - z).detach() + z, idx, counts
 
