@@ -1,4 +1,4 @@
-"""``vtp-bench``: list | train | eval | compare | data (synth | convert | check | compress).
+"""``vtp-bench``: list | train | eval | compare | data (synth | convert | check | compress) | viz (regions).
 
 Errors a user can fix (unknown names or keys, missing data, unreadable checkpoints) print one message that
 says what to do, with exit status 2; anything else is a bug and keeps its traceback.
@@ -141,8 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_compare)
 
     from vtp_bench.cli_data import add_data_parser
+    from vtp_bench.viz import add_viz_parser
 
     add_data_parser(sub)
+    add_viz_parser(sub)
     return p
 
 
