@@ -47,7 +47,6 @@ class Converter:
             hi = max(hi, len(inputs))
         if not lo <= len(inputs) <= hi:
             want = " ".join(self.inputs[:lo]) + "".join(f" [{x}]" for x in self.inputs[lo:])
-            want += "..." if self.variadic else ""
             raise ConvertError(f"format {self.name!r} takes {want}; got {len(inputs)} input file(s)")
         for p in inputs:
             if not Path(p).is_file():
