@@ -40,7 +40,7 @@ def _partition(split: str | None, k: int) -> tuple[str, str]:
     return m.group(1), f"{m.group(1)}{k}"
 
 
-@converter("hmdb51", inputs=("CLASS_test_splitK.txt",), variadic=True)
+@converter("hmdb51", inputs=("CLASS_test_splitK.txt...",), variadic=True)
 def convert(inputs: list[Path], split: str | None) -> Converted:
     """HMDB51 (zero-shot action recognition): one official split's train or test videos, one file per class."""
     parsed = []
