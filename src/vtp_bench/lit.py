@@ -128,8 +128,8 @@ class VTPModule(L.LightningModule):
         self.unchanged_params = [n for n, p in self.method.named_parameters()
                                  if n in self._start_digests and tensor_digest(p) == self._start_digests[n]]
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.method.on_train_batch_end(self.global_step)
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [MethodStepHook()]
 
     def on_train_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -210,6 +210,16 @@ class VTPModule(L.LightningModule):
         }
         for k in ("t2v/R@1", "t2v/R@5", "t2v/R@10", "t2v/MedR", "v2t/R@1", "v2t/R@5"):
             self.log(f"{prefix}/{k}", metrics[k], prog_bar=k == "t2v/R@1", sync_dist=False)
+
+
+class MethodStepHook(L.Callback):
+    """Calls ``Method.on_train_batch_end(global_step)`` after every training batch, as a callback: Lightning runs
+    checkpoint callbacks after every other callback but *before* the LightningModule's own ``on_train_batch_end``,
+    so state updated there (EMA / snapshot encoders) would be missing from a checkpoint saved every N steps, and a
+    run resumed from it would differ from an uninterrupted one."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        pl_module.method.on_train_batch_end(trainer.global_step)
 
 
 def rng_state() -> dict[str, Any]:

@@ -407,4 +407,7 @@ def load_official(
     report.loaded = sorted(mapped)
     report.ignored = sorted(ignored + unexpected)
     report.untouched = [k for k in own if k not in mapped]
+    hook = getattr(module, "after_official_load", None)  # a method whose extra parts derive from the loaded ones
+    if callable(hook):  # (MILES: the snapshot encoder starts as a copy of the loaded video encoder)
+        report.notes.extend(hook(report.loaded))
     return report
