@@ -93,7 +93,7 @@ def test_training_run_logs_the_scheduled_learning_rate(tmp_path):
 def _expect_no_decay(name: str) -> bool:
     parent, _, leaf = name.rpartition(".")
     owner = parent.rpartition(".")[2]
-    return (leaf == "bias" or leaf == "logit_scale" or bool(re.search(r"embed|token", leaf))
+    return (leaf.endswith("bias") or leaf == "logit_scale" or bool(re.search(r"embed|token", leaf))
             or bool(re.search(r"embedding", owner)) or bool(re.search(r"norm|^ln_|^ln\d*$", owner, re.I)))
 
 
