@@ -107,13 +107,17 @@ def test_loss_is_clip4clip_crossen_with_the_learnable_scale():
 
 @pytest.mark.parametrize("method", ["clip4clip", "promptswitch"])
 def test_logit_scale_clamp_holds_after_a_step_that_passes_it(method):
-    """An AdamW step pushes the scale past ln 100; the hook VTPModule calls after the step brings it back."""
+    """An AdamW step pushes the scale past ln 100; the callback VTPModule registers to run after every step
+    (``MethodStepHook``) brings it back."""
+    from types import SimpleNamespace
+
     from conftest import tiny_config
 
-    from vtp_bench.lit import VTPModule
     from vtp_bench.config import to_dict
+    from vtp_bench.lit import MethodStepHook, VTPModule
 
     module = VTPModule(to_dict(tiny_config(method, "optim.lr=1.0")))
+    hook = next(c for c in module.configure_callbacks() if isinstance(c, MethodStepHook))
     m = module.method
     with torch.no_grad():
         m.logit_scale.fill_(math.log(100) - 1e-3)
@@ -122,11 +126,11 @@ def test_logit_scale_clamp_holds_after_a_step_that_passes_it(method):
     (-10 * m.logit_scale).backward()  # a gradient that increases the scale
     opt.step()
     assert m.logit_scale.item() > math.log(100) + 0.5  # the step did pass the bound: the clamp has work to do
-    module.on_train_batch_end(None, None, 0)
+    hook.on_train_batch_end(SimpleNamespace(global_step=1), module)
     assert m.logit_scale.item() == pytest.approx(math.log(100), abs=1e-7)
     with torch.no_grad():
         m.logit_scale.fill_(1.0)
-    module.on_train_batch_end(None, None, 1)  # only an upper bound
+    hook.on_train_batch_end(SimpleNamespace(global_step=2), module)  # only an upper bound
     assert m.logit_scale.item() == 1.0
 
 
