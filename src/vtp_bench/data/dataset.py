@@ -18,7 +18,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from vtp_bench.data.manifest import ManifestRow, read_manifest, resolve_path
 from vtp_bench.data.transforms import VideoTransform
-from vtp_bench.data.video import VideoReadError, read_frames
+from vtp_bench.data.video import VideoReadError, read_frames_timed
 
 
 class MissingVideosError(FileNotFoundError):
@@ -45,16 +45,34 @@ def load_clip(
     decode: DecodeOptions | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Decode + transform one clip; zero-pad to ``num_frames`` (as Frozen-in-Time) and return the frame mask."""
+    clip, mask, _ = load_clip_timed(path, num_frames, sampling, transform, rng, start, end, decode)
+    return clip, mask
+
+
+def load_clip_timed(
+    path: Path,
+    num_frames: int,
+    sampling: str,
+    transform: VideoTransform,
+    rng: random.Random,
+    start: float | None = None,
+    end: float | None = None,
+    decode: DecodeOptions | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``load_clip`` plus each frame's time in seconds from the video's start ([num_frames] float32; padded
+    frames repeat the last real time, NaN when the frame rate is unknown), for methods that need where their
+    frames sit in time (LocVTP's temporal offsets between clips)."""
     d = decode or DecodeOptions()
-    frames, _ = read_frames(path, num_frames, sampling=sampling, rng=rng, start=start, end=end, size=d.size,
-                            threads=d.threads)
+    frames, _, times = read_frames_timed(path, num_frames, sampling=sampling, rng=rng, start=start, end=end,
+                                         size=d.size, threads=d.threads)
     clip = transform(frames, rng)
     n = clip.shape[0]
     mask = torch.zeros(num_frames, dtype=torch.bool)
     mask[:n] = True
     if n < num_frames:
         clip = torch.cat([clip, clip.new_zeros((num_frames - n, *clip.shape[1:]))])
-    return clip, mask
+    frame_times = torch.tensor(times + times[-1:] * (num_frames - n), dtype=torch.float32)
+    return clip, mask, frame_times
 
 
 class VideoTextDataset(Dataset):
@@ -90,14 +108,15 @@ class VideoTextDataset(Dataset):
         rng = random.Random((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
         path = resolve_path(row.path, self.manifest, self.video_root)
         try:
-            video, mask = load_clip(path, self.num_frames, self.sampling, self.transform, rng, row.start, row.end,
-                                    self.decode)
+            video, mask, times = load_clip_timed(path, self.num_frames, self.sampling, self.transform, rng, row.start,
+                                                 row.end, self.decode)
         except VideoReadError as e:
             return {"skipped": row.video_id, "error": str(e)}
         return {
             "dataset": self.name,
             "video": video,
             "video_mask": mask,
+            "frame_times": times,
             "text": row.text,
             "video_id": row.video_id,
             "text_id": row.text_id,
@@ -204,13 +223,14 @@ class EvalVideoDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         start, end = self.rset.windows[index]
         try:
-            video, mask = load_clip(
+            video, mask, times = load_clip_timed(
                 self.rset.video_paths[index], self.num_frames, self.sampling, self.transform,
                 random.Random(index), start, end, self.decode,
             )
         except VideoReadError as e:
             return {"skipped": self.rset.video_ids[index], "error": str(e), "index": index}
-        return {"video": video, "video_mask": mask, "video_id": self.rset.video_ids[index], "index": index}
+        return {"video": video, "video_mask": mask, "frame_times": times, "video_id": self.rset.video_ids[index],
+                "index": index}
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
