@@ -70,7 +70,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     result = evaluate(args.ckpt, args.dataset, split=args.split, out=args.out, allow_missing=args.allow_missing,
                       overrides=overrides, trust_checkpoint=args.trust_checkpoint,
                       accelerator=args.accelerator, devices=args.devices, ckpt_source=args.ckpt_source,
-                      method=args.method, experiment=args.experiment)
+                      method=args.method, experiment=args.experiment, task=args.task)
     if any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
         return  # one table, from the launching process
     if result.get("checkpoint_load"):
@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("eval", help="score a checkpoint on a dataset split")
     s.add_argument("--ckpt", required=True)
     s.add_argument("--dataset", required=True, help="a registered dataset name, e.g. synth")
-    s.add_argument("--split", default="test")
+    s.add_argument("--split", default=None, help="default: the task's split for the dataset (test; the "
+                   "synthetic dataset's grounding videos for --task grounding)")
+    s.add_argument("--task", default="retrieval", help="retrieval | zeroshot_cls | grounding (registered tasks)")
     s.add_argument("--out", default=None, help="write the results JSON here")
     s.add_argument("--data-root", default=None, help="override data.root of the checkpoint's config")
     s.add_argument("--allow-missing", action="store_true", help="score the videos that exist; count the rest")

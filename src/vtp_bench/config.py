@@ -85,6 +85,12 @@ class RunConfig:
 class EvalConfig:
     split: str = "test"
     allow_missing: bool = False  # score a test set with missing videos (they are counted and reported)
+    # zeroshot_cls: class names become texts through this template ("{}" = the name); null: the dataset's own
+    # (the synthetic classes.json has "an object {}"), else metrics.classification.PROMPT_TEMPLATE
+    prompt_template: Optional[str] = None
+    # grounding: clips of this many seconds at the same stride; moments of up to grounding_max_clips clips (null: all)
+    grounding_clip_seconds: float = 1.0
+    grounding_max_clips: Optional[int] = None
 
 
 @dataclass

@@ -106,6 +106,46 @@ class VideoTextDataset(Dataset):
 
 
 @dataclass
+class Videos:
+    """The distinct videos of a manifest in first-appearance order, those present on disk (``index``: id ->
+    position), with the window of their first row, and the ids of those missing."""
+
+    ids: list[str]
+    paths: list[Path]
+    windows: list[tuple[float | None, float | None]]
+    missing: list[str]
+
+    @property
+    def index(self) -> dict[str, int]:
+        return {v: i for i, v in enumerate(self.ids)}
+
+
+def unique_videos(rows: Sequence[ManifestRow], manifest: Path, video_root: Path | None = None,
+                  allow_missing: bool = False, max_videos: int | None = None) -> Videos:
+    """Every evaluation set's videos: refuses missing files (naming the count and one path) unless
+    ``allow_missing``, which leaves them out and lists them; ``max_videos`` keeps the first N."""
+    order: dict[str, int] = {}
+    paths: list[Path] = []
+    windows: list[tuple[float | None, float | None]] = []
+    for r in rows:
+        if r.video_id not in order:
+            if max_videos is not None and len(order) >= max_videos:
+                continue
+            order[r.video_id] = len(order)
+            paths.append(resolve_path(r.path, manifest, video_root))
+            windows.append((r.start, r.end))
+    missing = {vid for vid, i in order.items() if not paths[i].is_file()}
+    if missing and not allow_missing:
+        example = paths[order[sorted(missing)[0]]]
+        raise MissingVideosError(
+            f"{manifest}: {len(missing)} of {len(order)} videos are missing (e.g. {example}); "
+            "fix the paths / --video-root, or pass --allow-missing to score the rest (the count is recorded)"
+        )
+    keep = [vid for vid in order if vid not in missing]
+    return Videos(keep, [paths[order[v]] for v in keep], [windows[order[v]] for v in keep], sorted(missing))
+
+
+@dataclass
 class RetrievalSet:
     """An evaluation split: unique videos (in first-appearance order) and all texts with their GT video."""
 
@@ -123,41 +163,25 @@ class RetrievalSet:
         cls, manifest: Path, video_root: Path | None = None, allow_missing: bool = False, max_videos: int | None = None
     ) -> "RetrievalSet":
         rows = read_manifest(manifest)
-        order: dict[str, int] = {}
-        paths: list[Path] = []
-        windows: list[tuple[float | None, float | None]] = []
-        for r in rows:
-            if r.video_id not in order:
-                if max_videos is not None and len(order) >= max_videos:
-                    continue
-                order[r.video_id] = len(order)
-                paths.append(resolve_path(r.path, manifest, video_root))
-                windows.append((r.start, r.end))
-        missing = {vid for vid, i in order.items() if not paths[i].is_file()}
-        if missing and not allow_missing:
-            example = paths[order[sorted(missing)[0]]]
-            raise MissingVideosError(
-                f"{manifest}: {len(missing)} of {len(order)} videos are missing (e.g. {example}); "
-                "fix the paths / --video-root, or pass --allow-missing to score the rest (the count is recorded)"
-            )
-        keep = [vid for vid in order if vid not in missing]
-        new_index = {vid: i for i, vid in enumerate(keep)}
-        texts, text_ids, t2v = [], [], []
-        for r in rows:
-            if r.video_id in new_index:
-                texts.append(r.text)
-                text_ids.append(r.text_id)
-                t2v.append(new_index[r.video_id])
+        videos = unique_videos(rows, manifest, video_root, allow_missing, max_videos)
+        kept = [r for r in rows if r.video_id in videos.index]
         return cls(
             manifest=manifest,
-            video_ids=keep,
-            video_paths=[paths[order[v]] for v in keep],
-            texts=texts,
-            text_ids=text_ids,
-            text_to_video=torch.tensor(t2v, dtype=torch.long),
-            windows=[windows[order[v]] for v in keep],
-            missing=sorted(missing),
+            video_ids=videos.ids,
+            video_paths=videos.paths,
+            texts=[r.text for r in kept],
+            text_ids=[r.text_id for r in kept],
+            text_to_video=torch.tensor([videos.index[r.video_id] for r in kept], dtype=torch.long),
+            windows=videos.windows,
+            missing=videos.missing,
         )
+
+    @property
+    def clips(self) -> list[Any]:
+        """One clip per video: the whole file, or the row's window (a segment of a longer video)."""
+        from vtp_bench.tasks.base import Clip
+
+        return [Clip(i, p, *w) for i, (p, w) in enumerate(zip(self.video_paths, self.windows))]
 
     def drop_videos(self, bad: Sequence[int]) -> "RetrievalSet":
         """The same set without the given video indices and their texts (unreadable videos under allow_missing)."""
@@ -190,27 +214,27 @@ class MixedDataset(ConcatDataset):
             p.set_epoch(epoch)
 
 
-class EvalVideoDataset(Dataset):
-    """Each video of a RetrievalSet once, uniformly sampled (deterministic)."""
+class EvalClipDataset(Dataset):
+    """Each clip of an evaluation set once (``tasks.base.Clip``: a video, or a window of one), deterministically
+    sampled; ``index`` is the clip's position, which VTPModule sorts the gathered embeddings by."""
 
-    def __init__(self, rset: RetrievalSet, num_frames: int, transform: VideoTransform, sampling: str = "uniform",
-                 decode: DecodeOptions | None = None):
-        self.rset, self.num_frames, self.transform, self.sampling = rset, num_frames, transform, sampling
-        self.decode = decode
+    def __init__(self, clips: Sequence[Any], video_ids: Sequence[str], num_frames: int, transform: VideoTransform,
+                 sampling: str = "uniform", decode: DecodeOptions | None = None):
+        self.clips, self.video_ids = list(clips), list(video_ids)
+        self.num_frames, self.transform, self.sampling, self.decode = num_frames, transform, sampling, decode
 
     def __len__(self) -> int:
-        return len(self.rset.video_ids)
+        return len(self.clips)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        start, end = self.rset.windows[index]
+        clip = self.clips[index]
+        vid = self.video_ids[clip.video]
         try:
-            video, mask = load_clip(
-                self.rset.video_paths[index], self.num_frames, self.sampling, self.transform,
-                random.Random(index), start, end, self.decode,
-            )
+            video, mask = load_clip(clip.path, self.num_frames, self.sampling, self.transform, random.Random(index),
+                                    clip.start, clip.end, self.decode)
         except VideoReadError as e:
-            return {"skipped": self.rset.video_ids[index], "error": str(e), "index": index}
-        return {"video": video, "video_mask": mask, "video_id": self.rset.video_ids[index], "index": index}
+            return {"skipped": vid, "error": str(e), "index": index}
+        return {"video": video, "video_mask": mask, "video_id": vid, "index": index}
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
