@@ -23,6 +23,7 @@ from vtp_bench.data.dataset import (
     VideoTextDataset,
     collate,
 )
+from vtp_bench.data.inputs import ItemInputs
 from vtp_bench.data.samplers import MixedBatchSampler, ShardSampler
 from vtp_bench.data.transforms import VideoTransform
 from vtp_bench.distributed import rank_world
@@ -44,6 +45,8 @@ class VideoTextDataModule(L.LightningDataModule):
         self.train_transform = VideoTransform(d.img_size, train=True, crop_scale=tuple(d.crop_scale), hflip=d.hflip)
         self.eval_transform = VideoTransform(d.img_size, train=False)
         self.decode = DecodeOptions(d.decode_size, d.decode_threads)
+        # what the method reads besides (or instead of) the clip: Method.data_inputs (data/inputs.py)
+        self.eval_inputs = ItemInputs.for_dataset(cfg, self.eval_dataset)
 
     def _source(self, name: str, split: str) -> DatasetSource:
         return locate(name, self.cfg.data.root, split)
@@ -57,18 +60,19 @@ class VideoTextDataModule(L.LightningDataModule):
                 parts.append(VideoTextDataset(
                     src.manifest, d.num_frames, self.train_transform, d.train_sampling,
                     video_root=self.video_root or src.video_root, seed=self.cfg.seed + 7919 * i,
-                    decode=self.decode, name=name,
+                    decode=self.decode, name=name, inputs=ItemInputs.for_dataset(self.cfg, name),
                 ))
             self.train_set = MixedDataset(parts)
         if stage in (None, "fit", "validate"):
             src = self._source(self.eval_dataset, d.val_split)
             self.val_set = RetrievalSet.from_manifest(
-                src.manifest, self.video_root or src.video_root, self.allow_missing, d.max_val_videos
+                src.manifest, self.video_root or src.video_root, self.allow_missing, d.max_val_videos,
+                check_videos=self.eval_inputs.video,
             )
         if stage in (None, "test"):
             src = self._source(self.eval_dataset, self.eval_split)
             self.test_set = RetrievalSet.from_manifest(src.manifest, self.video_root or src.video_root,
-                                                       self.allow_missing)
+                                                       self.allow_missing, check_videos=self.eval_inputs.video)
 
     def _loader(self, ds: Any, **batching: Any) -> DataLoader:
         # its own generator: creating an iterator must not draw from the global RNG (that would shift
@@ -100,7 +104,7 @@ class VideoTextDataModule(L.LightningDataModule):
     def eval_loader(self, rset: RetrievalSet) -> DataLoader:
         """Each rank encodes a contiguous shard, without padding; VTPModule gathers and trims."""
         d = self.cfg.data
-        ds = EvalVideoDataset(rset, d.num_frames, self.eval_transform, d.eval_sampling, self.decode)
+        ds = EvalVideoDataset(rset, d.num_frames, self.eval_transform, d.eval_sampling, self.decode, self.eval_inputs)
         rank, world = rank_world()
         return self._loader(ds, batch_size=d.eval_batch_size, sampler=ShardSampler(len(ds), rank, world))
 

@@ -16,8 +16,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset
 
+from vtp_bench.data.inputs import VIDEO, ItemInputs
 from vtp_bench.data.manifest import ManifestRow, read_manifest, resolve_path
-from vtp_bench.data.transforms import VideoTransform
+from vtp_bench.data.regions import RegionReadError
+from vtp_bench.data.transforms import Crop, VideoTransform
 from vtp_bench.data.video import VideoReadError, read_frames
 
 
@@ -34,6 +36,42 @@ class DecodeOptions:
     threads: int = 1
 
 
+@dataclass
+class Clip:
+    """A decoded clip plus what other per-frame inputs need: the sampled frame indices and the crop."""
+
+    video: Tensor  # [num_frames, 3, H, W], zero-padded
+    mask: Tensor  # [num_frames] bool
+    indices: list[int]
+    crop: Crop | None
+
+
+def decode_clip(
+    path: Path,
+    num_frames: int,
+    sampling: str,
+    transform: VideoTransform,
+    rng: random.Random,
+    start: float | None = None,
+    end: float | None = None,
+    decode: DecodeOptions | None = None,
+) -> Clip:
+    """Decode + transform one clip; zero-pad to ``num_frames`` (as Frozen-in-Time) with the frame mask."""
+    d = decode or DecodeOptions()
+    frames, indices = read_frames(path, num_frames, sampling=sampling, rng=rng, start=start, end=end, size=d.size,
+                                  threads=d.threads)
+    if isinstance(transform, VideoTransform):
+        clip, crop = transform.apply(frames, rng)
+    else:  # any callable (frames, rng) -> clip; its crop is unknown, so boxes are not moved
+        clip, crop = transform(frames, rng), None
+    n = clip.shape[0]
+    mask = torch.zeros(num_frames, dtype=torch.bool)
+    mask[:n] = True
+    if n < num_frames:
+        clip = torch.cat([clip, clip.new_zeros((num_frames - n, *clip.shape[1:]))])
+    return Clip(clip, mask, indices, crop)
+
+
 def load_clip(
     path: Path,
     num_frames: int,
@@ -44,17 +82,28 @@ def load_clip(
     end: float | None = None,
     decode: DecodeOptions | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Decode + transform one clip; zero-pad to ``num_frames`` (as Frozen-in-Time) and return the frame mask."""
-    d = decode or DecodeOptions()
-    frames, _ = read_frames(path, num_frames, sampling=sampling, rng=rng, start=start, end=end, size=d.size,
-                            threads=d.threads)
-    clip = transform(frames, rng)
-    n = clip.shape[0]
-    mask = torch.zeros(num_frames, dtype=torch.bool)
-    mask[:n] = True
-    if n < num_frames:
-        clip = torch.cat([clip, clip.new_zeros((num_frames - n, *clip.shape[1:]))])
-    return clip, mask
+    """``decode_clip`` without the frame indices and crop: (clip, frame mask)."""
+    c = decode_clip(path, num_frames, sampling, transform, rng, start, end, decode)
+    return c.video, c.mask
+
+
+def load_item(
+    row: ManifestRow,
+    manifest: Path,
+    path: Path,
+    inputs: ItemInputs,
+    num_frames: int,
+    sampling: str,
+    transform: VideoTransform,
+    rng: random.Random,
+    decode: DecodeOptions | None,
+) -> dict[str, Any]:
+    """The tensors the method asked for (``Method.data_inputs``): the clip and/or region inputs of one row."""
+    if not inputs.video:  # region features only: no pixels are decoded
+        return inputs.load(row, manifest, num_frames, sampling, rng)
+    clip = decode_clip(path, num_frames, sampling, transform, rng, row.start, row.end, decode)
+    extra = inputs.load(row, manifest, num_frames, sampling, rng, clip.indices, clip.crop)
+    return {"video": clip.video, "video_mask": clip.mask, **extra}
 
 
 class VideoTextDataset(Dataset):
@@ -70,8 +119,10 @@ class VideoTextDataset(Dataset):
         seed: int = 0,
         decode: DecodeOptions | None = None,
         name: str = "",
+        inputs: ItemInputs | None = None,
     ) -> None:
         self.manifest = Path(manifest)
+        self.inputs = inputs or ItemInputs()
         self.decode, self.name = decode, name
         self.rows: list[ManifestRow] = read_manifest(self.manifest)
         self.video_root = video_root
@@ -90,14 +141,13 @@ class VideoTextDataset(Dataset):
         rng = random.Random((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
         path = resolve_path(row.path, self.manifest, self.video_root)
         try:
-            video, mask = load_clip(path, self.num_frames, self.sampling, self.transform, rng, row.start, row.end,
-                                    self.decode)
-        except VideoReadError as e:
+            tensors = load_item(row, self.manifest, path, self.inputs, self.num_frames, self.sampling,
+                                self.transform, rng, self.decode)
+        except (VideoReadError, RegionReadError) as e:
             return {"skipped": row.video_id, "error": str(e)}
         return {
             "dataset": self.name,
-            "video": video,
-            "video_mask": mask,
+            **tensors,
             "text": row.text,
             "video_id": row.video_id,
             "text_id": row.text_id,
@@ -117,15 +167,19 @@ class RetrievalSet:
     text_to_video: Tensor
     windows: list[tuple[float | None, float | None]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    rows: list[ManifestRow] = field(default_factory=list)  # each video's first row (its boxes, region files)
 
     @classmethod
     def from_manifest(
-        cls, manifest: Path, video_root: Path | None = None, allow_missing: bool = False, max_videos: int | None = None
+        cls, manifest: Path, video_root: Path | None = None, allow_missing: bool = False, max_videos: int | None = None,
+        check_videos: bool = True,
     ) -> "RetrievalSet":
+        """``check_videos=False`` when the method reads no pixels (region features): files are not looked up."""
         rows = read_manifest(manifest)
         order: dict[str, int] = {}
         paths: list[Path] = []
         windows: list[tuple[float | None, float | None]] = []
+        first_rows: list[ManifestRow] = []
         for r in rows:
             if r.video_id not in order:
                 if max_videos is not None and len(order) >= max_videos:
@@ -133,7 +187,8 @@ class RetrievalSet:
                 order[r.video_id] = len(order)
                 paths.append(resolve_path(r.path, manifest, video_root))
                 windows.append((r.start, r.end))
-        missing = {vid for vid, i in order.items() if not paths[i].is_file()}
+                first_rows.append(r)
+        missing = {vid for vid, i in order.items() if check_videos and not paths[i].is_file()}
         if missing and not allow_missing:
             example = paths[order[sorted(missing)[0]]]
             raise MissingVideosError(
@@ -157,6 +212,7 @@ class RetrievalSet:
             text_to_video=torch.tensor(t2v, dtype=torch.long),
             windows=[windows[order[v]] for v in keep],
             missing=sorted(missing),
+            rows=[first_rows[order[v]] for v in keep],
         )
 
     def drop_videos(self, bad: Sequence[int]) -> "RetrievalSet":
@@ -174,6 +230,7 @@ class RetrievalSet:
             text_to_video=torch.tensor([remap[self.text_to_video[j].item()] for j in sel], dtype=torch.long),
             windows=[self.windows[i] for i in keep],
             missing=self.missing + [self.video_ids[i] for i in sorted(bad_set)],
+            rows=[self.rows[i] for i in keep] if self.rows else [],
         )
 
 
@@ -194,23 +251,30 @@ class EvalVideoDataset(Dataset):
     """Each video of a RetrievalSet once, uniformly sampled (deterministic)."""
 
     def __init__(self, rset: RetrievalSet, num_frames: int, transform: VideoTransform, sampling: str = "uniform",
-                 decode: DecodeOptions | None = None):
+                 decode: DecodeOptions | None = None, inputs: ItemInputs | None = None):
         self.rset, self.num_frames, self.transform, self.sampling = rset, num_frames, transform, sampling
         self.decode = decode
+        self.inputs = inputs or ItemInputs()
+        if self.inputs.names != {VIDEO} and len(rset.rows) != len(rset.video_ids):
+            raise ValueError("region inputs need RetrievalSet.rows (build the set with RetrievalSet.from_manifest)")
 
     def __len__(self) -> int:
         return len(self.rset.video_ids)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         start, end = self.rset.windows[index]
+        rng = random.Random(index)
         try:
-            video, mask = load_clip(
-                self.rset.video_paths[index], self.num_frames, self.sampling, self.transform,
-                random.Random(index), start, end, self.decode,
-            )
-        except VideoReadError as e:
+            if self.inputs.names == {VIDEO}:  # the rows are not needed (a set built by hand may lack them)
+                video, mask = load_clip(self.rset.video_paths[index], self.num_frames, self.sampling, self.transform,
+                                        rng, start, end, self.decode)
+                tensors = {"video": video, "video_mask": mask}
+            else:
+                tensors = load_item(self.rset.rows[index], self.rset.manifest, self.rset.video_paths[index],
+                                    self.inputs, self.num_frames, self.sampling, self.transform, rng, self.decode)
+        except (VideoReadError, RegionReadError) as e:
             return {"skipped": self.rset.video_ids[index], "error": str(e), "index": index}
-        return {"video": video, "video_mask": mask, "video_id": self.rset.video_ids[index], "index": index}
+        return {**tensors, "video_id": self.rset.video_ids[index], "index": index}
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
