@@ -168,3 +168,23 @@ def test_rows_reach_the_eval_set(synth_root):
     assert rset.drop_videos([0]).rows == rset.rows[1:]
     rows = read_manifest(synth_root / "synth" / "val.jsonl")
     assert rset.rows[0].boxes == rows[0].boxes
+
+
+def test_train_and_eval_on_region_features_only(tmp_path):
+    """Through the CLI: a run that never decodes a video (there are none), then eval of its checkpoint."""
+    from conftest import tiny_overrides
+    from vtp_bench.cli import main
+
+    _feature_dataset(tmp_path, {f"v{i}": 3 for i in range(6)})
+    regions = json.dumps({"synth": f"{tmp_path}/synth/feats/{{video_id}}"})
+    args = [*tiny_overrides("demovlp"), f"data.root={tmp_path}", "method.region_source=features",
+            "method.video.feat_dim=2048", "method.video.num_regions=30", "data.num_regions=30",
+            f"data.regions={regions}", f"run.dir={tmp_path / 'runs'}", "run.version=t", "trainer.max_steps=2",
+            "optim.warmup_steps=0"]
+    assert main(["train", "demovlp_synth", *args]) == 0
+    ckpt = tmp_path / "runs" / "demovlp_synth" / "t" / "checkpoints" / "last.ckpt"
+    out = tmp_path / "test.json"
+    assert main(["eval", "--ckpt", str(ckpt), "--dataset", "synth", "--split", "test", "--out", str(out),
+                 "--data-root", str(tmp_path), "--accelerator", "cpu"]) == 0
+    res = json.loads(out.read_text())
+    assert res["num_videos"] == 6 and res["num_queries"] == 6 and 0 <= res["metrics"]["t2v/R@1"] <= 100
