@@ -16,7 +16,10 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from vtp_bench.config import load_config
+from vtp_bench.registry import METHODS
 
+# the methods of the package (not test-only ones such as tests/oracle.py): what parametrised checks run over
+PACKAGE_METHODS = [n for n in METHODS.names() if METHODS.get(n).__module__.startswith("vtp_bench.methods.")]
 TINY_DIR = Path(__file__).parent / "tiny"
 CPU = ["trainer.accelerator=cpu", "trainer.max_epochs=1", "trainer.log_every_n_steps=1",
        "trainer.enable_progress_bar=false", "data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=0"]

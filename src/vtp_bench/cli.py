@@ -1,4 +1,4 @@
-"""``vtp-bench``: list | train | eval | compare | data (synth | convert | check | compress).
+"""``vtp-bench``: list | train | eval | compare | data (synth | convert | check | compress) | viz (regions).
 
 Errors a user can fix (unknown names or keys, missing data, unreadable checkpoints) print one message that
 says what to do, with exit status 2; anything else is a bug and keeps its traceback.
@@ -20,9 +20,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from vtp_bench.data.video import VideoReadError
     from vtp_bench.evaluate import CheckpointError
     from vtp_bench.registry import RegistryError
+    from vtp_bench.train import TrainError
 
     return (ConfigError, RegistryError, DataNotFoundError, ManifestError, MissingVideosError, VideoReadError,
-            CheckpointError)
+            CheckpointError, TrainError)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -105,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("experiment", help="name in experiments/ or a path to a yaml file")
     s.add_argument("overrides", nargs="*", help="config overrides, e.g. trainer.max_steps=20 data.batch_size=8")
     s.add_argument("--resume", metavar="CKPT", nargs="?", const="last", default=None,
-                   help="resume from a checkpoint path, or (no value) from this run's last.ckpt: same data "
-                        "order, optimizer, scheduler and method state; needs the same run.version")
+                   help="resume from a checkpoint path, or (no value) from last.ckpt of run.version, or of the "
+                        "newest run when run.version is not set: same data order, optimizer, scheduler, RNG and "
+                        "method state; the run continues in the checkpoint's run dir")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("eval", help="score a checkpoint on a dataset split")
@@ -139,8 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_compare)
 
     from vtp_bench.cli_data import add_data_parser
+    from vtp_bench.viz import add_viz_parser
 
     add_data_parser(sub)
+    add_viz_parser(sub)
     return p
 
 

@@ -8,6 +8,7 @@ the retrieval metrics once, on the whole set.
 from __future__ import annotations
 
 import random
+import warnings
 from typing import Any
 
 import lightning as L
@@ -21,7 +22,7 @@ from vtp_bench import optim
 from vtp_bench.config import config_from_dict
 from vtp_bench.data.dataset import MissingVideosError, RetrievalSet
 from vtp_bench.data.samplers import shard_bounds
-from vtp_bench.distributed import gather_objects, rank_world
+from vtp_bench.distributed import gather_objects, rank_world, tensor_digest, weights_digest
 from vtp_bench.methods.base import Embeddings, Method
 from vtp_bench.metrics import retrieval_metrics
 from vtp_bench.registry import METHODS
@@ -47,6 +48,9 @@ class VTPModule(L.LightningModule):
         self.resume_position: dict[str, int] | None = None  # set when restoring a checkpoint
         self.last_metrics: dict[str, float] = {}
         self.last_eval_info: dict[str, Any] = {}
+        self.weights_digests: list[str] = []  # one per rank, at the end of training
+        self.unchanged_params: list[str] = []  # trainable parameters that training never changed
+        self._start_digests: dict[str, bytes] = {}
         self._eval_parts: list[tuple[Tensor, Embeddings]] = []
         self._eval_skipped: list[int] = []
 
@@ -86,17 +90,27 @@ class VTPModule(L.LightningModule):
         if self._trainer is not None and self.trainer.training:
             done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
             checkpoint["vtp_data_position"] = {"epoch": self.current_epoch, "batches": done}
-            checkpoint["vtp_rng_state"] = rng_state()
+            # every rank's RNG (dropout masks differ per rank): Lightning calls this hook on every rank and
+            # writes rank 0's dict, so the states are gathered into it
+            checkpoint["vtp_rng_state"] = gather_objects(rng_state())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.resume_position = checkpoint.get("vtp_data_position")
-        if "vtp_rng_state" in checkpoint:  # dropout etc. continue exactly as in an uninterrupted run
-            set_rng_state(checkpoint["vtp_rng_state"])
+        states = checkpoint.get("vtp_rng_state")
+        if states:  # dropout etc. continue exactly as in an uninterrupted run
+            rank, world = rank_world()
+            if isinstance(states, dict):  # written before the states were kept per rank
+                states = [states]
+            if len(states) != world:
+                warnings.warn(f"the checkpoint holds the RNG states of {len(states)} ranks, this run has {world}: "
+                              "random draws (dropout) will differ from the interrupted run")
+            set_rng_state(states[rank % len(states)])
 
     def on_fit_start(self) -> None:
         t = self.trainer
         print(f"[vtp_bench] rank {t.global_rank}/{t.world_size} (local rank {t.local_rank}, node {t.node_rank}), "
               f"strategy {type(t.strategy).__name__}", flush=True)
+        self._start_digests = {n: tensor_digest(p) for n, p in self.method.named_parameters() if p.requires_grad}
 
     def on_train_end(self) -> None:
         """Skipped videos are counted on every rank; gather them so the report covers the whole run."""
@@ -110,9 +124,12 @@ class VTPModule(L.LightningModule):
         for errs in gather_objects(self.skipped_errors):
             for vid, err in errs.items():
                 self.skipped_errors.setdefault(vid, err)
+        self.weights_digests = gather_objects(weights_digest(self))
+        self.unchanged_params = [n for n, p in self.method.named_parameters()
+                                 if n in self._start_digests and tensor_digest(p) == self._start_digests[n]]
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.method.on_train_batch_end(self.global_step)
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [MethodStepHook()]
 
     def on_train_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -193,6 +210,16 @@ class VTPModule(L.LightningModule):
         }
         for k in ("t2v/R@1", "t2v/R@5", "t2v/R@10", "t2v/MedR", "v2t/R@1", "v2t/R@5"):
             self.log(f"{prefix}/{k}", metrics[k], prog_bar=k == "t2v/R@1", sync_dist=False)
+
+
+class MethodStepHook(L.Callback):
+    """Calls ``Method.on_train_batch_end(global_step)`` after every training batch, as a callback: Lightning runs
+    checkpoint callbacks after every other callback but *before* the LightningModule's own ``on_train_batch_end``,
+    so state updated there (EMA / snapshot encoders) would be missing from a checkpoint saved every N steps, and a
+    run resumed from it would differ from an uninterrupted one."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        pl_module.method.on_train_batch_end(trainer.global_step)
 
 
 def rng_state() -> dict[str, Any]:

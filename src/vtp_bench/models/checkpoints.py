@@ -4,7 +4,8 @@ Sources (detected from the key names when ``source`` is None):
 
 - ``frozen``: Frozen-in-Time, MILES and RegionLearner ``.pth`` files. ``{"state_dict": ...}`` nesting and the
   DataParallel ``module.`` prefix are unwrapped; keys ``video_model.*`` (SpaceTimeTransformer),
-  ``text_model.<HF DistilBERT keys>``, ``txt_proj.*`` (MCQ/MILES call it ``text_proj.*``) and ``vid_proj.*``.
+  ``text_model.<HF DistilBERT keys>``, ``txt_proj.*`` (MCQ/MILES call it ``text_proj.*``) and ``vid_proj.*``;
+  RegionLearner's head ``video_model.RegionLearner.*`` goes where the method's ``official_prefixes`` say.
   ``temporal_embed`` is fitted to the model's ``num_frames`` as Frozen's ``_inflate_positional_embeds`` does:
   a checkpoint with more frames is truncated; one with fewer is padded with zeros (``temporal_fix="zeros"``,
   Frozen's default) or interpolated (``"interp"`` = nearest, ``"bilinear"``).
@@ -276,8 +277,10 @@ def _is_tower(module: nn.Module) -> bool:
     return isinstance(module, (SpaceTimeViT, HFTextEncoder, ClipViT, ClipText, ObjectTransformer))
 
 
-def _frozen_mapping(module: nn.Module) -> tuple[dict[str, str], Any]:
-    """checkpoint prefix -> our prefix for Frozen-layout files, and the SpaceTimeViT that gets the video keys."""
+def _frozen_mapping(module: nn.Module, sd: Mapping[str, Any]) -> tuple[dict[str, str], Any]:
+    """checkpoint prefix -> our prefix for Frozen-layout files, and the SpaceTimeViT that gets the video keys.
+    A method may name further parts of the file in ``official_prefixes`` (checkpoint prefix -> its own), e.g.
+    RegionLearner's head; each is mapped when the file has it (a file without it leaves that part as built)."""
     from vtp_bench.models.text.hf_text import HFTextEncoder
     from vtp_bench.models.video.space_time_vit import SpaceTimeViT
 
@@ -294,6 +297,9 @@ def _frozen_mapping(module: nn.Module) -> tuple[dict[str, str], Any]:
                 mapping["video_model."] = f"{pre}video_model."
             if isinstance(text, HFTextEncoder):
                 mapping["text_model."] = f"{pre}text_model.model."
+            for src, dst in getattr(m, "official_prefixes", {}).items():
+                if any(k.startswith(src) for k in sd):
+                    mapping[src] = f"{pre}{dst}"
             return mapping, video if isinstance(video, SpaceTimeViT) else None
     raise CheckpointError(
         f"a Frozen-in-Time / MILES / RegionLearner checkpoint needs a space_time_vit or hf_text tower; "
@@ -395,7 +401,7 @@ def load_official(
     if source == "frozen":
         sd = {("txt_proj." + k[len("text_proj."):] if k.startswith("text_proj.") else k): v for k, v in sd.items()}
         sd = {k: v for k, v in sd.items() if not k.endswith("embeddings.position_ids")}
-        mapping, video = _frozen_mapping(module)
+        mapping, video = _frozen_mapping(module, sd)
         key = "video_model.temporal_embed"
         if video is not None and key in sd and sd[key].shape[1] != video.num_frames:
             report.notes.append(f"temporal_embed: checkpoint has {sd[key].shape[1]} frames, model "
@@ -439,4 +445,7 @@ def load_official(
     report.loaded = sorted(mapped)
     report.ignored = sorted(ignored + unexpected)
     report.untouched = [k for k in own if k not in mapped]
+    hook = getattr(module, "after_official_load", None)  # a method whose extra parts derive from the loaded ones
+    if callable(hook):  # (MILES: the snapshot encoder starts as a copy of the loaded video encoder)
+        report.notes.extend(hook(report.loaded))
     return report
