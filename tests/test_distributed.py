@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import PACKAGE_METHODS, tiny_config, tiny_overrides
+from conftest import PACKAGE_METHODS, fake_method_inputs, tiny_config, tiny_overrides
 from vtp_bench.lit import build_method
 
 VTP = str(Path(sys.executable).with_name("vtp-bench"))
@@ -49,6 +49,7 @@ def _batch(cfg, n: int) -> dict:
         "text": texts,
         "video_id": [f"v{i}" for i in range(n)],
         "size": n,
+        **fake_method_inputs(cfg, n, g, torch.float64),  # region boxes / features of methods that read them
     }
 
 

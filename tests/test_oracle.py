@@ -164,6 +164,8 @@ def test_method_similarity_ranks_the_oracle_exactly(name, coded, tmp_path, monke
     """The method's own checkpoint and ``similarity``, with its encoders replaced by the oracle's (pooled
     embeddings plus token-level copies with masks): the planted ranks must come out exactly."""
     cls = METHODS.get(name)
+    # the oracle's encoders read the clip only, whatever else the method reads (DemoVLP: region boxes)
+    monkeypatch.setattr(cls, "data_inputs", classmethod(lambda c, cfg: frozenset({"video"})))
     monkeypatch.setattr(cls, "encode_video", lambda self, batch: oracle.encode_video(batch, N))
     monkeypatch.setattr(cls, "encode_text", lambda self, batch: oracle.encode_text(batch, N))
     ckpt = _save(VTPModule(to_dict(tiny_config(name, *EVAL))), tmp_path / f"{name}.ckpt")

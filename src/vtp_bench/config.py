@@ -54,6 +54,10 @@ class DataConfig:
     mix: str = choice("round_robin", MIX_MODES)  # several data.train datasets: round_robin (Frozen's zip) | proportional
     decode_size: Optional[int] = None  # short side scaled in the decoder; null = native resolution (Frozen)
     decode_threads: int = 1  # decoder threads per clip (1 inside DataLoader workers)
+    # detector region features per dataset (methods that read them, e.g. DemoVLP): a path template,
+    # {video_id} / {stem} (video path without extension) / {split}, to a folder of 0.npz..n-1.npz per video
+    regions: dict[str, str] = field(default_factory=dict)
+    num_regions: int = 30  # regions per frame: the most confident boxes, edge-padded (DemoVLP: 30)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from vtp_bench.data.catalog import DatasetSource, locate
 from vtp_bench.data.dataset import DecodeOptions, EvalClipDataset, MixedDataset, VideoTextDataset, collate
+from vtp_bench.data.inputs import ItemInputs
 from vtp_bench.data.samplers import MixedBatchSampler, ShardSampler
 from vtp_bench.data.transforms import VideoTransform
 from vtp_bench.distributed import rank_world
@@ -43,6 +44,8 @@ class VideoTextDataModule(L.LightningDataModule):
         self.train_transform = VideoTransform(d.img_size, train=True, crop_scale=tuple(d.crop_scale), hflip=d.hflip)
         self.eval_transform = VideoTransform(d.img_size, train=False)
         self.decode = DecodeOptions(d.decode_size, d.decode_threads)
+        # what the method reads besides (or instead of) the clip: Method.data_inputs (data/inputs.py)
+        self.eval_inputs = ItemInputs.for_dataset(cfg, self.eval_dataset)
 
     def _source(self, name: str, split: str) -> DatasetSource:
         return locate(name, self.cfg.data.root, split)
@@ -56,17 +59,17 @@ class VideoTextDataModule(L.LightningDataModule):
                 parts.append(VideoTextDataset(
                     src.manifest, d.num_frames, self.train_transform, d.train_sampling,
                     video_root=self.video_root or src.video_root, seed=self.cfg.seed + 7919 * i,
-                    decode=self.decode, name=name,
+                    decode=self.decode, name=name, inputs=ItemInputs.for_dataset(self.cfg, name),
                 ))
             self.train_set = MixedDataset(parts)
         if stage in (None, "fit", "validate"):
             src = self._source(self.eval_dataset, d.val_split)
             self.val_set = self.val_task.load(src.manifest, self.video_root or src.video_root, self.allow_missing,
-                                              self.cfg, d.max_val_videos)
+                                              self.cfg, d.max_val_videos, check_videos=self.eval_inputs.video)
         if stage in (None, "test"):
             src = self._source(self.eval_dataset, self.eval_split)
             self.test_set = self.test_task.load(src.manifest, self.video_root or src.video_root, self.allow_missing,
-                                                self.cfg)
+                                                self.cfg, check_videos=self.eval_inputs.video)
 
     def _loader(self, ds: Any, **batching: Any) -> DataLoader:
         # its own generator: creating an iterator must not draw from the global RNG (that would shift
@@ -98,8 +101,7 @@ class VideoTextDataModule(L.LightningDataModule):
     def eval_loader(self, eset: EvalSet) -> DataLoader:
         """Each rank encodes a contiguous shard of the clips, without padding; VTPModule gathers and trims."""
         d = self.cfg.data
-        ds = EvalClipDataset(eset.clips, eset.video_ids, d.num_frames, self.eval_transform, d.eval_sampling,
-                             self.decode)
+        ds = EvalClipDataset(eset, d.num_frames, self.eval_transform, d.eval_sampling, self.decode, self.eval_inputs)
         rank, world = rank_world()
         return self._loader(ds, batch_size=d.eval_batch_size, sampler=ShardSampler(len(ds), rank, world))
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Protocol, Sequence
 from omegaconf import DictConfig
 from torch import Tensor
 
+from vtp_bench.data.manifest import ManifestRow
 from vtp_bench.methods.base import Embeddings, Method
 
 
@@ -37,6 +38,7 @@ class EvalSet(Protocol):
     manifest: Path
     video_ids: list[str]
     missing: list[str]  # videos of the manifest left out (absent or unreadable, under allow_missing)
+    rows: list[ManifestRow]  # each video's first manifest row (boxes, region files: data/inputs.py)
 
     @property
     def clips(self) -> list[Clip]: ...
@@ -65,7 +67,8 @@ class EvalTask:
         return "test"
 
     def load(self, manifest: Path, video_root: Path | None, allow_missing: bool, cfg: DictConfig,
-             max_videos: int | None = None) -> EvalSet:
+             max_videos: int | None = None, check_videos: bool = True) -> EvalSet:
+        """``check_videos=False``: the method reads no pixels (region features), files are not looked up."""
         raise NotImplementedError
 
     def score(self, scorer: Scorer, clips: Embeddings, eset: EvalSet, cfg: DictConfig

@@ -20,8 +20,8 @@ class Retrieval(EvalTask):
     headline = ("t2v/R@1", "t2v/R@5", "t2v/R@10", "t2v/MedR", "v2t/R@1", "v2t/R@5")
 
     def load(self, manifest: Path, video_root: Path | None, allow_missing: bool, cfg: DictConfig,
-             max_videos: int | None = None) -> RetrievalSet:
-        return RetrievalSet.from_manifest(manifest, video_root, allow_missing, max_videos)
+             max_videos: int | None = None, check_videos: bool = True) -> RetrievalSet:
+        return RetrievalSet.from_manifest(manifest, video_root, allow_missing, max_videos, check_videos)
 
     def score(self, scorer: Scorer, clips: Embeddings, eset: RetrievalSet, cfg: DictConfig
               ) -> tuple[dict[str, float], dict[str, Any]]:

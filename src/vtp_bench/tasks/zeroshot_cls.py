@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from vtp_bench.data.classes import ClassList, read_classes
 from vtp_bench.data.dataset import unique_videos
-from vtp_bench.data.manifest import ManifestError, read_manifest
+from vtp_bench.data.manifest import ManifestError, ManifestRow, read_manifest
 from vtp_bench.methods.base import Embeddings
 from vtp_bench.metrics import zeroshot_metrics
 from vtp_bench.metrics.classification import PROMPT_TEMPLATE, class_prompts
@@ -29,6 +29,7 @@ class ClassificationSet:
     labels: list[int]  # class index of each video
     classes: ClassList
     missing: list[str] = field(default_factory=list)
+    rows: list[ManifestRow] = field(default_factory=list)
 
     @property
     def clips(self) -> list[Clip]:
@@ -39,7 +40,8 @@ class ClassificationSet:
         keep = [i for i in range(len(self.video_ids)) if i not in drop]
         return ClassificationSet(self.manifest, [self.video_ids[i] for i in keep], [self.video_paths[i] for i in keep],
                                  [self.windows[i] for i in keep], [self.labels[i] for i in keep], self.classes,
-                                 self.missing + [self.video_ids[i] for i in sorted(drop)])
+                                 self.missing + [self.video_ids[i] for i in sorted(drop)],
+                                 [self.rows[i] for i in keep] if self.rows else [])
 
 
 def prompt_template(cfg: DictConfig, classes: ClassList) -> str:
@@ -52,10 +54,10 @@ class ZeroShotClassification(EvalTask):
     headline = ("top1", "top5", "mean_class_acc")
 
     def load(self, manifest: Path, video_root: Path | None, allow_missing: bool, cfg: DictConfig,
-             max_videos: int | None = None) -> ClassificationSet:
+             max_videos: int | None = None, check_videos: bool = True) -> ClassificationSet:
         rows = read_manifest(manifest)
         classes = read_classes(manifest, rows)
-        videos = unique_videos(rows, manifest, video_root, allow_missing, max_videos)
+        videos = unique_videos(rows, manifest, video_root, allow_missing, max_videos, check_videos)
         index = dict(zip((r.text_id for r in rows), classes.index(rows)))
         label: dict[str, int] = {}
         for r in rows:
@@ -63,7 +65,7 @@ class ZeroShotClassification(EvalTask):
                 raise ManifestError(f"{manifest}: video {r.video_id!r} has rows of two classes "
                                     f"({classes.labels[label[r.video_id]]!r}, {r.label!r}); a video has one class")
         return ClassificationSet(manifest, videos.ids, videos.paths, videos.windows,
-                                 [label[v] for v in videos.ids], classes, videos.missing)
+                                 [label[v] for v in videos.ids], classes, videos.missing, videos.rows)
 
     def score(self, scorer: Scorer, clips: Embeddings, eset: ClassificationSet, cfg: DictConfig
               ) -> tuple[dict[str, float], dict[str, Any]]:
