@@ -16,7 +16,10 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from vtp_bench.config import load_config
+from vtp_bench.registry import METHODS
 
+# the methods of the package (not test-only ones such as tests/oracle.py): what parametrised checks run over
+PACKAGE_METHODS = [n for n in METHODS.names() if METHODS.get(n).__module__.startswith("vtp_bench.methods.")]
 TINY_DIR = Path(__file__).parent / "tiny"
 CPU = ["trainer.accelerator=cpu", "trainer.max_epochs=1", "trainer.log_every_n_steps=1",
        "trainer.enable_progress_bar=false", "data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=0"]
@@ -39,6 +42,29 @@ def tiny_overrides(method: str) -> list[str]:
 
 def tiny_config(method: str, *overrides: str) -> DictConfig:
     return load_config(f"{method}_synth", tiny_overrides(method) + list(overrides))
+
+
+def fake_method_inputs(cfg: DictConfig, n: int, generator: "torch.Generator", dtype: "torch.dtype") -> dict[str, Any]:
+    """Random region inputs for a batch of ``n`` when the configured method declares them (``Method.data_inputs``:
+    DemoVLP's boxes or detector features); the clip and texts are the caller's. Boxes are valid x1 y1 x2 y2 plus
+    w h, and every frame keeps at least one real region."""
+    import torch
+
+    from vtp_bench.data.inputs import REGION_BOXES, REGION_FEATS, method_inputs
+    from vtp_bench.data.regions import FEATURE_DIM
+
+    names = method_inputs(cfg)
+    if not names & {REGION_BOXES, REGION_FEATS}:
+        return {}
+    shape = (n, cfg.data.num_frames, cfg.data.num_regions)
+    xy = torch.rand(*shape, 2, generator=generator, dtype=dtype) * 0.6
+    wh = 0.05 + torch.rand(*shape, 2, generator=generator, dtype=dtype) * 0.35
+    mask = torch.rand(*shape, generator=generator) > 0.3
+    mask[..., 0] = True
+    out = {"region_boxes": torch.cat([xy, xy + wh, wh], -1), "region_mask": mask}
+    if REGION_FEATS in names:
+        out["region_feats"] = torch.randn(*shape, FEATURE_DIM, generator=generator, dtype=dtype)
+    return out
 
 
 def _annotation_candidates() -> list[Path]:

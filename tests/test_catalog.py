@@ -14,7 +14,7 @@ from vtp_bench.registry import DATASETS
 def test_every_benchmark_is_registered_with_a_valid_convert_command():
     names = {b.name for b in BENCHMARKS}
     assert names == {"webvid", "cc3m", "msrvtt_1ka", "msrvtt_full", "msvd", "lsmdc", "didemo", "didemo_grounding",
-                     "charades_sta", "activitynet", "activitynet_grounding"}
+                     "charades_sta", "activitynet", "activitynet_grounding", "hmdb51", "ucf101"}
     assert names <= set(DATASETS.names())
     for b in BENCHMARKS:
         for split, command in b.splits.items():

@@ -71,3 +71,61 @@ def test_experiment_encoder_section_replaces_the_default():
 def test_saved_config_rebuilds_the_same_encoders():
     cfg = load_config("frozen_synth")
     assert to_dict(config_from_dict(to_dict(cfg)))["method"]["text"] == to_dict(cfg)["method"]["text"]
+
+
+@pytest.mark.parametrize("key, bad, choices", [
+    ("loss.gather", "allgather", "global, none"),
+    ("data.mix", "zip", "round_robin, proportional"),
+    ("optim.scheduler", "linear", "constant, cosine, step"),
+    ("optim.name", "sgd", "adamw, adam"),
+    ("data.train_sampling", "random", "uniform, rand"),
+    ("data.eval_sampling", "middle", "uniform, rand"),
+    ("init.temporal_fix", "nearest", "zeros, interp, bilinear"),
+    ("init.source", "timm", "frozen"),
+])
+def test_choice_keys_are_checked_when_the_config_loads(key, bad, choices):
+    """Refused by load_config (before any data or model is touched), naming the key and the choices."""
+    with pytest.raises(ConfigError) as e:
+        load_config("frozen_synth", [f"{key}={bad}"])
+    msg = str(e.value)
+    assert f"'{key}'" in msg and repr(bad) in msg and choices in msg
+
+
+def test_choice_keys_are_checked_in_saved_configs_and_eval_overrides():
+    from vtp_bench.config import apply_overrides, config_from_dict
+
+    d = to_dict(load_config("frozen_synth"))
+    d["loss"]["gather"] = "bogus"
+    with pytest.raises(ConfigError, match="'loss.gather'"):
+        config_from_dict(d)
+    with pytest.raises(ConfigError, match="'data.eval_sampling'"):
+        apply_overrides(load_config("frozen_synth"), ["data.eval_sampling=bogus"])
+
+
+def test_step_scheduler_needs_milestones():
+    with pytest.raises(ConfigError, match="optim.milestones"):
+        load_config("frozen_synth", ["optim.scheduler=step"])
+    cfg = load_config("frozen_synth", ["optim.scheduler=step", "optim.milestones=[10,20]", "optim.gamma=0.5"])
+    assert list(cfg.optim.milestones) == [10, 20]
+
+
+def test_a_method_config_choice_is_checked(monkeypatch):
+    """A method's own ``choice`` fields are checked the same way (here a throw-away method registered for the test)."""
+    from dataclasses import dataclass
+
+    from vtp_bench.config import choice
+    from vtp_bench.methods.frozen import Frozen, FrozenConfig
+    from vtp_bench.registry import METHODS
+
+    @dataclass
+    class PickyConfig(FrozenConfig):
+        name: str = "picky_test"
+        pool: str = choice("cls", ("cls", "mean"))
+
+    class Picky(Frozen):
+        Config = PickyConfig
+
+    monkeypatch.setitem(METHODS._entries, "picky_test", Picky)
+    assert load_config("frozen_synth", ["method.name=picky_test", "method.pool=mean"]).method.pool == "mean"
+    with pytest.raises(ConfigError, match=r"'method.pool': 'max'; choose one of: cls, mean"):
+        load_config("frozen_synth", ["method.name=picky_test", "method.pool=max"])

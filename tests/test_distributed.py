@@ -21,9 +21,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import tiny_config, tiny_overrides
+from conftest import PACKAGE_METHODS, fake_method_inputs, tiny_config, tiny_overrides
 from vtp_bench.lit import build_method
-from vtp_bench.registry import METHODS
 
 VTP = str(Path(sys.executable).with_name("vtp-bench"))
 
@@ -50,6 +49,7 @@ def _batch(cfg, n: int) -> dict:
         "text": texts,
         "video_id": [f"v{i}" for i in range(n)],
         "size": n,
+        **fake_method_inputs(cfg, n, g, torch.float64),  # region boxes / features of methods that read them
     }
 
 
@@ -81,7 +81,7 @@ def _worker(rank: int, world: int, port: int, name: str, gather: str, out: str, 
 
 
 @pytest.mark.parametrize("split", [(4, 4), (5, 3)], ids=["equal", "uneven"])
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", PACKAGE_METHODS)
 def test_two_process_gradients_equal_one_process(name, split, tmp_path):
     """``uneven``: one rank lost rows to unreadable videos; the global-batch gradient must still hold."""
     method, cfg = _method(name, "global")
@@ -124,17 +124,32 @@ def ddp_data(tmp_path_factory) -> Path:
     return root
 
 
+def _one_run_dir(runs: Path, exp: str = "frozen_synth") -> Path:
+    """The launch wrote exactly one run directory (no rank chose a version of its own); returns it."""
+    dirs = sorted(p for p in (runs / exp).iterdir() if p.is_dir())
+    assert len(dirs) == 1, f"expected one run dir, found {[d.name for d in dirs]}"
+    return dirs[0]
+
+
+def _state(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+
+
 def test_ddp_train_cli_and_distributed_eval_equal_single(ddp_data, tmp_path):
+    """``trainer.devices=2`` without ``run.version``: the launching process picks the version, the rank that
+    Lightning starts learns it, and one run dir holds everything."""
     runs = tmp_path / "runs"
     r = _run([VTP, "train", "frozen_synth", *TRAIN_TINY, f"data.root={ddp_data}", f"run.dir={runs}",
-              "run.version=ddp", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=-1"], tmp_path)
+              "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=-1"], tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "rank 1/2" in r.stdout + r.stderr
+    run = _one_run_dir(runs)
     # a full epoch: the corrupt clip was skipped on one rank, gathered into the run's report
-    summary = json.loads((runs / "frozen_synth" / "ddp" / "summary.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["skipped_videos"] == 1 and summary["global_step"] == 5
-    ckpt = runs / "frozen_synth" / "ddp" / "checkpoints" / "last.ckpt"
-    assert ckpt.is_file() and not (runs / "frozen_synth" / "version_0").exists()  # ranks agreed on the dir
+    assert summary["world_size"] == 2 and len(set(summary["weights_sha256_per_rank"])) == 1
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
     res = {}
     for n in (1, 2):
         out = tmp_path / f"eval{n}.json"
@@ -148,10 +163,17 @@ def test_ddp_train_cli_and_distributed_eval_equal_single(ddp_data, tmp_path):
     assert res[2]["metrics"] == res[1]["metrics"]
 
 
-def test_two_nodes_with_torchrun_on_loopback(ddp_data, tmp_path):
+# fp64 and a frozen (eval-mode) text tower: no dropout, so one process on the global batch is the exact reference
+EXACT = ["trainer.precision=64-true", "method.text.freeze=true", "trainer.max_steps=-1", "optim.lr=1e-3",
+         "optim.weight_decay=0.01"]
+
+
+def test_two_nodes_with_torchrun_train_one_model(ddp_data, tmp_path):
+    """Two torchrun "nodes" on loopback, launched as users do and without ``run.version``: one run dir, identical
+    weights on both nodes, and the weights of one process trained on the same global batch (8 = 2 x 4)."""
     port = str(_free_port())
     runs = tmp_path / "runs"
-    args = [*TRAIN_TINY, f"data.root={ddp_data}", f"run.dir={runs}", "run.version=nodes", "trainer.num_nodes=2",
+    args = [*TRAIN_TINY, *EXACT, f"data.root={ddp_data}", f"run.dir={runs}", "trainer.num_nodes=2",
             "trainer.devices=1", "trainer.strategy=ddp"]
     procs = []
     for node in (0, 1):
@@ -167,4 +189,21 @@ def test_two_nodes_with_torchrun_on_loopback(ddp_data, tmp_path):
         assert p.returncode == 0, out[-3000:]
     assert "rank 0/2" in outs[0] and "node 0" in outs[0]
     assert "rank 1/2" in outs[1] and "node 1" in outs[1]
-    assert (runs / "frozen_synth" / "nodes" / "checkpoints" / "last.ckpt").is_file()
+    run = _one_run_dir(runs)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["global_step"] == 5
+    digests = summary["weights_sha256_per_rank"]
+    assert len(digests) == 2 and digests[0] == digests[1], "the two nodes ended with different weights"
+
+    single = tmp_path / "single"
+    r = _run([VTP, "train", "frozen_synth", *TRAIN_TINY, *EXACT, f"data.root={ddp_data}", f"run.dir={single}",
+              "data.batch_size=8"], tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ref_run = _one_run_dir(single)
+    # both trained (every trainable tensor moved), on the same 5 global batches
+    for s in (summary, json.loads((ref_run / "summary.json").read_text())):
+        assert s["trainable_params_unchanged"] == [] and s["global_step"] == 5
+    ref, got = _state(ref_run), _state(run)
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert torch.allclose(got[k], ref[k], rtol=1e-9, atol=1e-11), k

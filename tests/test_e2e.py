@@ -101,6 +101,30 @@ def test_eval_refuses_missing_videos_unless_allowed(trained, data_root, tmp_path
     assert res["num_videos"] == len({r.video_id for r in rows}) - 1
 
 
+def test_eval_refuses_unreadable_videos_unless_allowed(trained, data_root, tmp_path, capsys):
+    """A test video that exists but cannot be decoded (here: truncated to its first 600 bytes) is refused with
+    the count and its id, and scored around with --allow-missing; no annotation files needed."""
+    import shutil
+
+    run, _ = trained
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    root = tmp_path / "copy"
+    shutil.copytree(data_root / "synth", root / "synth")
+    rows = read_manifest(root / "synth" / "test.jsonl")
+    bad = root / "synth" / rows[2].path
+    bad.write_bytes(bad.read_bytes()[:600])
+    n = len({r.video_id for r in rows})
+    assert main(["eval", "--ckpt", ckpt, "--dataset", "synth", "--data-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert f"1 of {n} videos could not be read" in err and rows[2].video_id in err and "--allow-missing" in err
+    out = tmp_path / "r.json"
+    assert main(["eval", "--ckpt", ckpt, "--dataset", "synth", "--data-root", str(root), "--allow-missing",
+                 "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["num_missing"] == 1 and res["num_videos"] == n - 1 and rows[2].video_id in res["missing"]
+    assert res["num_queries"] == sum(1 for r in rows if r.video_id != rows[2].video_id)
+
+
 def test_user_errors_are_one_line_messages(tmp_path, capsys):
     assert main(["train", "no_such_exp"]) == 2
     assert "frozen_synth" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import socket
 from itertools import product
 
@@ -241,27 +242,35 @@ def test_clip_positions_from_frame_times():
         sec.clip_positions({}, clip_mask)
 
 
-def test_dataset_items_carry_frame_times(tmp_path):
-    from vtp_bench.data.dataset import EvalVideoDataset, RetrievalSet, VideoTextDataset
+def test_dataset_items_carry_frame_times_when_the_method_asks(tmp_path):
+    from vtp_bench.data.dataset import VideoTextDataset, decode_clip
+    from vtp_bench.data.inputs import ItemInputs
+    from vtp_bench.data.manifest import read_manifest, resolve_path
     from vtp_bench.data.synthetic import generate_synthetic
     from vtp_bench.data.transforms import VideoTransform
-    from vtp_bench.data.video import probe_video, read_frames
+    from vtp_bench.data.video import probe_video
 
     ds = tmp_path / "synth"
     generate_synthetic(ds, num_videos=10, seed=2, grounding_videos=0, progress=False)
-    rset = RetrievalSet.from_manifest(ds / "test.jsonl")
-    item = EvalVideoDataset(rset, 4, VideoTransform(32, train=False))[0]
-    info = probe_video(rset.video_paths[0])
-    _, idx = read_frames(rset.video_paths[0], 4, "uniform")
-    assert torch.allclose(item["frame_times"], torch.tensor(idx, dtype=torch.float32) / info.fps)
+    path = resolve_path(read_manifest(ds / "test.jsonl")[0].path, ds / "test.jsonl")
+    info = probe_video(path)
+    clip = decode_clip(path, 4, "uniform", VideoTransform(32, train=False), random.Random(0))
+    assert torch.allclose(clip.frame_times(), torch.tensor(clip.indices, dtype=torch.float32) / info.fps)
     many = info.num_frames + 3  # more frames than the video has: padded frames repeat the last time
-    item = EvalVideoDataset(rset, many, VideoTransform(32, train=False))[0]
-    assert item["video_mask"].sum() == info.num_frames
-    assert torch.allclose(item["frame_times"][: info.num_frames], torch.arange(info.num_frames) / info.fps)
-    assert torch.all(item["frame_times"][info.num_frames:] == item["frame_times"][info.num_frames - 1])
-    train = VideoTextDataset(ds / "train.jsonl", 4, VideoTransform(32, train=True), "rand")[0]
-    t = train["frame_times"]
+    clip = decode_clip(path, many, "uniform", VideoTransform(32, train=False), random.Random(0))
+    t = clip.frame_times()
+    assert clip.mask.sum() == info.num_frames and t.shape == (many,)
+    assert torch.allclose(t[: info.num_frames], torch.arange(info.num_frames) / info.fps)
+    assert torch.all(t[info.num_frames:] == t[info.num_frames - 1])
+
+    cfg = tiny_config("locvtp", f"data.root={tmp_path}")
+    inputs = ItemInputs.for_dataset(cfg, "synth")
+    assert inputs.names == {"video", "frame_times"}
+    item = VideoTextDataset(ds / "train.jsonl", 4, VideoTransform(32, train=True), "rand", inputs=inputs)[0]
+    t = item["frame_times"]
     assert t.shape == (4,) and torch.all(t[1:] > t[:-1]) and float(t[-1]) < info.duration
+    plain = VideoTextDataset(ds / "train.jsonl", 4, VideoTransform(32, train=True), "rand")[0]
+    assert "frame_times" not in plain and torch.equal(plain["video"], item["video"])
 
 
 # ------------------------------------------------------------------------------------------ encoders, scores

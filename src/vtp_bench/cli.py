@@ -1,4 +1,4 @@
-"""``vtp-bench``: list | train | eval | compare | data (synth | convert | check | compress).
+"""``vtp-bench``: list | train | eval | compare | data (synth | convert | check | compress) | viz (regions).
 
 Errors a user can fix (unknown names or keys, missing data, unreadable checkpoints) print one message that
 says what to do, with exit status 2; anything else is a bug and keeps its traceback.
@@ -20,9 +20,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from vtp_bench.data.video import VideoReadError
     from vtp_bench.evaluate import CheckpointError
     from vtp_bench.registry import RegistryError
+    from vtp_bench.train import TrainError
 
     return (ConfigError, RegistryError, DataNotFoundError, ManifestError, MissingVideosError, VideoReadError,
-            CheckpointError)
+            CheckpointError, TrainError)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -69,7 +70,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     result = evaluate(args.ckpt, args.dataset, split=args.split, out=args.out, allow_missing=args.allow_missing,
                       overrides=overrides, trust_checkpoint=args.trust_checkpoint,
                       accelerator=args.accelerator, devices=args.devices, ckpt_source=args.ckpt_source,
-                      method=args.method, experiment=args.experiment)
+                      method=args.method, experiment=args.experiment, task=args.task)
     if any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
         return  # one table, from the launching process
     if result.get("checkpoint_load"):
@@ -105,14 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("experiment", help="name in experiments/ or a path to a yaml file")
     s.add_argument("overrides", nargs="*", help="config overrides, e.g. trainer.max_steps=20 data.batch_size=8")
     s.add_argument("--resume", metavar="CKPT", nargs="?", const="last", default=None,
-                   help="resume from a checkpoint path, or (no value) from this run's last.ckpt: same data "
-                        "order, optimizer, scheduler and method state; needs the same run.version")
+                   help="resume from a checkpoint path, or (no value) from last.ckpt of run.version, or of the "
+                        "newest run when run.version is not set: same data order, optimizer, scheduler, RNG and "
+                        "method state; the run continues in the checkpoint's run dir")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("eval", help="score a checkpoint on a dataset split")
     s.add_argument("--ckpt", required=True)
     s.add_argument("--dataset", required=True, help="a registered dataset name, e.g. synth")
-    s.add_argument("--split", default="test")
+    s.add_argument("--split", default=None, help="default: the task's split for the dataset (test; the "
+                   "synthetic dataset's grounding videos for --task grounding)")
+    s.add_argument("--task", default="retrieval", help="retrieval | zeroshot_cls | grounding (registered tasks)")
     s.add_argument("--out", default=None, help="write the results JSON here")
     s.add_argument("--data-root", default=None, help="override data.root of the checkpoint's config")
     s.add_argument("--allow-missing", action="store_true", help="score the videos that exist; count the rest")
@@ -139,8 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_compare)
 
     from vtp_bench.cli_data import add_data_parser
+    from vtp_bench.viz import add_viz_parser
 
     add_data_parser(sub)
+    add_viz_parser(sub)
     return p
 
 

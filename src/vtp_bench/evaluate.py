@@ -65,7 +65,7 @@ def module_from_checkpoint(
 def evaluate(
     ckpt: str | Path,
     dataset: str,
-    split: str = "test",
+    split: str | None = None,
     out: str | Path | None = None,
     allow_missing: bool = False,
     overrides: list[str] = (),
@@ -75,13 +75,16 @@ def evaluate(
     ckpt_source: str | None = None,
     method: str | None = None,
     experiment: str | None = None,
+    task: str = "retrieval",
 ) -> dict[str, Any]:
-    """Score one checkpoint on one split; write the results JSON when ``out`` is given. A released checkpoint
-    (not written by vtp_bench) needs ``method`` or ``experiment``; its source is detected unless given."""
+    """Score one checkpoint on one split with one evaluation task (``tasks/``: retrieval, zeroshot_cls,
+    grounding); write the results JSON when ``out`` is given. ``split=None``: the task's default for the dataset.
+    A released checkpoint (not written by vtp_bench) needs ``method`` or ``experiment``; its source is detected
+    unless given."""
     overrides = list(overrides) + ([f"eval.allow_missing={allow_missing}"] if allow_missing else [])
     module = module_from_checkpoint(ckpt, overrides, trust_checkpoint, ckpt_source, method, experiment)
     cfg = module.cfg
-    dm = VideoTextDataModule(cfg, eval_dataset=dataset, eval_split=split, allow_missing=allow_missing)
+    dm = VideoTextDataModule(cfg, eval_dataset=dataset, eval_split=split, allow_missing=allow_missing, task=task)
     trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, precision=cfg.trainer.get("precision", "32-true"),
                         use_distributed_sampler=False, strategy="ddp" if devices > 1 else "auto")
@@ -93,7 +96,7 @@ def evaluate(
         "checkpoint_source": getattr(getattr(module, "official_load_report", None), "source", "vtp_bench"),
         "checkpoint_load": getattr(getattr(module, "official_load_report", None), "to_dict", dict)(),
         "dataset": dataset,
-        "split": split,
+        "split": dm.eval_split,
         **module.last_eval_info,
         "frames": cfg.data.num_frames,
         "sampler": cfg.data.eval_sampling,

@@ -8,6 +8,7 @@ the retrieval metrics once, on the whole set.
 from __future__ import annotations
 
 import random
+import warnings
 from typing import Any
 
 import lightning as L
@@ -19,12 +20,12 @@ from torch import Tensor
 
 from vtp_bench import optim
 from vtp_bench.config import config_from_dict
-from vtp_bench.data.dataset import MissingVideosError, RetrievalSet
+from vtp_bench.data.dataset import MissingVideosError
 from vtp_bench.data.samplers import shard_bounds
-from vtp_bench.distributed import gather_objects, rank_world
+from vtp_bench.distributed import gather_objects, rank_world, tensor_digest, weights_digest
 from vtp_bench.methods.base import Embeddings, Method
-from vtp_bench.metrics import retrieval_metrics
 from vtp_bench.registry import METHODS
+from vtp_bench.tasks.base import EvalSet, EvalTask
 
 
 def build_method(cfg: DictConfig) -> Method:
@@ -47,6 +48,9 @@ class VTPModule(L.LightningModule):
         self.resume_position: dict[str, int] | None = None  # set when restoring a checkpoint
         self.last_metrics: dict[str, float] = {}
         self.last_eval_info: dict[str, Any] = {}
+        self.weights_digests: list[str] = []  # one per rank, at the end of training
+        self.unchanged_params: list[str] = []  # trainable parameters that training never changed
+        self._start_digests: dict[str, bytes] = {}
         self._eval_parts: list[tuple[Tensor, Embeddings]] = []
         self._eval_skipped: list[int] = []
 
@@ -86,17 +90,27 @@ class VTPModule(L.LightningModule):
         if self._trainer is not None and self.trainer.training:
             done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
             checkpoint["vtp_data_position"] = {"epoch": self.current_epoch, "batches": done}
-            checkpoint["vtp_rng_state"] = rng_state()
+            # every rank's RNG (dropout masks differ per rank): Lightning calls this hook on every rank and
+            # writes rank 0's dict, so the states are gathered into it
+            checkpoint["vtp_rng_state"] = gather_objects(rng_state())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.resume_position = checkpoint.get("vtp_data_position")
-        if "vtp_rng_state" in checkpoint:  # dropout etc. continue exactly as in an uninterrupted run
-            set_rng_state(checkpoint["vtp_rng_state"])
+        states = checkpoint.get("vtp_rng_state")
+        if states:  # dropout etc. continue exactly as in an uninterrupted run
+            rank, world = rank_world()
+            if isinstance(states, dict):  # written before the states were kept per rank
+                states = [states]
+            if len(states) != world:
+                warnings.warn(f"the checkpoint holds the RNG states of {len(states)} ranks, this run has {world}: "
+                              "random draws (dropout) will differ from the interrupted run")
+            set_rng_state(states[rank % len(states)])
 
     def on_fit_start(self) -> None:
         t = self.trainer
         print(f"[vtp_bench] rank {t.global_rank}/{t.world_size} (local rank {t.local_rank}, node {t.node_rank}), "
               f"strategy {type(t.strategy).__name__}", flush=True)
+        self._start_digests = {n: tensor_digest(p) for n, p in self.method.named_parameters() if p.requires_grad}
 
     def on_train_end(self) -> None:
         """Skipped videos are counted on every rank; gather them so the report covers the whole run."""
@@ -110,9 +124,12 @@ class VTPModule(L.LightningModule):
         for errs in gather_objects(self.skipped_errors):
             for vid, err in errs.items():
                 self.skipped_errors.setdefault(vid, err)
+        self.weights_digests = gather_objects(weights_digest(self))
+        self.unchanged_params = [n for n, p in self.method.named_parameters()
+                                 if n in self._start_digests and tensor_digest(p) == self._start_digests[n]]
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.method.on_train_batch_end(self.global_step)
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [MethodStepHook()]
 
     def on_train_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -144,10 +161,12 @@ class VTPModule(L.LightningModule):
     on_test_epoch_start = on_validation_epoch_start
 
     def on_validation_epoch_end(self) -> None:
-        self._finish_eval("val", self.trainer.datamodule.val_set)
+        dm = self.trainer.datamodule
+        self._finish_eval("val", dm.val_task, dm.val_set)
 
     def on_test_epoch_end(self) -> None:
-        self._finish_eval("test", self.trainer.datamodule.test_set)
+        dm = self.trainer.datamodule
+        self._finish_eval("test", dm.test_task, dm.test_set)
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch_size: int) -> Embeddings:
@@ -162,37 +181,48 @@ class VTPModule(L.LightningModule):
         gathered = [p for rank_parts in gather_objects(parts) for p in rank_parts]
         return Embeddings.cat(gathered)
 
-    def _finish_eval(self, prefix: str, rset: RetrievalSet) -> None:
-        """Every rank holds its shard of the videos: gather (collectives called by every rank, before any
-        decision that could differ between ranks), trim to the dataset, score once on the full matrix."""
+    def _finish_eval(self, prefix: str, task: EvalTask, eset: EvalSet) -> None:
+        """Every rank holds its shard of the clips: gather (collectives called by every rank, before any decision
+        that could differ between ranks), put the clips in order, drop the videos that could not be read (or
+        refuse them), and let the task score the whole set once."""
         skipped = sorted(i for part in gather_objects(self._eval_skipped) for i in part)
         parts = [p for rank_parts in gather_objects(self._eval_parts) for p in rank_parts]
         self._eval_parts, self._eval_skipped = [], []
-        if skipped:
-            if not self.cfg.eval.allow_missing:
-                bad = [rset.video_ids[i] for i in skipped[:5]]
-                raise MissingVideosError(
-                    f"{rset.manifest}: {len(skipped)} of {len(rset.video_ids)} videos could not be read (e.g. {bad}); "
-                    "run `vtp-bench data check` on the manifest, or pass --allow-missing to score the rest"
-                )
-            rset = rset.drop_videos(skipped)
+        clips = eset.clips
+        bad = sorted({clips[i].video for i in skipped})
+        if bad and not self.cfg.eval.allow_missing:
+            names = [eset.video_ids[i] for i in bad[:5]]
+            raise MissingVideosError(
+                f"{eset.manifest}: {len(bad)} of {len(eset.video_ids)} videos could not be read (e.g. {names}); "
+                "run `vtp-bench data check` on the manifest, or pass --allow-missing to score the rest"
+            )
+        if not parts:
+            raise MissingVideosError(f"{eset.manifest}: none of the {len(eset.video_ids)} videos could be read")
         order = torch.cat([i for i, _ in parts])
-        video = Embeddings.cat([e for _, e in parts]).index(torch.argsort(order))
-        if len(video) != len(rset.video_ids):
-            raise RuntimeError(f"encoded {len(video)} videos, expected {len(rset.video_ids)}")
-        text = self.encode_texts(rset.texts, self.cfg.data.eval_batch_size)
-        device = self.device
-        sim = self.method.similarity(text.to(device), video.to(device)).float().cpu()
-        metrics = retrieval_metrics(sim, rset.text_to_video)
+        if len(order) + len(skipped) != len(clips):
+            raise RuntimeError(f"encoded {len(order)} clips and skipped {len(skipped)}, expected {len(clips)}")
+        emb = Embeddings.cat([e for _, e in parts]).index(torch.argsort(order))  # the readable clips, in order
+        if bad:
+            dropped, unreadable = set(bad), set(skipped)
+            good = [i for i in range(len(clips)) if i not in unreadable]
+            emb = emb.index(torch.tensor([j for j, i in enumerate(good) if clips[i].video not in dropped]))
+            eset = eset.drop_videos(bad)
+        metrics, info = task.score(self, emb, eset, self.cfg)
         self.last_metrics = metrics
-        self.last_eval_info = {
-            "num_queries": len(rset.texts),
-            "num_videos": len(rset.video_ids),
-            "num_missing": len(rset.missing),
-            "missing": rset.missing[:100],
-        }
-        for k in ("t2v/R@1", "t2v/R@5", "t2v/R@10", "t2v/MedR", "v2t/R@1", "v2t/R@5"):
-            self.log(f"{prefix}/{k}", metrics[k], prog_bar=k == "t2v/R@1", sync_dist=False)
+        self.last_eval_info = {"task": task.name, **info, "num_missing": len(eset.missing),
+                               "missing": eset.missing[:100]}
+        for k in task.headline:
+            self.log(f"{prefix}/{k}", metrics[k], prog_bar=k == task.headline[0], sync_dist=False)
+
+
+class MethodStepHook(L.Callback):
+    """Calls ``Method.on_train_batch_end(global_step)`` after every training batch, as a callback: Lightning runs
+    checkpoint callbacks after every other callback but *before* the LightningModule's own ``on_train_batch_end``,
+    so state updated there (EMA / snapshot encoders) would be missing from a checkpoint saved every N steps, and a
+    run resumed from it would differ from an uninterrupted one."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        pl_module.method.on_train_batch_end(trainer.global_step)
 
 
 def rng_state() -> dict[str, Any]:

@@ -3,11 +3,20 @@
 Entries register themselves with a decorator in the module that defines them; the modules are imported
 lazily (on first lookup) so that ``import vtp_bench`` stays cheap and an optional dependency of one
 encoder never breaks the others.
+
+Code outside the package registers the same way: ``VTP_PLUGINS`` lists Python files or importable module names
+(separated by ``os.pathsep``), imported on the first lookup of any registry, in every process of a run (the
+launchers pass the environment on). A method kept in one file of your own project is then
+``VTP_PLUGINS=my_method.py vtp-bench train ...``.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -53,6 +62,7 @@ class Registry:
                 mods += [f"{pkg}.{m.name}" for m in pkgutil.iter_modules(path) if not m.name.startswith("_")]
             for mod in mods:
                 importlib.import_module(mod)
+            load_plugins()
 
     def get(self, name: str) -> Callable[..., Any]:
         self._load()
@@ -76,6 +86,29 @@ class Registry:
         return iter(self.names())
 
 
+_PLUGINS_LOADED: set[str] = set()
+
+
+def load_plugins() -> None:
+    """Import every entry of ``VTP_PLUGINS`` once (a ``.py`` path or a module name)."""
+    for entry in filter(None, os.environ.get("VTP_PLUGINS", "").split(os.pathsep)):
+        if entry in _PLUGINS_LOADED:
+            continue
+        _PLUGINS_LOADED.add(entry)
+        if entry.endswith(".py"):
+            path = Path(entry).resolve()
+            if not path.is_file():
+                raise RegistryError(f"VTP_PLUGINS names {entry}, which does not exist")
+            name = f"vtp_plugin_{path.stem}"
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+            sys.modules[name] = module
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            importlib.import_module(entry)
+
+
 ENCODERS = Registry("encoder", packages=("vtp_bench.models.video", "vtp_bench.models.text"))
 METHODS = Registry("method", packages=("vtp_bench.methods",))
 DATASETS = Registry("dataset", modules=("vtp_bench.data.catalog",))
+TASKS = Registry("task", packages=("vtp_bench.tasks",))

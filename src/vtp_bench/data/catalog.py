@@ -113,6 +113,11 @@ BENCHMARKS = [
     Benchmark("activitynet_grounding", {"train": "activitynet_grounding train.json",  # 2D-TAN's splits
                                         "val": "activitynet_grounding val_1.json",
                                         "test": "activitynet_grounding val_2.json"}),
+    # zero-shot action recognition: the three official test splits; `test` reads split 1 (the train partitions
+    # convert with --split train<K> but no experiment trains on them)
+    Benchmark("hmdb51", {f"test{k}": f"hmdb51 *_test_split{k}.txt" for k in (1, 2, 3)}, aliases={"test": "test1"}),
+    Benchmark("ucf101", {f"test{k}": f"ucf101 testlist0{k}.txt classInd.txt" for k in (1, 2, 3)},
+              aliases={"test": "test1"}),
 ]
 for _b in BENCHMARKS:
     DATASETS.register(_b.name)(_b)

@@ -45,7 +45,10 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
-SAMPLINGS = ("uniform", "rand")
+# "rand_fit": Frozen-in-Time's training sampler as its descendants (MILES, RegionLearner, DemoVLP) run it,
+# random.choice(range(start, next - 1)): the last index of each segment is never drawn; a segment of one index
+# (where the official code raises and substitutes another sample) gives that index
+SAMPLINGS = ("uniform", "rand", "rand_fit")
 DECODE_MODES = ("seek", "sequential")
 
 # What PyAV/FFmpeg raise on unreadable input (InvalidDataError etc. subclass FFmpegError; some paths raise
@@ -111,6 +114,8 @@ def sample_indices(
     if sampling == "uniform":
         return [(a + b - 1) // 2 for a, b in zip(edges[:-1], edges[1:])]
     r = rng if rng is not None else random
+    if sampling == "rand_fit":
+        return [r.randrange(a, max(a + 1, b - 1)) for a, b in zip(edges[:-1], edges[1:])]
     return [r.randrange(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 

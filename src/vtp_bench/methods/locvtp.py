@@ -159,6 +159,11 @@ class LocVTP(Method):
             self.register_buffer("splice_calls", torch.zeros((), dtype=torch.long))  # same draws on every rank
         self._stats: dict[str, Tensor] = {}
 
+    @classmethod
+    def data_inputs(cls, cfg: Any) -> frozenset[str]:
+        """The clip and where its frames sit in time (``frame_times``: the offsets between clips)."""
+        return frozenset({"video", "frame_times"})
+
     # --- encoders -------------------------------------------------------------------------------------
     def clip_positions(self, batch: dict[str, Any], clip_mask: Tensor) -> Tensor:
         """[B, C] clip positions in ``offset_unit``: the mean time of a clip's real frames (``frame_times``),

@@ -14,4 +14,4 @@ class EncoderOutput:
     mask: Tensor | None = None  # [B, N] bool, True = real token (text padding, padded video frames)
     grid: tuple[int, int, int] | None = None  # (frames, h, w) of the video patch tokens
     frames: Tensor | None = None  # [B, T, D] per-frame global features (per-frame towers: clip_vit)
-    hidden: Tensor | None = None  # raw last hidden states before the final norm, incl. hook tokens (clip_vit)
+    hidden: Tensor | None = None  # last hidden states before the final norm (clip_vit: incl. hook tokens)

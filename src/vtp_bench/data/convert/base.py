@@ -39,9 +39,12 @@ class Converter:
     description: str
     fn: Callable[..., Converted]
     optional_inputs: int = 0  # trailing inputs that may be left out
+    variadic: bool = False  # the last input may be given several times (HMDB51: one split file per class)
 
     def __call__(self, inputs: Sequence[Path], split: str | None = None) -> Converted:
         lo, hi = len(self.inputs) - self.optional_inputs, len(self.inputs)
+        if self.variadic:
+            hi = max(hi, len(inputs))
         if not lo <= len(inputs) <= hi:
             want = " ".join(self.inputs[:lo]) + "".join(f" [{x}]" for x in self.inputs[lo:])
             raise ConvertError(f"format {self.name!r} takes {want}; got {len(inputs)} input file(s)")
@@ -51,12 +54,13 @@ class Converter:
         return self.fn([Path(p) for p in inputs], split)
 
 
-def converter(name: str, inputs: tuple[str, ...], optional_inputs: int = 0) -> Callable:
-    """Register ``fn(inputs, split) -> Converted`` under ``name``; its docstring's first line describes it."""
+def converter(name: str, inputs: tuple[str, ...], optional_inputs: int = 0, variadic: bool = False) -> Callable:
+    """Register ``fn(inputs, split) -> Converted`` under ``name``; its docstring's first line describes it.
+    ``variadic``: the last input may repeat (a format whose annotations are one file per class)."""
 
     def deco(fn: Callable[..., Converted]) -> Callable[..., Converted]:
         doc = (fn.__doc__ or "").strip().splitlines()
-        CONVERTERS.register(name)(Converter(name, inputs, doc[0] if doc else "", fn, optional_inputs))
+        CONVERTERS.register(name)(Converter(name, inputs, doc[0] if doc else "", fn, optional_inputs, variadic))
         return fn
 
     return deco

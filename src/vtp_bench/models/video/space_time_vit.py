@@ -166,7 +166,8 @@ class SpaceTimeViT(TowerOptions):
 
     ``forward(video [B, T, 3, H, W], video_mask [B, T] | None, patch_hook=None)`` returns an
     :class:`EncoderOutput` with ``tokens`` [B, 1 + T * P, D] (CLS first, then patches frame-major, after the
-    final norm), ``pooled`` = CLS, ``grid`` = (T, h, w) and ``mask`` = ``video_mask`` expanded to tokens.
+    final norm), ``pooled`` = CLS, ``grid`` = (T, h, w), ``mask`` = ``video_mask`` expanded to tokens and
+    ``hidden`` = the tokens after the last block, before the final norm (where RegionLearner plugs in).
     ``patch_hook`` maps the patch embeddings [B, T * P, D] before CLS and positional embeddings are added
     (e.g. MILES replaces masked patches by a mask token there).
     """
@@ -273,10 +274,10 @@ class SpaceTimeViT(TowerOptions):
         x = self.embed(video, patch_hook)
         for blk in self.blocks:
             x = self.run_block(blk, x, f)
-        x = self.norm(x)
+        hidden, x = x, self.norm(x)
         mask = None
         if video_mask is not None:
             per_patch = video_mask.bool().repeat_interleave(self.patches_per_frame, dim=1)
             mask = torch.cat([per_patch.new_ones(b, 1), per_patch], dim=1)
         side = self.grid_size
-        return EncoderOutput(pooled=x[:, 0], tokens=x, mask=mask, grid=(f, side, side))
+        return EncoderOutput(pooled=x[:, 0], tokens=x, mask=mask, grid=(f, side, side), hidden=hidden)

@@ -1,0 +1,147 @@
+"""A known-answer "oracle" for evaluation tests: embeddings that encode which video a clip is and which video a
+caption names, so the exact rank of every query is known before evaluation runs.
+
+- Videos: ``write_coded_videos`` writes real H.264 mp4 files of one solid colour each (colour = the video's code,
+  from a 4x4x4 palette); ``pixel_codes`` reads the code back from the decoded, resized, cropped, normalised clip
+  the pipeline hands to a method. In ``ids`` mode the code comes from ``batch["video_id"]`` and a table instead
+  (for datasets whose pixels carry no code, e.g. the synthetic split).
+- Captions: ``"clip 17 ..."`` names code 17 (or a caption -> code table).
+- Scores: a video of code g is one-hot at g; a caption naming code k is ``e_k[j] = D - ((j - k) mod D)``, so the
+  cosine score of video g for caption k falls strictly with ``(g - k) mod D`` and the caption's rank of video g
+  is exactly ``((g - k) mod D) + 1`` (no ties among videos of distinct codes).
+
+Loaded as a plugin (``VTP_PLUGINS=tests/oracle.py``) the ``oracle`` method also works in the subprocesses of a
+``--devices 2`` evaluation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+from torch import Tensor
+
+from vtp_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from vtp_bench.methods.base import Embeddings, Method
+from vtp_bench.registry import METHODS
+
+LEVELS = (32, 96, 160, 224)
+PALETTE = [(r, g, b) for r in LEVELS for g in LEVELS for b in LEVELS]  # 64 colours, 64 levels apart
+CAPTION_CODE = re.compile(r"\bclip (\d+)\b")
+
+
+def write_coded_videos(folder: Path, codes: list[int], frames: int = 6, size: tuple[int, int] = (40, 56)) -> list[Path]:
+    """One mp4 per code (``coded_<code>.mp4``), every frame the palette colour of the code; not square, so the
+    eval transform's centre crop runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for code in codes:
+        path = folder / f"coded_{code:02d}.mp4"
+        with av.open(str(path), mode="w", format="mp4") as c:
+            s = c.add_stream("libx264", rate=Fraction(4, 1))
+            s.height, s.width = size
+            s.pix_fmt = "yuv420p"
+            img = np.empty((*size, 3), dtype=np.uint8)
+            img[:] = PALETTE[code]
+            for i in range(frames):
+                f = av.VideoFrame.from_ndarray(img, format="rgb24")
+                f.pts = i
+                for p in s.encode(f):
+                    c.mux(p)
+            for p in s.encode():
+                c.mux(p)
+        paths.append(path)
+    return paths
+
+
+def pixel_codes(video: Tensor, mask: Tensor | None) -> Tensor:
+    """[B, T, 3, H, W] normalised clips -> the palette code of each clip's mean colour over its real frames."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=video.dtype, device=video.device).view(1, 1, 3)
+    std = torch.tensor(IMAGENET_STD, dtype=video.dtype, device=video.device).view(1, 1, 3)
+    per_frame = video.mean(dim=(-1, -2)) * std + mean  # [B, T, 3] in [0, 1]
+    m = torch.ones(per_frame.shape[:2], dtype=torch.bool) if mask is None else mask.cpu()
+    rgb = torch.stack([per_frame[b][m[b]].mean(0) for b in range(len(per_frame))]) * 255
+    palette = torch.tensor(PALETTE, dtype=rgb.dtype, device=rgb.device)
+    return torch.cdist(rgb.float(), palette.float()).argmin(dim=1)
+
+
+def video_embedding(codes: Tensor, dim: int) -> Tensor:
+    return torch.nn.functional.one_hot(codes.long(), dim).float()
+
+
+def text_embedding(codes: Tensor, dim: int) -> Tensor:
+    j = torch.arange(dim)
+    return (dim - (j[None, :] - codes.long()[:, None]) % dim).float()
+
+
+def caption_code(text: str, table: dict[str, int] | None = None) -> int:
+    if table is not None:
+        return table[text]
+    m = CAPTION_CODE.search(text)
+    if m is None:
+        raise ValueError(f"oracle caption {text!r} names no 'clip <code>'")
+    return int(m.group(1))
+
+
+def encode_video(batch: dict[str, Any], dim: int, video_codes: dict[str, int] | None = None) -> Embeddings:
+    """The oracle's video side: pooled one-hot; also as a 2-token local feature with its mask, for methods whose
+    similarity reads tokens."""
+    if video_codes is None:
+        codes = pixel_codes(batch["video"], batch.get("video_mask"))
+    else:
+        codes = torch.tensor([video_codes[v] for v in batch["video_id"]])
+    pooled = video_embedding(codes, dim).to(batch["video"].dtype)
+    return Embeddings(pooled=pooled, tokens=pooled[:, None].repeat(1, 2, 1),
+                      mask=torch.ones(len(pooled), 2, dtype=torch.bool))
+
+
+def encode_text(batch: dict[str, Any], dim: int, text_codes: dict[str, int] | None = None) -> Embeddings:
+    codes = torch.tensor([caption_code(t, text_codes) for t in batch["text"]])
+    pooled = text_embedding(codes, dim)
+    return Embeddings(pooled=pooled, tokens=pooled[:, None].repeat(1, 3, 1),
+                      mask=torch.ones(len(pooled), 3, dtype=torch.bool))
+
+
+@dataclass
+class OracleConfig:
+    name: str = "oracle"
+    dim: int = 64  # number of codes
+    video_codes: dict[str, Any] = field(default_factory=dict)  # video_id -> code; empty: read it from the pixels
+    text_codes: dict[str, Any] = field(default_factory=dict)  # caption -> code; empty: parse "clip <code>"
+
+
+@METHODS.register("oracle")
+class Oracle(Method):
+    """Known-answer method for tests (``tests/oracle.py``); one parameter so that it is a normal checkpoint."""
+
+    Config = OracleConfig
+
+    def __init__(self, cfg: Any, loss_gather: str = "global") -> None:
+        super().__init__(cfg, loss_gather)
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+        self.video_codes = dict(cfg.video_codes) or None
+        self.text_codes = dict(cfg.text_codes) or None
+
+    def encode_video(self, batch: dict[str, Any]) -> Embeddings:
+        return encode_video(batch, self.cfg.dim, self.video_codes)
+
+    def encode_text(self, batch: dict[str, Any]) -> Embeddings:
+        return encode_text(batch, self.cfg.dim, self.text_codes)
+
+    def losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        return {"zero": self.unused.sum() * 0}
+
+
+def expected_t2v(video_code_of_text: list[int], named_code_of_text: list[int], dim: int) -> dict[str, float]:
+    """The t2v metrics in closed form: the rank of each query is ((g - k) mod dim) + 1."""
+    ranks = np.array([(g - k) % dim + 1 for g, k in zip(video_code_of_text, named_code_of_text)], dtype=float)
+    out = {f"t2v/R@{k}": float(100.0 * (ranks <= k).mean()) for k in (1, 5, 10)}
+    out["t2v/MedR"] = float(np.median(ranks))
+    out["t2v/MeanR"] = float(ranks.mean())
+    return out

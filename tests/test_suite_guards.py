@@ -1,0 +1,34 @@
+"""Guards on the test suite itself: CI cannot pass by skipping the checks on the real annotation files, and every
+registered method has the CPU-test size and the synthetic experiment that the parametrised checks need."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import conftest
+from conftest import PACKAGE_METHODS, TINY_DIR, tiny_config
+from vtp_bench.config import list_experiments
+
+
+def test_missing_annotations_skip_locally_and_fail_under_ci(monkeypatch):
+    monkeypatch.setattr(conftest, "_annotation_candidates", lambda: [Path("/nonexistent/annotations")])
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        conftest.annotations_dir()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        conftest.annotations_dir()
+
+
+@pytest.mark.parametrize("name", PACKAGE_METHODS)
+def test_every_method_has_a_test_size_and_a_synth_experiment(name):
+    assert (TINY_DIR / f"{name}.yaml").is_file(), f"add tests/tiny/{name}.yaml (the method's CPU-test size)"
+    assert f"{name}_synth" in list_experiments(), f"add experiments/{name}_synth.yaml"
+    assert tiny_config(name).method.name == name
+
+
+def test_no_stray_test_sizes():
+    stray = sorted(p.stem for p in TINY_DIR.glob("*.yaml") if p.stem not in PACKAGE_METHODS)
+    assert not stray, f"tests/tiny/ holds sizes of methods that are not registered: {stray}"

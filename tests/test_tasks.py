@@ -1,0 +1,84 @@
+"""Evaluation tasks through ``vtp-bench eval --task``: known answers from the oracle (tests/oracle.py) on
+colour-coded mp4 files, for zero-shot classification (and the generic handling of unreadable videos)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import oracle
+from test_oracle import oracle_checkpoint
+from vtp_bench.cli import main
+from vtp_bench.data.manifest import ManifestRow, write_manifest
+
+C = 5  # classes "clip 0" .. "clip 4"
+
+
+@pytest.fixture(scope="module")
+def coded_classes(tmp_path_factory) -> dict:
+    """12 videos of codes 0..4 (several per code), each labelled with a class: the true class of video i is
+    ``truth[i]``; where it differs from the video's code, the oracle ranks the true class at
+    ((code - class) mod C) + 1."""
+    root = tmp_path_factory.mktemp("zs")
+    codes = [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 2, 2]
+    truth = [0, 1, 2, 3, 4, 1, 1, 0, 3, 2, 2, 4]
+    paths = oracle.write_coded_videos(root / "ucf101" / "videos", sorted(set(codes)))
+    by_code = {int(p.stem.split("_")[1]): p for p in paths}
+    rows = [ManifestRow(video_id=f"v{i:02d}", path=f"videos/{by_code[c].name}", text=f"clip {t}", text_id=f"v{i:02d}",
+                        split="test1", label=f"c{t}", source="test") for i, (c, t) in enumerate(zip(codes, truth))]
+    write_manifest(root / "ucf101" / "test1.jsonl", rows)
+    return {"root": root, "codes": codes, "truth": truth}
+
+
+def _expected(codes: list[int], truth: list[int]) -> dict[str, float]:
+    ranks = [(c - t) % C + 1 for c, t in zip(codes, truth)]
+    per_class = {t: [r == 1 for r, tt in zip(ranks, truth) if tt == t] for t in set(truth)}
+    return {"top1": 100.0 * sum(r == 1 for r in ranks) / len(ranks),
+            "top5": 100.0 * sum(r <= 5 for r in ranks) / len(ranks),
+            "mean_class_acc": 100.0 * sum(sum(v) / len(v) for v in per_class.values()) / len(per_class)}
+
+
+def test_zeroshot_classification_known_answer(coded_classes, tmp_path):
+    ckpt = oracle_checkpoint(tmp_path / "o.ckpt", C)
+    out = tmp_path / "zs.json"
+    assert main(["eval", "--task", "zeroshot_cls", "--ckpt", str(ckpt), "--dataset", "ucf101", "--split", "test1",
+                 "--data-root", str(coded_classes["root"]), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["task"] == "zeroshot_cls" and res["num_videos"] == 12 and res["num_classes"] == C
+    assert res["prompt_template"] == "{}"
+    want = _expected(coded_classes["codes"], coded_classes["truth"])
+    assert 0 < want["top1"] < 100 and want["mean_class_acc"] != want["top1"]
+    for k, v in want.items():
+        assert res["metrics"][k] == pytest.approx(v), k
+
+
+def test_zeroshot_template_from_the_config_and_unreadable_videos(coded_classes, tmp_path, capsys):
+    """An unreadable video is refused, then left out with --allow-missing (its class counted without it); a
+    template from the config is the one used."""
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(coded_classes["root"], root)
+    bad = root / "ucf101" / "videos" / "coded_04.mp4"  # videos 4 and 9 (code 4)
+    bad.write_bytes(bad.read_bytes()[:500])
+    ckpt = oracle_checkpoint(tmp_path / "o.ckpt", C)
+    args = ["eval", "--task", "zeroshot_cls", "--ckpt", str(ckpt), "--dataset", "ucf101", "--split", "test1",
+            "--data-root", str(root)]
+    assert main(args) == 2
+    assert "2 of 12 videos could not be read" in capsys.readouterr().err
+    out = tmp_path / "zs.json"
+    assert main(args + ["--allow-missing", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    keep = [i for i, c in enumerate(coded_classes["codes"]) if c != 4]
+    want = _expected([coded_classes["codes"][i] for i in keep], [coded_classes["truth"][i] for i in keep])
+    assert res["num_missing"] == 2 and res["num_videos"] == 10 and sorted(res["missing"]) == ["v04", "v09"]
+    for k, v in want.items():
+        assert res["metrics"][k] == pytest.approx(v), k
+    # the template is applied: "clip 0 {}" makes every prompt name clip 0, so all classes tie for every video and
+    # the expected-value tie rule gives exactly chance
+    assert main(args + ["--allow-missing", "--out", str(out), "eval.prompt_template=clip 0 {}"]) == 0
+    res = json.loads(out.read_text())
+    assert res["prompt_template"] == "clip 0 {}"
+    assert res["metrics"]["top1"] == pytest.approx(100 / C) and res["metrics"]["top5"] == 100.0
