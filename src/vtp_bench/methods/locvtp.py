@@ -89,7 +89,7 @@ class ProjectionHead(nn.Module):
 class ContextHead(nn.Module):
     """Warps a context clip's feature ``v`` [..., D] by its offset ``delta`` [...] (reference minus context).
 
-    ``residual``: ``v + f([v, delta]) - f([v, 0])`` with a two-layer MLP ``f``, so the warp is exactly the
+    ``residual``: ``v + f([v, delta]) - f([v, 0])`` with a two-layer MLP ``f`` (no output bias), so the warp is exactly the
     identity at offset 0 and depends on the offset elsewhere. ``additive`` (the official code's only offset
     machinery): ``v + Linear(sign delta) + Linear(|delta|)``, not the identity at 0 (the biases remain).
     """
@@ -99,7 +99,8 @@ class ContextHead(nn.Module):
         self.kind = kind
         self.identity_at_zero = kind == "residual"
         if kind == "residual":
-            self.mlp = nn.Sequential(nn.Linear(dim + 1, hidden), nn.GELU(), nn.Linear(hidden, dim))
+            # no output bias: it cancels in f([v, delta]) - f([v, 0]) and would never train
+            self.mlp = nn.Sequential(nn.Linear(dim + 1, hidden), nn.GELU(), nn.Linear(hidden, dim, bias=False))
         elif kind == "additive":
             self.sign_proj = nn.Linear(1, dim)
             self.dist_proj = nn.Linear(1, dim)
