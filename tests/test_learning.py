@@ -54,17 +54,18 @@ def test_short_run_lowers_the_loss_and_trains_every_part(name, data_root, tmp_pa
 
 
 def test_baseline_beats_chance_on_the_validation_split(tmp_path):
-    """frozen_synth as the demo runs it (pretrained MiniLM text tower, frozen; tiny video tower trained), shortened:
-    after 40 steps its validation ranks are far better than chance (MeanR (N + 1) / 2, R@5 500 / N %)."""
+    """frozen_synth as the demo runs it (pretrained MiniLM text tower, frozen; tiny video tower trained at 64 px),
+    shortened to 72 steps on 300 clips: its validation ranks are far better than chance (on 30 videos: MedR 15.5,
+    R@10 33 %); measured MedR 6, R@10 77 %."""
     root = tmp_path / "data"
-    generate_synthetic(root / "synth", num_videos=260, seed=8, splits=(200, 30, 30), grounding_videos=0,
+    generate_synthetic(root / "synth", num_videos=360, seed=8, splits=(300, 30, 30), grounding_videos=0,
                        progress=False)
     args = ["train", "frozen_synth", f"data.root={root}", f"run.dir={tmp_path / 'runs'}", "run.version=chance",
             "trainer.accelerator=cpu", "data.num_workers=0", "trainer.enable_progress_bar=false",
-            "data.img_size=32", "method.video.img_size=32", "data.batch_size=20", "trainer.max_epochs=4",
-            "trainer.check_val_every_n_epoch=4", "optim.warmup_steps=5"]
+            "trainer.max_epochs=8", "trainer.check_val_every_n_epoch=8", "optim.warmup_steps=5"]
     assert main(args) == 0
-    m = json.loads((tmp_path / "runs" / "frozen_synth" / "chance" / "summary.json").read_text())["val_metrics"]
-    n = 30
-    assert m["t2v/MeanR"] < 0.6 * (n + 1) / 2, m
-    assert m["t2v/R@5"] > 2 * 500 / n, m
+    summary = json.loads((tmp_path / "runs" / "frozen_synth" / "chance" / "summary.json").read_text())
+    assert summary["global_step"] == 72
+    m, n = summary["val_metrics"], 30
+    assert m["t2v/MedR"] <= (n + 1) / 4, m
+    assert m["t2v/R@10"] >= 1.5 * 1000 / n, m

@@ -67,6 +67,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
         overrides.append("init.strict=false")
     if args.temporal_fix:
         overrides.append(f"init.temporal_fix={args.temporal_fix}")
+    for key in ("v2t", "protocol"):
+        if getattr(args, key):
+            overrides.append(f"eval.{key}={getattr(args, key)}")
     result = evaluate(args.ckpt, args.dataset, split=args.split, out=args.out, allow_missing=args.allow_missing,
                       overrides=overrides, trust_checkpoint=args.trust_checkpoint,
                       accelerator=args.accelerator, devices=args.devices, ckpt_source=args.ckpt_source,
@@ -117,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default=None, help="default: the task's split for the dataset (test; the "
                    "synthetic dataset's grounding videos for --task grounding)")
     s.add_argument("--task", default="retrieval", help="retrieval | zeroshot_cls | grounding (registered tasks)")
+    s.add_argument("--v2t", choices=["caption", "group"], default=None,
+                   help="retrieval: video-to-text caption-wise (default, Frozen family) or group-wise (CLIP4Clip)")
+    s.add_argument("--protocol", choices=["vtp_bench", "xpool"], default=None,
+                   help="retrieval: another codebase's counting (xpool: X-Pool / Prompt Switch), named in the JSON")
     s.add_argument("--out", default=None, help="write the results JSON here")
     s.add_argument("--data-root", default=None, help="override data.root of the checkpoint's config")
     s.add_argument("--allow-missing", action="store_true", help="score the videos that exist; count the rest")
