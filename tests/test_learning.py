@@ -10,10 +10,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
-from conftest import PACKAGE_METHODS, tiny_overrides
+from conftest import PACKAGE_METHODS, fake_batch, tiny_config, tiny_overrides
 from vtp_bench.cli import main
 from vtp_bench.data.synthetic import generate_synthetic
+from vtp_bench.lit import build_method
+from vtp_bench.models.build import build_encoder
+from vtp_bench.registry import ENCODERS
 
 EPOCHS = 12  # 2 steps each: 24 optimizer steps on the same 16 clips
 MARGIN = 0.75  # mean loss of the last epoch <= MARGIN x that of the first
@@ -33,6 +37,39 @@ def _losses_by_epoch(run: Path) -> dict[int, list[float]]:
     for r in rows:
         out.setdefault(int(r["epoch"]), []).append(float(r["train/loss"]))
     return out
+
+
+@pytest.mark.parametrize("name", ENCODERS.names())
+def test_every_encoder_trains_unless_frozen(name):
+    """``freeze: false`` (the default) leaves every parameter of a tower trainable and train() switches it to
+    training mode; ``freeze: true`` trains none and keeps it in eval mode."""
+    free = build_encoder({"name": name, "preset": "tiny"}, "method.x").train()
+    assert not free.freeze and free.training
+    assert all(p.requires_grad for p in free.parameters())
+    fixed = build_encoder({"name": name, "preset": "tiny", "freeze": True}, "method.x").train()
+    assert fixed.freeze and not any(m.training for m in fixed.modules() if list(m.parameters(recurse=False)))
+    assert not any(p.requires_grad for p in fixed.parameters())
+
+
+@pytest.mark.parametrize("name", PACKAGE_METHODS)
+def test_trainable_parameters_are_everything_but_frozen_towers(name):
+    """At test size every tower's config says ``freeze: false``: every parameter of the method must then train,
+    except those inside a tower frozen on purpose (an encoder's ``freeze``, e.g. MILES's snapshot encoder)."""
+    cfg = tiny_config(name)
+    method = build_method(cfg).train()
+    frozen = [n for n, m in method.named_modules() if getattr(m, "freeze", None) is True]  # towers frozen on purpose
+    idle = []
+    for n, p in method.named_parameters():
+        inside_frozen = any(n.startswith(f + ".") for f in frozen)
+        assert not (p.requires_grad and inside_frozen), f"{name}: {n} trains inside a frozen tower"
+        if not p.requires_grad and not inside_frozen:
+            idle.append(n)
+            p.requires_grad_(True)
+    # a parameter left out of training outside frozen towers must be one the loss does not depend on
+    sum(method.losses(fake_batch(cfg, 4, torch.float32)).values()).backward()
+    params = dict(method.named_parameters())
+    used = [n for n in idle if params[n].grad is not None and bool(params[n].grad.abs().sum() > 0)]
+    assert not used, f"{name}: parameters that the loss depends on do not train: {used[:5]}"
 
 
 @pytest.mark.parametrize("name", PACKAGE_METHODS)

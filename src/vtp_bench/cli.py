@@ -28,11 +28,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def cmd_list(args: argparse.Namespace) -> None:
     from vtp_bench.config import list_experiments
-    from vtp_bench.registry import DATASETS, ENCODERS, METHODS
+    from vtp_bench.registry import DATASETS, ENCODERS, METHODS, TASKS
 
     print("methods:     " + ", ".join(METHODS.names()))
     print("encoders:    " + ", ".join(ENCODERS.names()))
     print("datasets:    " + ", ".join(DATASETS.names()))
+    print("tasks:       " + ", ".join(TASKS.names()))
     print("experiments: " + ", ".join(list_experiments()))
     if args.params:
         from vtp_bench.models.params import preset_param_table
