@@ -16,7 +16,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from vtp_bench.config import ConfigError
     from vtp_bench.data.catalog import DataNotFoundError
     from vtp_bench.data.dataset import MissingVideosError
-    from vtp_bench.data.manifest import ManifestError
+    from vtp_bench.data.manifest import ManifestError  # also FromFolderError
     from vtp_bench.data.video import VideoReadError
     from vtp_bench.evaluate import CheckpointError
     from vtp_bench.registry import RegistryError
@@ -74,7 +74,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     result = evaluate(args.ckpt, args.dataset, split=args.split, out=args.out, allow_missing=args.allow_missing,
                       overrides=overrides, trust_checkpoint=args.trust_checkpoint,
                       accelerator=args.accelerator, devices=args.devices, ckpt_source=args.ckpt_source,
-                      method=args.method, experiment=args.experiment, task=args.task)
+                      method=args.method, experiment=args.experiment, task=args.task, name=args.name)
     if any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
         return  # one table, from the launching process
     if result.get("checkpoint_load"):
@@ -117,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("eval", help="score a checkpoint on a dataset split")
     s.add_argument("--ckpt", required=True)
-    s.add_argument("--dataset", required=True, help="a registered dataset name, e.g. synth")
+    s.add_argument("--dataset", required=True, help="a registered dataset name (e.g. synth, msrvtt_1ka), or your own "
+                   "data: a manifest .jsonl or a folder of <split>.jsonl files")
+    s.add_argument("--name", default=None, help="the name of a dataset given as a path, in results and tables "
+                   "(default: the file's or folder's stem)")
     s.add_argument("--split", default=None, help="default: the task's split for the dataset (test; the "
                    "synthetic dataset's grounding videos for --task grounding)")
     s.add_argument("--task", default="retrieval", help="retrieval | zeroshot_cls | grounding (registered tasks)")
