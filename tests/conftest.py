@@ -67,6 +67,25 @@ def fake_method_inputs(cfg: DictConfig, n: int, generator: "torch.Generator", dt
     return out
 
 
+def fake_batch(cfg: DictConfig, n: int, dtype: "torch.dtype") -> dict[str, Any]:
+    """A training batch of ``n`` random clips and caption-like texts at the config's size (seeded), with the
+    region inputs the method declares."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    d = cfg.data
+    words = ["red", "blue", "green", "circle", "square", "moves", "left", "grows", "while", "a", "small"]
+    texts = [" ".join(words[int(i)] for i in torch.randint(0, len(words), (6,), generator=g)) for _ in range(n)]
+    return {
+        "video": torch.randn(n, d.num_frames, 3, d.img_size, d.img_size, generator=g, dtype=dtype),
+        "video_mask": torch.ones(n, d.num_frames, dtype=torch.bool),
+        "text": texts,
+        "video_id": [f"v{i}" for i in range(n)],
+        "size": n,
+        **fake_method_inputs(cfg, n, g, dtype),  # region boxes / features of methods that read them
+    }
+
+
 def _annotation_candidates() -> list[Path]:
     here = Path(__file__).resolve().parents[1]
     env = os.environ.get("VTP_ANNOTATIONS")

@@ -82,3 +82,50 @@ def test_zeroshot_template_from_the_config_and_unreadable_videos(coded_classes, 
     res = json.loads(out.read_text())
     assert res["prompt_template"] == "clip 0 {}"
     assert res["metrics"]["top1"] == pytest.approx(100 / C) and res["metrics"]["top5"] == 100.0
+
+
+def test_retrieval_protocol_options_are_applied_and_named(tmp_path):
+    """``eval.v2t=group`` and ``eval.protocol=xpool`` (group-wise v2t, LSMDC's skipped clip) change the counting
+    exactly as the metric function says, and the results JSON names the protocol; the default stays caption-wise
+    over every video."""
+    from test_oracle import _expected, _named
+    from vtp_bench.data.manifest import read_manifest
+
+    root = tmp_path / "data"
+    codes = [0, 1, 2, 3]
+    paths = oracle.write_coded_videos(root / "lsmdc" / "videos", codes)
+    skip = "1012_Unbreakable_00.05.16.065-00.05.21.941"
+    ids = ["0001_A", skip, "0002_B", "0003_C"]
+    rows = []
+    for vid, code, path in zip(ids, codes, paths):
+        for j, shift in enumerate((0, 0, 1)):  # three captions each; the third names the next clip (a miss)
+            named = (code + shift) % 4
+            rows.append(ManifestRow(video_id=vid, path=f"videos/{path.name}", text=f"clip {named}",
+                                    text_id=f"{vid}_{j}", split="test", source="test"))
+    write_manifest(root / "lsmdc" / "test.jsonl", rows)
+    ckpt = oracle_checkpoint(tmp_path / "o.ckpt", 4)
+    res = {}
+    for name, extra in {"default": [], "group": ["eval.v2t=group"], "xpool": ["eval.protocol=xpool"]}.items():
+        out = tmp_path / f"{name}.json"
+        assert main(["eval", "--ckpt", str(ckpt), "--dataset", "lsmdc", "--data-root", str(root), "--out", str(out),
+                     *extra]) == 0
+        res[name] = json.loads(out.read_text())
+    assert res["default"]["protocol"] == {"name": "vtp_bench", "v2t": "caption", "exclude": [], "excluded": []}
+    assert res["group"]["protocol"]["v2t"] == "group"
+    assert res["xpool"]["protocol"] == {"name": "xpool", "v2t": "group", "exclude": [skip], "excluded": [skip]}
+    assert res["xpool"]["num_videos"] == 3 and res["default"]["num_videos"] == 4
+    from vtp_bench.metrics import retrieval_metrics
+    import torch
+
+    all_rows = read_manifest(root / "lsmdc" / "test.jsonl")
+    video_code = dict(zip(ids, codes))
+    for name, v2t, keep in (("default", "caption", ids), ("group", "group", ids), ("xpool", "group", [i for i in ids
+                                                                                                      if i != skip])):
+        rows_k = [r for r in all_rows if r.video_id in keep]
+        vids = list(dict.fromkeys(r.video_id for r in rows_k))
+        named = _named(rows_k)
+        sim = torch.tensor([[float(4 - (video_code[v] - named[r.text_id]) % 4) for v in vids] for r in rows_k])
+        want = retrieval_metrics(sim, torch.tensor([vids.index(r.video_id) for r in rows_k]), v2t_mode=v2t)
+        for k, v in want.items():
+            assert res[name]["metrics"][k] == pytest.approx(v), (name, k)
+    assert res["group"]["metrics"]["v2t/MeanR"] != res["default"]["metrics"]["v2t/MeanR"]

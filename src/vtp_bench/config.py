@@ -89,6 +89,12 @@ class RunConfig:
 class EvalConfig:
     split: str = "test"
     allow_missing: bool = False  # score a test set with missing videos (they are counted and reported)
+    # retrieval: video-to-text ranks a video's captions caption-wise (Frozen family) or group-wise (CLIP4Clip, X-Pool)
+    v2t: str = choice("caption", ("caption", "group"))
+    # retrieval: another codebase's counting, named in the results JSON (tasks/retrieval.py PROTOCOLS): "xpool" =
+    # X-Pool / Prompt Switch (group-wise v2t; LSMDC without the clip their loader skips)
+    protocol: str = choice("vtp_bench", ("vtp_bench", "xpool"))
+    exclude: list[str] = field(default_factory=list)  # video ids left out of the evaluation (recorded)
     # zeroshot_cls: class names become texts through this template ("{}" = the name); null: the dataset's own
     # (the synthetic classes.json has "an object {}"), else metrics.classification.PROMPT_TEMPLATE
     prompt_template: Optional[str] = None

@@ -28,7 +28,8 @@ from vtp_bench.tasks.base import EvalSet, EvalTask
 
 class VideoTextDataModule(L.LightningDataModule):
     def __init__(self, cfg: DictConfig, eval_dataset: str | None = None, eval_split: str | None = None,
-                 allow_missing: bool = False, video_root: Path | None = None, task: str = "retrieval") -> None:
+                 allow_missing: bool = False, video_root: Path | None = None, task: str = "retrieval",
+                 eval_name: str | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         d = cfg.data
@@ -38,6 +39,8 @@ class VideoTextDataModule(L.LightningDataModule):
         self.eval_split = eval_split or self.test_task.default_split(self.eval_dataset)
         self.allow_missing = allow_missing or cfg.eval.allow_missing
         self.video_root = video_root
+        self.eval_name = eval_name  # the name of an evaluation set given as a path (default: its stem)
+        self.test_source: DatasetSource | None = None
         self.train_set: MixedDataset | None = None
         self.val_set: EvalSet | None = None
         self.test_set: EvalSet | None = None
@@ -47,8 +50,8 @@ class VideoTextDataModule(L.LightningDataModule):
         # what the method reads besides (or instead of) the clip: Method.data_inputs (data/inputs.py)
         self.eval_inputs = ItemInputs.for_dataset(cfg, self.eval_dataset)
 
-    def _source(self, name: str, split: str) -> DatasetSource:
-        return locate(name, self.cfg.data.root, split)
+    def _source(self, name: str, split: str, label: str | None = None) -> DatasetSource:
+        return locate(name, self.cfg.data.root, split, label)
 
     def setup(self, stage: str | None = None) -> None:
         d = self.cfg.data
@@ -59,7 +62,7 @@ class VideoTextDataModule(L.LightningDataModule):
                 parts.append(VideoTextDataset(
                     src.manifest, d.num_frames, self.train_transform, d.train_sampling,
                     video_root=self.video_root or src.video_root, seed=self.cfg.seed + 7919 * i,
-                    decode=self.decode, name=name, inputs=ItemInputs.for_dataset(self.cfg, name),
+                    decode=self.decode, name=src.name, inputs=ItemInputs.for_dataset(self.cfg, name),
                 ))
             self.train_set = MixedDataset(parts)
         if stage in (None, "fit", "validate"):
@@ -67,7 +70,7 @@ class VideoTextDataModule(L.LightningDataModule):
             self.val_set = self.val_task.load(src.manifest, self.video_root or src.video_root, self.allow_missing,
                                               self.cfg, d.max_val_videos, check_videos=self.eval_inputs.video)
         if stage in (None, "test"):
-            src = self._source(self.eval_dataset, self.eval_split)
+            src = self.test_source = self._source(self.eval_dataset, self.eval_split, self.eval_name)
             self.test_set = self.test_task.load(src.manifest, self.video_root or src.video_root, self.allow_missing,
                                                 self.cfg, check_videos=self.eval_inputs.video)
 

@@ -223,6 +223,7 @@ class RetrievalSet:
     windows: list[tuple[float | None, float | None]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     rows: list[ManifestRow] = field(default_factory=list)  # each video's first row (its boxes, region files)
+    excluded: list[str] = field(default_factory=list)  # videos left out on purpose (a protocol's exclusions)
 
     @classmethod
     def from_manifest(
@@ -268,6 +269,7 @@ class RetrievalSet:
             windows=[self.windows[i] for i in keep],
             missing=self.missing + [self.video_ids[i] for i in sorted(bad_set)],
             rows=[self.rows[i] for i in keep] if self.rows else [],
+            excluded=self.excluded,
         )
 
 
