@@ -16,11 +16,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset
 
-from vtp_bench.data.inputs import VIDEO, ItemInputs
+from vtp_bench.data.inputs import FRAME_TIMES, VIDEO, ItemInputs
 from vtp_bench.data.manifest import ManifestRow, read_manifest, resolve_path
 from vtp_bench.data.regions import RegionReadError
 from vtp_bench.data.transforms import Crop, VideoTransform
-from vtp_bench.data.video import VideoReadError, read_frames
+from vtp_bench.data.video import VideoReadError, read_frames_timed
 
 
 class MissingVideosError(FileNotFoundError):
@@ -44,6 +44,12 @@ class DecodedClip:
     mask: Tensor  # [num_frames] bool
     indices: list[int]
     crop: Crop | None
+    times: list[float] = field(default_factory=list)  # seconds from the video's start of each decoded frame
+
+    def frame_times(self) -> Tensor:
+        """[num_frames] float32 seconds; padded frames repeat the last real time (NaN: frame rate unknown)."""
+        pad = self.video.shape[0] - len(self.times)
+        return torch.tensor(self.times + self.times[-1:] * pad, dtype=torch.float32)
 
 
 def decode_clip(
@@ -58,8 +64,8 @@ def decode_clip(
 ) -> DecodedClip:
     """Decode + transform one clip; zero-pad to ``num_frames`` (as Frozen-in-Time) with the frame mask."""
     d = decode or DecodeOptions()
-    frames, indices = read_frames(path, num_frames, sampling=sampling, rng=rng, start=start, end=end, size=d.size,
-                                  threads=d.threads)
+    frames, indices, times = read_frames_timed(path, num_frames, sampling=sampling, rng=rng, start=start, end=end,
+                                               size=d.size, threads=d.threads)
     if isinstance(transform, VideoTransform):
         clip, crop = transform.apply(frames, rng)
     else:  # any callable (frames, rng) -> clip; its crop is unknown, so boxes are not moved
@@ -69,7 +75,7 @@ def decode_clip(
     mask[:n] = True
     if n < num_frames:
         clip = torch.cat([clip, clip.new_zeros((num_frames - n, *clip.shape[1:]))])
-    return DecodedClip(clip, mask, indices, crop)
+    return DecodedClip(clip, mask, indices, crop, times)
 
 
 def load_clip(
@@ -108,6 +114,8 @@ def load_item(
         start, end = row.start, row.end
     clip = decode_clip(path, num_frames, sampling, transform, rng, start, end, decode)
     extra = inputs.load(row, manifest, num_frames, sampling, rng, clip.indices, clip.crop)
+    if FRAME_TIMES in inputs.names:
+        extra["frame_times"] = clip.frame_times()
     return {"video": clip.video, "video_mask": clip.mask, **extra}
 
 

@@ -7,6 +7,8 @@ asks the method class (no model is built) and loads only that:
 - ``region_boxes``: the manifest's ``boxes`` file (the synthetic dataset's ground-truth boxes) at the sampled
   frames, moved with the crop and flip of the clip: ``region_boxes`` [T, K, 6] (DemoVLP's geometry) and
   ``region_mask`` [T, K]; needs ``video`` (the frames and crop come from it);
+- ``frame_times``: each sampled frame's time in seconds from the video's start (``index / fps``), ``frame_times``
+  [T] float32, padded frames repeating the last real time; needs ``video`` (LocVTP's offsets between clips);
 - ``region_feats``: detector region features in the official bottom-up-attention layout, found through
   ``data.regions[<dataset>]`` (a path template), frames sampled over the extracted files:
   ``region_feats`` [T, K, 2048], ``region_boxes`` [T, K, 6], ``region_mask`` [T, K]. No pixels are decoded
@@ -38,8 +40,8 @@ from vtp_bench.data.regions import (
 from vtp_bench.data.transforms import Crop
 from vtp_bench.data.video import sample_indices
 
-VIDEO, REGION_BOXES, REGION_FEATS = "video", "region_boxes", "region_feats"
-KNOWN_INPUTS = (VIDEO, REGION_BOXES, REGION_FEATS)
+VIDEO, REGION_BOXES, REGION_FEATS, FRAME_TIMES = "video", "region_boxes", "region_feats", "frame_times"
+KNOWN_INPUTS = (VIDEO, REGION_BOXES, REGION_FEATS, FRAME_TIMES)
 
 
 class InputError(ValueError):
@@ -56,6 +58,9 @@ def method_inputs(cfg: DictConfig) -> frozenset[str]:
         raise InputError(f"method {cfg.method.name!r} asks for inputs {unknown}; the data side knows {KNOWN_INPUTS}")
     if REGION_BOXES in names and VIDEO not in names:
         raise InputError(f"method {cfg.method.name!r}: 'region_boxes' are read at the decoded frames, so it needs "
+                         f"'video' too")
+    if FRAME_TIMES in names and VIDEO not in names:
+        raise InputError(f"method {cfg.method.name!r}: 'frame_times' are the decoded frames' times, so it needs "
                          f"'video' too")
     if not names:
         raise InputError(f"method {cfg.method.name!r} declares no inputs")
