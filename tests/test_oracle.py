@@ -35,9 +35,11 @@ def _save(module: VTPModule, path: Path) -> Path:
     return path
 
 
-def oracle_checkpoint(path: Path, dim: int, video_codes: dict | None = None, text_codes: dict | None = None) -> Path:
+def oracle_checkpoint(path: Path, dim: int, video_codes: dict | None = None, text_codes: dict | None = None,
+                      text_onehot: bool = False) -> Path:
     cfg = config_from_dict({"name": "oracle_test", "method": {"name": "oracle", "dim": dim, "video_codes": video_codes or {},
-                                                               "text_codes": text_codes or {}},
+                                                               "text_codes": text_codes or {},
+                                                               "text_onehot": text_onehot},
                             "data": {"num_frames": 4, "img_size": 32, "eval_batch_size": 3, "num_workers": 0}})
     return _save(VTPModule(to_dict(cfg)), path)
 

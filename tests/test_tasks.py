@@ -129,3 +129,75 @@ def test_retrieval_protocol_options_are_applied_and_named(tmp_path):
         for k, v in want.items():
             assert res[name]["metrics"][k] == pytest.approx(v), (name, k)
     assert res["group"]["metrics"]["v2t/MeanR"] != res["default"]["metrics"]["v2t/MeanR"]
+
+
+# --- temporal grounding ---------------------------------------------------------------------------------------
+SEGMENTS = {"g0": [0, 0, 1, 1, 2, 2], "g1": [3, 3, 3, 0, 0, 1], "g2": [2, 4, 4, 4, 4, 0]}  # a code per second
+
+
+@pytest.fixture(scope="module")
+def coded_grounding(tmp_path_factory) -> Path:
+    """3 videos of 6 s whose seconds are coloured by code; each query names a code and its moment is where that
+    code is shown (exact), or that moment shifted by one second (``planted``: IoU 1/3 or 1/2 with the clips)."""
+    root = tmp_path_factory.mktemp("gr")
+    for vid, codes in SEGMENTS.items():
+        oracle.write_segment_video(root / "charades_sta" / "videos" / f"{vid}.mp4", codes)
+    rows = []
+    for vid, codes in SEGMENTS.items():
+        for code in sorted(set(codes)):
+            secs = [t for t, c in enumerate(codes) if c == code]
+            rows.append(ManifestRow(video_id=vid, path=f"videos/{vid}.mp4", text=f"clip {code}",
+                                    text_id=f"{vid}_{code}", split="test", start=float(secs[0]),
+                                    end=float(secs[-1] + 1), duration=6.0, source="test"))
+    write_manifest(root / "charades_sta" / "test.jsonl", rows)
+    return root
+
+
+def test_grounding_known_answer(coded_grounding, tmp_path):
+    """A one-hot oracle (a clip scores 1 for the code it shows, else 0): every query's best moment is exactly
+    its code's seconds, so R@1 at every IoU and mIoU are 100; with every ground truth moved, the closed form."""
+    ckpt = oracle_checkpoint(tmp_path / "o.ckpt", 5, text_onehot=True)
+    out = tmp_path / "g.json"
+    assert main(["eval", "--task", "grounding", "--ckpt", str(ckpt), "--dataset", "charades_sta", "--data-root",
+                 str(coded_grounding), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["task"] == "grounding" and res["num_queries"] == 9 and res["num_videos"] == 3
+    assert res["num_clips"] == 18 and res["moment_score"] == "contrast"
+    m = res["metrics"]
+    for k in ("R@1,IoU=0.1", "R@1,IoU=0.3", "R@1,IoU=0.5", "R@1,IoU=0.7", "R@5,IoU=0.7"):
+        assert m[k] == pytest.approx(100.0), k
+    assert m["mIoU"] == pytest.approx(100.0)
+
+    # planted: every ground truth of L >= 2 seconds loses its last second; the top-1 moment stays the code's
+    # seconds, so its IoU with the ground truth is (L - 1) / L
+    from vtp_bench.data.manifest import read_manifest
+
+    planted = tmp_path / "planted"
+    (planted / "charades_sta").mkdir(parents=True)
+    (planted / "charades_sta" / "videos").symlink_to(coded_grounding / "charades_sta" / "videos")
+    rows = read_manifest(coded_grounding / "charades_sta" / "test.jsonl")
+    write_manifest(planted / "charades_sta" / "test.jsonl",
+                   [ManifestRow(**{**r.to_dict(), "end": r.end - 1 if r.end - r.start >= 2 else r.end})
+                    for r in rows])
+    out2 = tmp_path / "g2.json"
+    assert main(["eval", "--task", "grounding", "--ckpt", str(ckpt), "--dataset", "charades_sta", "--data-root",
+                 str(planted), "--out", str(out2), "eval.grounding_clip_seconds=1.0"]) == 0
+    ious = [(r.end - r.start - 1) / (r.end - r.start) if r.end - r.start >= 2 else 1.0 for r in rows]
+    assert 0 < sum(i > 0.7 for i in ious) < len(ious)
+    got = json.loads(out2.read_text())["metrics"]
+    for m in (0.1, 0.3, 0.5, 0.7):
+        assert got[f"R@1,IoU={m}"] == pytest.approx(100 * sum(i > m for i in ious) / len(ious)), m
+    assert got["mIoU"] == pytest.approx(100 * sum(ious) / len(ious))
+
+
+def test_moment_scores_closed_form():
+    import torch
+
+    from vtp_bench.tasks.grounding import clip_windows, moment_scores, moments
+
+    assert clip_windows(2.5, 1.0) == [(0.0, 1.0), (1.0, 2.0), (2.0, 2.5)]
+    assert moments(clip_windows(3.0, 1.0), 2) == [(0, 0), (0, 1), (1, 1), (1, 2), (2, 2)]
+    sim = torch.tensor([[1.0, 4.0, 2.0, 3.0]], dtype=torch.float64)
+    spans = torch.tensor([[1, 1], [1, 2], [0, 3]])
+    assert moment_scores(sim, spans, "mean").tolist() == [[4.0, 3.0, 2.5]]
+    assert moment_scores(sim, spans, "contrast").tolist() == [[4.0 - 2.0, 3.0 - 2.0, 0.0]]

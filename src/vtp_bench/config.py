@@ -101,6 +101,8 @@ class EvalConfig:
     # grounding: clips of this many seconds at the same stride; moments of up to grounding_max_clips clips (null: all)
     grounding_clip_seconds: float = 1.0
     grounding_max_clips: Optional[int] = None
+    # grounding: a moment's score from its clips' scores: inside minus outside mean (contrast) or inside mean
+    grounding_score: str = choice("contrast", ("contrast", "mean"))
 
 
 @dataclass
