@@ -44,6 +44,48 @@ def tiny_config(method: str, *overrides: str) -> DictConfig:
     return load_config(f"{method}_synth", tiny_overrides(method) + list(overrides))
 
 
+def fake_method_inputs(cfg: DictConfig, n: int, generator: "torch.Generator", dtype: "torch.dtype") -> dict[str, Any]:
+    """Random region inputs for a batch of ``n`` when the configured method declares them (``Method.data_inputs``:
+    DemoVLP's boxes or detector features); the clip and texts are the caller's. Boxes are valid x1 y1 x2 y2 plus
+    w h, and every frame keeps at least one real region."""
+    import torch
+
+    from vtp_bench.data.inputs import REGION_BOXES, REGION_FEATS, method_inputs
+    from vtp_bench.data.regions import FEATURE_DIM
+
+    names = method_inputs(cfg)
+    if not names & {REGION_BOXES, REGION_FEATS}:
+        return {}
+    shape = (n, cfg.data.num_frames, cfg.data.num_regions)
+    xy = torch.rand(*shape, 2, generator=generator, dtype=dtype) * 0.6
+    wh = 0.05 + torch.rand(*shape, 2, generator=generator, dtype=dtype) * 0.35
+    mask = torch.rand(*shape, generator=generator) > 0.3
+    mask[..., 0] = True
+    out = {"region_boxes": torch.cat([xy, xy + wh, wh], -1), "region_mask": mask}
+    if REGION_FEATS in names:
+        out["region_feats"] = torch.randn(*shape, FEATURE_DIM, generator=generator, dtype=dtype)
+    return out
+
+
+def fake_batch(cfg: DictConfig, n: int, dtype: "torch.dtype") -> dict[str, Any]:
+    """A training batch of ``n`` random clips and caption-like texts at the config's size (seeded), with the
+    region inputs the method declares."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    d = cfg.data
+    words = ["red", "blue", "green", "circle", "square", "moves", "left", "grows", "while", "a", "small"]
+    texts = [" ".join(words[int(i)] for i in torch.randint(0, len(words), (6,), generator=g)) for _ in range(n)]
+    return {
+        "video": torch.randn(n, d.num_frames, 3, d.img_size, d.img_size, generator=g, dtype=dtype),
+        "video_mask": torch.ones(n, d.num_frames, dtype=torch.bool),
+        "text": texts,
+        "video_id": [f"v{i}" for i in range(n)],
+        "size": n,
+        **fake_method_inputs(cfg, n, g, dtype),  # region boxes / features of methods that read them
+    }
+
+
 def _annotation_candidates() -> list[Path]:
     here = Path(__file__).resolve().parents[1]
     env = os.environ.get("VTP_ANNOTATIONS")

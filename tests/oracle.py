@@ -60,6 +60,25 @@ def write_coded_videos(folder: Path, codes: list[int], frames: int = 6, size: tu
     return paths
 
 
+def write_segment_video(path: Path, codes_per_second: list[int], fps: int = 4, size: tuple[int, int] = (40, 56)) -> Path:
+    """One mp4 whose second t is the solid palette colour of ``codes_per_second[t]`` (for grounding)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=Fraction(fps, 1))
+        s.height, s.width = size
+        s.pix_fmt = "yuv420p"
+        for i in range(len(codes_per_second) * fps):
+            img = np.empty((*size, 3), dtype=np.uint8)
+            img[:] = PALETTE[codes_per_second[i // fps]]
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = i
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
 def pixel_codes(video: Tensor, mask: Tensor | None) -> Tensor:
     """[B, T, 3, H, W] normalised clips -> the palette code of each clip's mean colour over its real frames."""
     mean = torch.tensor(IMAGENET_MEAN, dtype=video.dtype, device=video.device).view(1, 1, 3)
@@ -114,6 +133,7 @@ class OracleConfig:
     dim: int = 64  # number of codes
     video_codes: dict[str, Any] = field(default_factory=dict)  # video_id -> code; empty: read it from the pixels
     text_codes: dict[str, Any] = field(default_factory=dict)  # caption -> code; empty: parse "clip <code>"
+    text_onehot: bool = False  # captions one-hot too: a clip matches its code and nothing else (grounding)
 
 
 @METHODS.register("oracle")
@@ -132,6 +152,9 @@ class Oracle(Method):
         return encode_video(batch, self.cfg.dim, self.video_codes)
 
     def encode_text(self, batch: dict[str, Any]) -> Embeddings:
+        if self.cfg.text_onehot:
+            codes = torch.tensor([caption_code(t, self.text_codes) for t in batch["text"]])
+            return Embeddings(pooled=video_embedding(codes, self.cfg.dim))
         return encode_text(batch, self.cfg.dim, self.text_codes)
 
     def losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import PACKAGE_METHODS, tiny_config, tiny_overrides
+from conftest import PACKAGE_METHODS, fake_batch, tiny_config, tiny_overrides
 from vtp_bench.lit import build_method
 
 VTP = str(Path(sys.executable).with_name("vtp-bench"))
@@ -39,17 +39,7 @@ def _method(name: str, gather: str):
 
 
 def _batch(cfg, n: int) -> dict:
-    g = torch.Generator().manual_seed(1)
-    d = cfg.data
-    words = ["red", "blue", "green", "circle", "square", "moves", "left", "grows", "while", "a", "small"]
-    texts = [" ".join(words[int(i)] for i in torch.randint(0, len(words), (6,), generator=g)) for _ in range(n)]
-    return {
-        "video": torch.randn(n, d.num_frames, 3, d.img_size, d.img_size, generator=g, dtype=torch.float64),
-        "video_mask": torch.ones(n, d.num_frames, dtype=torch.bool),
-        "text": texts,
-        "video_id": [f"v{i}" for i in range(n)],
-        "size": n,
-    }
+    return fake_batch(cfg, n, torch.float64)
 
 
 def _local(batch: dict, rank: int, split: tuple[int, ...]) -> dict:

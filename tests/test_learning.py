@@ -10,10 +10,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
-from conftest import PACKAGE_METHODS, tiny_overrides
+from conftest import PACKAGE_METHODS, fake_batch, tiny_config, tiny_overrides
 from vtp_bench.cli import main
 from vtp_bench.data.synthetic import generate_synthetic
+from vtp_bench.lit import build_method
+from vtp_bench.models.build import build_encoder
+from vtp_bench.registry import ENCODERS
 
 EPOCHS = 12  # 2 steps each: 24 optimizer steps on the same 16 clips
 MARGIN = 0.75  # mean loss of the last epoch <= MARGIN x that of the first
@@ -35,6 +39,39 @@ def _losses_by_epoch(run: Path) -> dict[int, list[float]]:
     return out
 
 
+@pytest.mark.parametrize("name", ENCODERS.names())
+def test_every_encoder_trains_unless_frozen(name):
+    """``freeze: false`` (the default) leaves every parameter of a tower trainable and train() switches it to
+    training mode; ``freeze: true`` trains none and keeps it in eval mode."""
+    free = build_encoder({"name": name, "preset": "tiny"}, "method.x").train()
+    assert not free.freeze and free.training
+    assert all(p.requires_grad for p in free.parameters())
+    fixed = build_encoder({"name": name, "preset": "tiny", "freeze": True}, "method.x").train()
+    assert fixed.freeze and not any(m.training for m in fixed.modules() if list(m.parameters(recurse=False)))
+    assert not any(p.requires_grad for p in fixed.parameters())
+
+
+@pytest.mark.parametrize("name", PACKAGE_METHODS)
+def test_trainable_parameters_are_everything_but_frozen_towers(name):
+    """At test size every tower's config says ``freeze: false``: every parameter of the method must then train,
+    except those inside a tower frozen on purpose (an encoder's ``freeze``, e.g. MILES's snapshot encoder)."""
+    cfg = tiny_config(name)
+    method = build_method(cfg).train()
+    frozen = [n for n, m in method.named_modules() if getattr(m, "freeze", None) is True]  # towers frozen on purpose
+    idle = []
+    for n, p in method.named_parameters():
+        inside_frozen = any(n.startswith(f + ".") for f in frozen)
+        assert not (p.requires_grad and inside_frozen), f"{name}: {n} trains inside a frozen tower"
+        if not p.requires_grad and not inside_frozen:
+            idle.append(n)
+            p.requires_grad_(True)
+    # a parameter left out of training outside frozen towers must be one the loss does not depend on
+    sum(method.losses(fake_batch(cfg, 4, torch.float32)).values()).backward()
+    params = dict(method.named_parameters())
+    used = [n for n in idle if params[n].grad is not None and bool(params[n].grad.abs().sum() > 0)]
+    assert not used, f"{name}: parameters that the loss depends on do not train: {used[:5]}"
+
+
 @pytest.mark.parametrize("name", PACKAGE_METHODS)
 def test_short_run_lowers_the_loss_and_trains_every_part(name, data_root, tmp_path):
     runs = tmp_path / "runs"
@@ -54,17 +91,18 @@ def test_short_run_lowers_the_loss_and_trains_every_part(name, data_root, tmp_pa
 
 
 def test_baseline_beats_chance_on_the_validation_split(tmp_path):
-    """frozen_synth as the demo runs it (pretrained MiniLM text tower, frozen; tiny video tower trained), shortened:
-    after 40 steps its validation ranks are far better than chance (MeanR (N + 1) / 2, R@5 500 / N %)."""
+    """frozen_synth as the demo runs it (pretrained MiniLM text tower, frozen; tiny video tower trained at 64 px),
+    shortened to 72 steps on 300 clips: its validation ranks are far better than chance (on 30 videos: MedR 15.5,
+    R@10 33 %); measured MedR 6, R@10 77 %."""
     root = tmp_path / "data"
-    generate_synthetic(root / "synth", num_videos=260, seed=8, splits=(200, 30, 30), grounding_videos=0,
+    generate_synthetic(root / "synth", num_videos=360, seed=8, splits=(300, 30, 30), grounding_videos=0,
                        progress=False)
     args = ["train", "frozen_synth", f"data.root={root}", f"run.dir={tmp_path / 'runs'}", "run.version=chance",
             "trainer.accelerator=cpu", "data.num_workers=0", "trainer.enable_progress_bar=false",
-            "data.img_size=32", "method.video.img_size=32", "data.batch_size=20", "trainer.max_epochs=4",
-            "trainer.check_val_every_n_epoch=4", "optim.warmup_steps=5"]
+            "trainer.max_epochs=8", "trainer.check_val_every_n_epoch=8", "optim.warmup_steps=5"]
     assert main(args) == 0
-    m = json.loads((tmp_path / "runs" / "frozen_synth" / "chance" / "summary.json").read_text())["val_metrics"]
-    n = 30
-    assert m["t2v/MeanR"] < 0.6 * (n + 1) / 2, m
-    assert m["t2v/R@5"] > 2 * 500 / n, m
+    summary = json.loads((tmp_path / "runs" / "frozen_synth" / "chance" / "summary.json").read_text())
+    assert summary["global_step"] == 72
+    m, n = summary["val_metrics"], 30
+    assert m["t2v/MedR"] <= (n + 1) / 4, m
+    assert m["t2v/R@10"] >= 1.5 * 1000 / n, m

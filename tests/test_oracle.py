@@ -35,9 +35,11 @@ def _save(module: VTPModule, path: Path) -> Path:
     return path
 
 
-def oracle_checkpoint(path: Path, dim: int, video_codes: dict | None = None, text_codes: dict | None = None) -> Path:
+def oracle_checkpoint(path: Path, dim: int, video_codes: dict | None = None, text_codes: dict | None = None,
+                      text_onehot: bool = False) -> Path:
     cfg = config_from_dict({"name": "oracle_test", "method": {"name": "oracle", "dim": dim, "video_codes": video_codes or {},
-                                                               "text_codes": text_codes or {}},
+                                                               "text_codes": text_codes or {},
+                                                               "text_onehot": text_onehot},
                             "data": {"num_frames": 4, "img_size": 32, "eval_batch_size": 3, "num_workers": 0}})
     return _save(VTPModule(to_dict(cfg)), path)
 
@@ -164,6 +166,8 @@ def test_method_similarity_ranks_the_oracle_exactly(name, coded, tmp_path, monke
     """The method's own checkpoint and ``similarity``, with its encoders replaced by the oracle's (pooled
     embeddings plus token-level copies with masks): the planted ranks must come out exactly."""
     cls = METHODS.get(name)
+    # the oracle's encoders read the clip only, whatever else the method reads (DemoVLP: region boxes)
+    monkeypatch.setattr(cls, "data_inputs", classmethod(lambda c, cfg: frozenset({"video"})))
     monkeypatch.setattr(cls, "encode_video", lambda self, batch: oracle.encode_video(batch, N))
     monkeypatch.setattr(cls, "encode_text", lambda self, batch: oracle.encode_text(batch, N))
     ckpt = _save(VTPModule(to_dict(tiny_config(name, *EVAL))), tmp_path / f"{name}.ckpt")

@@ -36,3 +36,18 @@ def test_compare_rejects_non_results(tmp_path):
         collect_results([f])
     with pytest.raises(FileNotFoundError):
         collect_results([tmp_path / "missing"])
+
+
+def test_compare_one_table_per_task(tmp_path):
+    zs = {"method": "miles", "experiment": "miles_x", "dataset": "ucf101", "split": "test1", "task": "zeroshot_cls",
+          "num_videos": 30, "num_classes": 101, "frames": 4, "metrics": {"top1": 41.25, "top5": 70.0,
+                                                                         "mean_class_acc": 40.0}}
+    res = [_res("frozen", 12.0), zs]
+    md = format_table(res)
+    assert "**retrieval**" in md and "**zeroshot_cls**" in md
+    zs_table = md.split("**zeroshot_cls**")[1]
+    assert "| top1" in zs_table and "41.2" in zs_table and "t2v/R@1" not in zs_table
+    csv_text = format_table(res, "csv")
+    assert "method,experiment,dataset,split,num_videos,num_classes,frames,top1,top5,mean_class_acc" in csv_text
+    with pytest.raises(ValueError, match="unknown task"):
+        format_table([{**zs, "task": "captioning"}])

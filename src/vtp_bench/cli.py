@@ -16,7 +16,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from vtp_bench.config import ConfigError
     from vtp_bench.data.catalog import DataNotFoundError
     from vtp_bench.data.dataset import MissingVideosError
-    from vtp_bench.data.manifest import ManifestError
+    from vtp_bench.data.manifest import ManifestError  # also FromFolderError
     from vtp_bench.data.video import VideoReadError
     from vtp_bench.evaluate import CheckpointError
     from vtp_bench.registry import RegistryError
@@ -28,11 +28,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def cmd_list(args: argparse.Namespace) -> None:
     from vtp_bench.config import list_experiments
-    from vtp_bench.registry import DATASETS, ENCODERS, METHODS
+    from vtp_bench.registry import DATASETS, ENCODERS, METHODS, TASKS
 
     print("methods:     " + ", ".join(METHODS.names()))
     print("encoders:    " + ", ".join(ENCODERS.names()))
     print("datasets:    " + ", ".join(DATASETS.names()))
+    print("tasks:       " + ", ".join(TASKS.names()))
     print("experiments: " + ", ".join(list_experiments()))
     if args.params:
         from vtp_bench.models.params import preset_param_table
@@ -67,10 +68,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
         overrides.append("init.strict=false")
     if args.temporal_fix:
         overrides.append(f"init.temporal_fix={args.temporal_fix}")
+    for key in ("v2t", "protocol"):
+        if getattr(args, key):
+            overrides.append(f"eval.{key}={getattr(args, key)}")
     result = evaluate(args.ckpt, args.dataset, split=args.split, out=args.out, allow_missing=args.allow_missing,
                       overrides=overrides, trust_checkpoint=args.trust_checkpoint,
                       accelerator=args.accelerator, devices=args.devices, ckpt_source=args.ckpt_source,
-                      method=args.method, experiment=args.experiment)
+                      method=args.method, experiment=args.experiment, task=args.task, name=args.name)
     if any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
         return  # one table, from the launching process
     if result.get("checkpoint_load"):
@@ -113,8 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("eval", help="score a checkpoint on a dataset split")
     s.add_argument("--ckpt", required=True)
-    s.add_argument("--dataset", required=True, help="a registered dataset name, e.g. synth")
-    s.add_argument("--split", default="test")
+    s.add_argument("--dataset", required=True, help="a registered dataset name (e.g. synth, msrvtt_1ka), or your own "
+                   "data: a manifest .jsonl or a folder of <split>.jsonl files")
+    s.add_argument("--name", default=None, help="the name of a dataset given as a path, in results and tables "
+                   "(default: the file's or folder's stem)")
+    s.add_argument("--split", default=None, help="default: the task's split for the dataset (test; the "
+                   "synthetic dataset's grounding videos for --task grounding)")
+    s.add_argument("--task", default="retrieval", help="retrieval | zeroshot_cls | grounding (registered tasks)")
+    s.add_argument("--v2t", choices=["caption", "group"], default=None,
+                   help="retrieval: video-to-text caption-wise (default, Frozen family) or group-wise (CLIP4Clip)")
+    s.add_argument("--protocol", choices=["vtp_bench", "xpool"], default=None,
+                   help="retrieval: another codebase's counting (xpool: X-Pool / Prompt Switch), named in the JSON")
     s.add_argument("--out", default=None, help="write the results JSON here")
     s.add_argument("--data-root", default=None, help="override data.root of the checkpoint's config")
     s.add_argument("--allow-missing", action="store_true", help="score the videos that exist; count the rest")

@@ -1,4 +1,4 @@
-"""``vtp-bench data``: synth | convert | check | compress (the data tools, kept apart from train/eval)."""
+"""``vtp-bench data``: synth | convert | from-folder | check | compress (the data tools, apart from train/eval)."""
 
 from __future__ import annotations
 
@@ -38,14 +38,35 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> None:
+    from vtp_bench.data.catalog import is_path, locate
     from vtp_bench.data.check import check_manifest
 
-    report = check_manifest(Path(args.manifest), out=Path(args.out) if args.out else None,
+    manifest = Path(args.manifest)
+    if not is_path(args.manifest) and not manifest.is_file():  # a registered dataset name
+        import os
+
+        manifest = locate(args.manifest, args.data_root or os.environ.get("VTP_DATA_ROOT", "data"), args.split).manifest
+    report = check_manifest(manifest, out=Path(args.out) if args.out else None,
                             min_frames=args.min_frames, workers=args.workers, video_root=args.video_root)
     print(report.summary())
     if args.report:
         Path(args.report).write_text(json.dumps(report.to_dict(), indent=2))
         print(f"report written to {args.report}")
+
+
+def cmd_from_folder(args: argparse.Namespace) -> None:
+    from vtp_bench.data.from_folder import manifest_from_folder
+    from vtp_bench.data.manifest import write_manifest
+
+    out = Path(args.out)
+    report = manifest_from_folder(Path(args.videos), Path(args.captions) if args.captions else None, out,
+                                  split=args.split, allow_missing=args.allow_missing)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_manifest(out, report.rows)
+    print(f"{report.videos} videos, {len(report.rows)} captions (split {args.split}) -> {out}")
+    for problem in report.problems():
+        print(f"left out (--allow-missing): {problem}")
+    print(f"use it as a dataset: vtp-bench eval --dataset {out} --ckpt ...  (or data.train=[{out}])")
 
 
 def cmd_compress(args: argparse.Namespace) -> None:
@@ -60,7 +81,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
 def add_data_parser(sub: argparse._SubParsersAction) -> None:
     from vtp_bench.data.convert.base import CONVERTERS
 
-    s = sub.add_parser("data", help="data tools: synth | convert | check | compress")
+    s = sub.add_parser("data", help="data tools: synth | convert | from-folder | check | compress")
     dsub = s.add_subparsers(dest="data_command", required=True)
 
     d = dsub.add_parser("synth", help="generate the synthetic video-text dataset")
@@ -82,8 +103,21 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--split", default=None, help="split name of the rows (default: from the file names)")
     d.set_defaults(func=cmd_convert)
 
+    d = dsub.add_parser("from-folder", help="a manifest from a folder of your videos and their captions")
+    d.add_argument("videos", help="folder of video files (searched recursively)")
+    d.add_argument("--captions", default=None, help="CSV with video,caption columns (several rows per video "
+                   "allowed), or JSON {video: [captions]}; default: a .txt next to each video, one caption a line")
+    d.add_argument("--out", required=True, help="the manifest to write (.jsonl)")
+    d.add_argument("--split", default="test")
+    d.add_argument("--allow-missing", action="store_true",
+                   help="write the manifest even if some videos have no caption or some captions no video "
+                        "(they are listed and counted)")
+    d.set_defaults(func=cmd_from_folder)
+
     d = dsub.add_parser("check", help="open every video of a manifest in parallel; write a cleaned manifest")
-    d.add_argument("manifest")
+    d.add_argument("manifest", help="a manifest .jsonl, or a registered dataset name (with --split)")
+    d.add_argument("--split", default="test", help="the split of a dataset given by name")
+    d.add_argument("--data-root", default=None, help="where registered datasets live (default $VTP_DATA_ROOT or data)")
     d.add_argument("--out", default=None, help="write the rows whose video is readable here")
     d.add_argument("--report", default=None, help="write the per-video problems as JSON here")
     d.add_argument("--min-frames", type=int, default=1, help="videos (or windows) with fewer frames are too short")

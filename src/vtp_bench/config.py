@@ -55,6 +55,10 @@ class DataConfig:
     mix: str = choice("round_robin", MIX_MODES)  # several data.train datasets: round_robin (Frozen's zip) | proportional
     decode_size: Optional[int] = None  # short side scaled in the decoder; null = native resolution (Frozen)
     decode_threads: int = 1  # decoder threads per clip (1 inside DataLoader workers)
+    # detector region features per dataset (methods that read them, e.g. DemoVLP): a path template,
+    # {video_id} / {stem} (video path without extension) / {split}, to a folder of 0.npz..n-1.npz per video
+    regions: dict[str, str] = field(default_factory=dict)
+    num_regions: int = 30  # regions per frame: the most confident boxes, edge-padded (DemoVLP: 30)
 
 
 @dataclass
@@ -86,6 +90,20 @@ class RunConfig:
 class EvalConfig:
     split: str = "test"
     allow_missing: bool = False  # score a test set with missing videos (they are counted and reported)
+    # retrieval: video-to-text ranks a video's captions caption-wise (Frozen family) or group-wise (CLIP4Clip, X-Pool)
+    v2t: str = choice("caption", ("caption", "group"))
+    # retrieval: another codebase's counting, named in the results JSON (tasks/retrieval.py PROTOCOLS): "xpool" =
+    # X-Pool / Prompt Switch (group-wise v2t; LSMDC without the clip their loader skips)
+    protocol: str = choice("vtp_bench", ("vtp_bench", "xpool"))
+    exclude: list[str] = field(default_factory=list)  # video ids left out of the evaluation (recorded)
+    # zeroshot_cls: class names become texts through this template ("{}" = the name); null: the dataset's own
+    # (the synthetic classes.json has "an object {}"), else metrics.classification.PROMPT_TEMPLATE
+    prompt_template: Optional[str] = None
+    # grounding: clips of this many seconds at the same stride; moments of up to grounding_max_clips clips (null: all)
+    grounding_clip_seconds: float = 1.0
+    grounding_max_clips: Optional[int] = None
+    # grounding: a moment's score from its clips' scores: inside minus outside mean (contrast) or inside mean
+    grounding_score: str = choice("contrast", ("contrast", "mean"))
 
 
 @dataclass

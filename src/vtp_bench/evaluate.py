@@ -18,6 +18,16 @@ from vtp_bench.models.checkpoints import CheckpointError, load_checkpoint, load_
 __all__ = ["CheckpointError", "evaluate", "load_checkpoint", "module_from_checkpoint"]
 
 
+def sha256_of(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _official_config(path: Path, method: str | None, experiment: str | None, overrides: list[str]) -> dict[str, Any]:
     """The config to build for a released checkpoint: an experiment file, or a method at its defaults (paper
     size), plus the command-line overrides."""
@@ -65,7 +75,7 @@ def module_from_checkpoint(
 def evaluate(
     ckpt: str | Path,
     dataset: str,
-    split: str = "test",
+    split: str | None = None,
     out: str | Path | None = None,
     allow_missing: bool = False,
     overrides: list[str] = (),
@@ -75,25 +85,34 @@ def evaluate(
     ckpt_source: str | None = None,
     method: str | None = None,
     experiment: str | None = None,
+    task: str = "retrieval",
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """Score one checkpoint on one split; write the results JSON when ``out`` is given. A released checkpoint
-    (not written by vtp_bench) needs ``method`` or ``experiment``; its source is detected unless given."""
+    """Score one checkpoint on one split with one evaluation task (``tasks/``: retrieval, zeroshot_cls,
+    grounding); write the results JSON when ``out`` is given. ``split=None``: the task's default for the dataset.
+    A released checkpoint (not written by vtp_bench) needs ``method`` or ``experiment``; its source is detected
+    unless given. ``dataset`` is a registered name or a manifest file / folder (your own data), which ``name``
+    renames in the results (default: its stem)."""
     overrides = list(overrides) + ([f"eval.allow_missing={allow_missing}"] if allow_missing else [])
     module = module_from_checkpoint(ckpt, overrides, trust_checkpoint, ckpt_source, method, experiment)
     cfg = module.cfg
-    dm = VideoTextDataModule(cfg, eval_dataset=dataset, eval_split=split, allow_missing=allow_missing)
+    dm = VideoTextDataModule(cfg, eval_dataset=dataset, eval_split=split, allow_missing=allow_missing, task=task,
+                             eval_name=name)
     trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, precision=cfg.trainer.get("precision", "32-true"),
                         use_distributed_sampler=False, strategy="ddp" if devices > 1 else "auto")
     trainer.test(module, datamodule=dm, verbose=False)
+    src = dm.test_source
     result = {
         "method": cfg.method.name,
         "experiment": cfg.name,
         "checkpoint": str(ckpt),
         "checkpoint_source": getattr(getattr(module, "official_load_report", None), "source", "vtp_bench"),
         "checkpoint_load": getattr(getattr(module, "official_load_report", None), "to_dict", dict)(),
-        "dataset": dataset,
-        "split": split,
+        "dataset": src.name,
+        "split": src.split if src.from_path else dm.eval_split,
+        "manifest": str(src.manifest),
+        "manifest_sha256": sha256_of(src.manifest),
         **module.last_eval_info,
         "frames": cfg.data.eval_num_frames or cfg.data.num_frames,
         "sampler": cfg.data.eval_sampling,

@@ -20,12 +20,12 @@ from torch import Tensor
 
 from vtp_bench import optim
 from vtp_bench.config import config_from_dict
-from vtp_bench.data.dataset import MissingVideosError, RetrievalSet
+from vtp_bench.data.dataset import MissingVideosError
 from vtp_bench.data.samplers import shard_bounds
 from vtp_bench.distributed import gather_objects, rank_world, tensor_digest, weights_digest
 from vtp_bench.methods.base import Embeddings, Method
-from vtp_bench.metrics import retrieval_metrics
 from vtp_bench.registry import METHODS
+from vtp_bench.tasks.base import EvalSet, EvalTask
 
 
 def build_method(cfg: DictConfig) -> Method:
@@ -161,10 +161,12 @@ class VTPModule(L.LightningModule):
     on_test_epoch_start = on_validation_epoch_start
 
     def on_validation_epoch_end(self) -> None:
-        self._finish_eval("val", self.trainer.datamodule.val_set)
+        dm = self.trainer.datamodule
+        self._finish_eval("val", dm.val_task, dm.val_set)
 
     def on_test_epoch_end(self) -> None:
-        self._finish_eval("test", self.trainer.datamodule.test_set)
+        dm = self.trainer.datamodule
+        self._finish_eval("test", dm.test_task, dm.test_set)
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch_size: int) -> Embeddings:
@@ -179,37 +181,38 @@ class VTPModule(L.LightningModule):
         gathered = [p for rank_parts in gather_objects(parts) for p in rank_parts]
         return Embeddings.cat(gathered)
 
-    def _finish_eval(self, prefix: str, rset: RetrievalSet) -> None:
-        """Every rank holds its shard of the videos: gather (collectives called by every rank, before any
-        decision that could differ between ranks), trim to the dataset, score once on the full matrix."""
+    def _finish_eval(self, prefix: str, task: EvalTask, eset: EvalSet) -> None:
+        """Every rank holds its shard of the clips: gather (collectives called by every rank, before any decision
+        that could differ between ranks), put the clips in order, drop the videos that could not be read (or
+        refuse them), and let the task score the whole set once."""
         skipped = sorted(i for part in gather_objects(self._eval_skipped) for i in part)
         parts = [p for rank_parts in gather_objects(self._eval_parts) for p in rank_parts]
         self._eval_parts, self._eval_skipped = [], []
-        if skipped:
-            if not self.cfg.eval.allow_missing:
-                bad = [rset.video_ids[i] for i in skipped[:5]]
-                raise MissingVideosError(
-                    f"{rset.manifest}: {len(skipped)} of {len(rset.video_ids)} videos could not be read (e.g. {bad}); "
-                    "run `vtp-bench data check` on the manifest, or pass --allow-missing to score the rest"
-                )
-            rset = rset.drop_videos(skipped)
+        clips = eset.clips
+        bad = sorted({clips[i].video for i in skipped})
+        if bad and not self.cfg.eval.allow_missing:
+            names = [eset.video_ids[i] for i in bad[:5]]
+            raise MissingVideosError(
+                f"{eset.manifest}: {len(bad)} of {len(eset.video_ids)} videos could not be read (e.g. {names}); "
+                "run `vtp-bench data check` on the manifest, or pass --allow-missing to score the rest"
+            )
+        if not parts:
+            raise MissingVideosError(f"{eset.manifest}: none of the {len(eset.video_ids)} videos could be read")
         order = torch.cat([i for i, _ in parts])
-        video = Embeddings.cat([e for _, e in parts]).index(torch.argsort(order))
-        if len(video) != len(rset.video_ids):
-            raise RuntimeError(f"encoded {len(video)} videos, expected {len(rset.video_ids)}")
-        text = self.encode_texts(rset.texts, self.cfg.data.eval_batch_size)
-        device = self.device
-        sim = self.method.similarity(text.to(device), video.to(device)).float().cpu()
-        metrics = retrieval_metrics(sim, rset.text_to_video)
+        if len(order) + len(skipped) != len(clips):
+            raise RuntimeError(f"encoded {len(order)} clips and skipped {len(skipped)}, expected {len(clips)}")
+        emb = Embeddings.cat([e for _, e in parts]).index(torch.argsort(order))  # the readable clips, in order
+        if bad:
+            dropped, unreadable = set(bad), set(skipped)
+            good = [i for i in range(len(clips)) if i not in unreadable]
+            emb = emb.index(torch.tensor([j for j, i in enumerate(good) if clips[i].video not in dropped]))
+            eset = eset.drop_videos(bad)
+        metrics, info = task.score(self, emb, eset, self.cfg)
         self.last_metrics = metrics
-        self.last_eval_info = {
-            "num_queries": len(rset.texts),
-            "num_videos": len(rset.video_ids),
-            "num_missing": len(rset.missing),
-            "missing": rset.missing[:100],
-        }
-        for k in ("t2v/R@1", "t2v/R@5", "t2v/R@10", "t2v/MedR", "v2t/R@1", "v2t/R@5"):
-            self.log(f"{prefix}/{k}", metrics[k], prog_bar=k == "t2v/R@1", sync_dist=False)
+        self.last_eval_info = {"task": task.name, **info, "num_missing": len(eset.missing),
+                               "missing": eset.missing[:100]}
+        for k in task.headline:
+            self.log(f"{prefix}/{k}", metrics[k], prog_bar=k == task.headline[0], sync_dist=False)
 
 
 class MethodStepHook(L.Callback):

@@ -111,3 +111,4 @@ def load_plugins() -> None:
 ENCODERS = Registry("encoder", packages=("vtp_bench.models.video", "vtp_bench.models.text"))
 METHODS = Registry("method", packages=("vtp_bench.methods",))
 DATASETS = Registry("dataset", modules=("vtp_bench.data.catalog",))
+TASKS = Registry("task", packages=("vtp_bench.tasks",))

@@ -8,11 +8,21 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-METRIC_COLUMNS = [
-    "t2v/R@1", "t2v/R@5", "t2v/R@10", "t2v/MedR", "t2v/MeanR",
-    "v2t/R@1", "v2t/R@5", "v2t/R@10", "v2t/MedR", "v2t/MeanR",
-]
-INFO_COLUMNS = ["method", "experiment", "dataset", "split", "num_queries", "num_videos", "frames"]
+METRIC_COLUMNS = {  # per evaluation task (results without a "task" are retrieval results)
+    "retrieval": ["t2v/R@1", "t2v/R@5", "t2v/R@10", "t2v/MedR", "t2v/MeanR",
+                  "v2t/R@1", "v2t/R@5", "v2t/R@10", "v2t/MedR", "v2t/MeanR"],
+    "zeroshot_cls": ["top1", "top5", "mean_class_acc"],
+    "grounding": ["R@1,IoU=0.3", "R@1,IoU=0.5", "R@1,IoU=0.7", "R@5,IoU=0.5", "R@5,IoU=0.7", "mIoU"],
+}
+INFO_COLUMNS = {
+    "retrieval": ["method", "experiment", "dataset", "split", "num_queries", "num_videos", "frames"],
+    "zeroshot_cls": ["method", "experiment", "dataset", "split", "num_videos", "num_classes", "frames"],
+    "grounding": ["method", "experiment", "dataset", "split", "num_queries", "num_videos", "frames"],
+}
+
+
+def task_of(result: dict[str, Any]) -> str:
+    return result.get("task", "retrieval")
 
 
 def is_result(d: Any) -> bool:
@@ -49,36 +59,50 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def table_rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    header = INFO_COLUMNS + METRIC_COLUMNS
-    rows = [[_fmt(r.get(c)) for c in INFO_COLUMNS] + [_fmt(r["metrics"].get(m)) for m in METRIC_COLUMNS]
-            for r in results]
-    return header, rows
+def table_rows(results: list[dict[str, Any]], task: str = "retrieval") -> tuple[list[str], list[list[str]]]:
+    info, metrics = INFO_COLUMNS[task], METRIC_COLUMNS[task]
+    rows = [[_fmt(r.get(c)) for c in info] + [_fmt(r["metrics"].get(m)) for m in metrics] for r in results]
+    return info + metrics, rows
 
 
-def format_table(results: list[dict[str, Any]], fmt: str = "markdown") -> str:
-    header, rows = table_rows(results)
-    if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
-        return buf.getvalue()
-    if fmt != "markdown":
-        raise ValueError(f"--format must be markdown or csv, got {fmt!r}")
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), sep, *(line(r) for r in rows)]) + "\n"
 
 
+def format_table(results: list[dict[str, Any]], fmt: str = "markdown") -> str:
+    """One table per evaluation task (its own metric columns), in the order retrieval, zero-shot, grounding."""
+    if fmt not in ("markdown", "csv"):
+        raise ValueError(f"--format must be markdown or csv, got {fmt!r}")
+    tasks = [t for t in METRIC_COLUMNS if any(task_of(r) == t for r in results)]
+    unknown = sorted({task_of(r) for r in results} - set(METRIC_COLUMNS))
+    if unknown:
+        raise ValueError(f"results of an unknown task {unknown[0]!r} (known: {', '.join(METRIC_COLUMNS)})")
+    blocks = []
+    for task in tasks:
+        header, rows = table_rows([r for r in results if task_of(r) == task], task)
+        if fmt == "csv":
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerows([header, *rows])
+            blocks.append(buf.getvalue())
+        else:
+            title = f"**{task}**\n\n" if len(tasks) > 1 else ""
+            blocks.append(title + _markdown(header, rows))
+    return "\n".join(blocks)
+
+
 def plot_results(results: list[dict[str, Any]], out: str | Path) -> Path:
-    """Grouped bars of text-to-video R@1/5/10 per (method, dataset)."""
+    """Grouped bars of text-to-video R@1/5/10 per (method, dataset), for the retrieval results."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = [r for r in results if task_of(r) == "retrieval"]
+    if not results:
+        raise ValueError("no retrieval results to plot")
     labels = [f"{r['method']}\n{r['dataset']}/{r['split']}" for r in results]
     ks = ["t2v/R@1", "t2v/R@5", "t2v/R@10"]
     fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(results) + 2), 3.5))

@@ -1,18 +1,23 @@
-"""Datasets by name: where each one's manifest and videos live under the data root.
+"""Datasets by name or by path: where each one's manifest and videos live.
 
-``<root>/<name>/<split>.jsonl`` (the manifest schema of data_manifests/README.md), videos resolved relative
-to the manifest unless the row's path is absolute. ``root`` is ``data.root`` (default ``$VTP_DATA_ROOT``, else
-``data``). A missing manifest, or a manifest whose video folder does not exist, is an error that names the
-expected file and the command that makes it (``vtp-bench data convert`` for the benchmarks).
+- A registered name: ``<root>/<name>/<split>.jsonl`` (the manifest schema of data_manifests/README.md), videos
+  resolved relative to the manifest unless the row's path is absolute. ``root`` is ``data.root`` (default
+  ``$VTP_DATA_ROOT``, else ``data``). A missing manifest, or a manifest whose video folder does not exist, is an
+  error that names the expected file and the command that makes it (``vtp-bench data convert``).
+- A path (your own data): a manifest file (``my/test.jsonl``: all its rows, whatever split is asked for) or a
+  folder of ``<split>.jsonl`` files. Its name in results and tables is the file's or folder's stem, or the
+  ``label`` given (``eval --name``); a stem that is a registered benchmark's name is refused without a label, so
+  no table calls other data by a benchmark's name.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from vtp_bench.data.manifest import resolve_path
+from vtp_bench.data.manifest import read_manifest, resolve_path
 from vtp_bench.registry import DATASETS
 
 
@@ -26,11 +31,44 @@ class DatasetSource:
     split: str
     manifest: Path
     video_root: Path | None = None
+    from_path: bool = False  # given as a path (your own data), not a registered name
 
 
-def locate(name: str, root: str | Path, split: str) -> DatasetSource:
-    """Resolve a registered dataset name to its manifest, with an actionable error when it is missing."""
+def is_path(name: str) -> bool:
+    """A dataset argument that names a manifest file or folder rather than a registered dataset."""
+    return name.endswith(".jsonl") or "/" in name or os.sep in name or (name not in DATASETS and Path(name).is_dir())
+
+
+def locate(name: str, root: str | Path, split: str, label: str | None = None) -> DatasetSource:
+    """Resolve a dataset (registered name, or a manifest file / folder path) to its manifest, with an actionable
+    error when it is missing. ``label`` names a path dataset in results (default: its stem)."""
+    if is_path(name):
+        return _from_path(Path(name), split, label)
+    if label is not None and label != name:
+        raise DataNotFoundError(f"--name {label!r} renames your own data, given as a path; {name!r} is a "
+                                "registered dataset and keeps its name")
     return DATASETS.get(name)(root=Path(root), split=split)
+
+
+def _from_path(path: Path, split: str, label: str | None) -> DatasetSource:
+    if path.is_dir():
+        manifest = path / f"{split}.jsonl"
+        if not manifest.is_file():
+            have = ", ".join(sorted(p.stem for p in path.glob("*.jsonl"))) or "none"
+            raise DataNotFoundError(f"{path} holds no {split}.jsonl (the split asked for); its splits: {have}")
+        stem = path.resolve().name
+    elif path.is_file():
+        manifest, stem = path, path.stem
+    else:
+        raise DataNotFoundError(f"{path} does not exist (a dataset given as a path is a manifest .jsonl or a folder "
+                                "of <split>.jsonl files; `vtp-bench data from-folder` makes one from your videos)")
+    name = label or stem
+    if name in DATASETS:
+        raise DataNotFoundError(f"{manifest}: its name would be {name!r}, which is a registered benchmark; give it "
+                                "another with --name (results must not call other data by a benchmark's name)")
+    splits = sorted({r.split for r in read_manifest(manifest)})
+    _check_video_folder(name, manifest)
+    return DatasetSource(name, "+".join(splits), manifest, from_path=True)
 
 
 @DATASETS.register("synth")

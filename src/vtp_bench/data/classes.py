@@ -22,6 +22,7 @@ from vtp_bench.data.manifest import ManifestError, ManifestRow, read_manifest
 class ClassList:
     labels: list[str]  # the manifest's label values, in class-index order
     names: list[str]  # what the prompt template is filled with, one per class
+    template: str | None = None  # the dataset's own prompt template (classes.json ``template``), if it has one
 
     def index(self, rows: Sequence[ManifestRow]) -> list[int]:
         """The class index of each row, by its ``label``."""
@@ -49,7 +50,7 @@ def read_classes(manifest: str | Path, rows: Sequence[ManifestRow] | None = None
         labels = list(meta["classes"])
         phrases = meta.get("phrases", {})
         names = [phrases.get(c, c) for c in labels]
-        return ClassList(labels, names)
+        return ClassList(labels, names, meta.get("template"))
     names_of: dict[str, set[str]] = {}
     for r in rows:
         names_of.setdefault(r.label, set()).add(r.text)  # type: ignore[arg-type]

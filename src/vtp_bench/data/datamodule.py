@@ -1,7 +1,9 @@
-"""VideoTextDataModule: training pairs from the configured datasets, one video loader per eval split.
+"""VideoTextDataModule: training pairs from the configured datasets, one clip loader per evaluation split.
 
-The eval loaders yield videos only; their texts (``val_set`` / ``test_set``) are encoded by VTPModule at
-the end of the epoch, so each video is decoded and encoded exactly once.
+Evaluation sets come from an evaluation task (``tasks/``): validation is retrieval on ``data.eval[0]``; ``test``
+is the task ``evaluate`` asks for. The loaders yield the set's clips only; the task's queries (captions, class
+prompts, timed sentences) are encoded by VTPModule at the end of the epoch, so each clip is decoded and encoded
+exactly once.
 """
 
 from __future__ import annotations
@@ -15,38 +17,41 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from vtp_bench.data.catalog import DatasetSource, locate
-from vtp_bench.data.dataset import (
-    DecodeOptions,
-    EvalVideoDataset,
-    MixedDataset,
-    RetrievalSet,
-    VideoTextDataset,
-    collate,
-)
+from vtp_bench.data.dataset import DecodeOptions, EvalClipDataset, MixedDataset, VideoTextDataset, collate
+from vtp_bench.data.inputs import ItemInputs
 from vtp_bench.data.samplers import MixedBatchSampler, ShardSampler
 from vtp_bench.data.transforms import VideoTransform
 from vtp_bench.distributed import rank_world
+from vtp_bench.registry import TASKS
+from vtp_bench.tasks.base import EvalSet, EvalTask
 
 
 class VideoTextDataModule(L.LightningDataModule):
     def __init__(self, cfg: DictConfig, eval_dataset: str | None = None, eval_split: str | None = None,
-                 allow_missing: bool = False, video_root: Path | None = None) -> None:
+                 allow_missing: bool = False, video_root: Path | None = None, task: str = "retrieval",
+                 eval_name: str | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         d = cfg.data
         self.eval_dataset = eval_dataset or d.eval[0]
-        self.eval_split = eval_split or cfg.eval.split
+        self.test_task: EvalTask = TASKS.get(task)()
+        self.val_task: EvalTask = TASKS.get("retrieval")()
+        self.eval_split = eval_split or self.test_task.default_split(self.eval_dataset)
         self.allow_missing = allow_missing or cfg.eval.allow_missing
         self.video_root = video_root
+        self.eval_name = eval_name  # the name of an evaluation set given as a path (default: its stem)
+        self.test_source: DatasetSource | None = None
         self.train_set: MixedDataset | None = None
-        self.val_set: RetrievalSet | None = None
-        self.test_set: RetrievalSet | None = None
+        self.val_set: EvalSet | None = None
+        self.test_set: EvalSet | None = None
         self.train_transform = VideoTransform(d.img_size, train=True, crop_scale=tuple(d.crop_scale), hflip=d.hflip)
         self.eval_transform = VideoTransform(d.img_size, train=False)
         self.decode = DecodeOptions(d.decode_size, d.decode_threads)
+        # what the method reads besides (or instead of) the clip: Method.data_inputs (data/inputs.py)
+        self.eval_inputs = ItemInputs.for_dataset(cfg, self.eval_dataset)
 
-    def _source(self, name: str, split: str) -> DatasetSource:
-        return locate(name, self.cfg.data.root, split)
+    def _source(self, name: str, split: str, label: str | None = None) -> DatasetSource:
+        return locate(name, self.cfg.data.root, split, label)
 
     def setup(self, stage: str | None = None) -> None:
         d = self.cfg.data
@@ -57,18 +62,17 @@ class VideoTextDataModule(L.LightningDataModule):
                 parts.append(VideoTextDataset(
                     src.manifest, d.num_frames, self.train_transform, d.train_sampling,
                     video_root=self.video_root or src.video_root, seed=self.cfg.seed + 7919 * i,
-                    decode=self.decode, name=name,
+                    decode=self.decode, name=src.name, inputs=ItemInputs.for_dataset(self.cfg, name),
                 ))
             self.train_set = MixedDataset(parts)
         if stage in (None, "fit", "validate"):
             src = self._source(self.eval_dataset, d.val_split)
-            self.val_set = RetrievalSet.from_manifest(
-                src.manifest, self.video_root or src.video_root, self.allow_missing, d.max_val_videos
-            )
+            self.val_set = self.val_task.load(src.manifest, self.video_root or src.video_root, self.allow_missing,
+                                              self.cfg, d.max_val_videos, check_videos=self.eval_inputs.video)
         if stage in (None, "test"):
-            src = self._source(self.eval_dataset, self.eval_split)
-            self.test_set = RetrievalSet.from_manifest(src.manifest, self.video_root or src.video_root,
-                                                       self.allow_missing)
+            src = self.test_source = self._source(self.eval_dataset, self.eval_split, self.eval_name)
+            self.test_set = self.test_task.load(src.manifest, self.video_root or src.video_root, self.allow_missing,
+                                                self.cfg, check_videos=self.eval_inputs.video)
 
     def _loader(self, ds: Any, **batching: Any) -> DataLoader:
         # its own generator: creating an iterator must not draw from the global RNG (that would shift
@@ -97,11 +101,11 @@ class VideoTextDataModule(L.LightningDataModule):
             module.resume_position = None
         return self._loader(self.train_set, batch_sampler=self.train_sampler)
 
-    def eval_loader(self, rset: RetrievalSet) -> DataLoader:
-        """Each rank encodes a contiguous shard, without padding; VTPModule gathers and trims."""
+    def eval_loader(self, eset: EvalSet) -> DataLoader:
+        """Each rank encodes a contiguous shard of the clips, without padding; VTPModule gathers and trims."""
         d = self.cfg.data
         frames = d.eval_num_frames or d.num_frames
-        ds = EvalVideoDataset(rset, frames, self.eval_transform, d.eval_sampling, self.decode)
+        ds = EvalClipDataset(eset, frames, self.eval_transform, d.eval_sampling, self.decode, self.eval_inputs)
         rank, world = rank_world()
         return self._loader(ds, batch_size=d.eval_batch_size, sampler=ShardSampler(len(ds), rank, world))
 

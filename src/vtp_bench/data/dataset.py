@@ -16,9 +16,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset
 
+from vtp_bench.data.inputs import FRAME_TIMES, VIDEO, ItemInputs
 from vtp_bench.data.manifest import ManifestRow, read_manifest, resolve_path
-from vtp_bench.data.transforms import VideoTransform
-from vtp_bench.data.video import VideoReadError, read_frames
+from vtp_bench.data.regions import RegionReadError
+from vtp_bench.data.transforms import Crop, VideoTransform
+from vtp_bench.data.video import VideoReadError, read_frames_timed
 
 
 class MissingVideosError(FileNotFoundError):
@@ -34,6 +36,48 @@ class DecodeOptions:
     threads: int = 1
 
 
+@dataclass
+class DecodedClip:
+    """A decoded clip plus what other per-frame inputs need: the sampled frame indices and the crop."""
+
+    video: Tensor  # [num_frames, 3, H, W], zero-padded
+    mask: Tensor  # [num_frames] bool
+    indices: list[int]
+    crop: Crop | None
+    times: list[float] = field(default_factory=list)  # seconds from the video's start of each decoded frame
+
+    def frame_times(self) -> Tensor:
+        """[num_frames] float32 seconds; padded frames repeat the last real time (NaN: frame rate unknown)."""
+        pad = self.video.shape[0] - len(self.times)
+        return torch.tensor(self.times + self.times[-1:] * pad, dtype=torch.float32)
+
+
+def decode_clip(
+    path: Path,
+    num_frames: int,
+    sampling: str,
+    transform: VideoTransform,
+    rng: random.Random,
+    start: float | None = None,
+    end: float | None = None,
+    decode: DecodeOptions | None = None,
+) -> DecodedClip:
+    """Decode + transform one clip; zero-pad to ``num_frames`` (as Frozen-in-Time) with the frame mask."""
+    d = decode or DecodeOptions()
+    frames, indices, times = read_frames_timed(path, num_frames, sampling=sampling, rng=rng, start=start, end=end,
+                                               size=d.size, threads=d.threads)
+    if isinstance(transform, VideoTransform):
+        clip, crop = transform.apply(frames, rng)
+    else:  # any callable (frames, rng) -> clip; its crop is unknown, so boxes are not moved
+        clip, crop = transform(frames, rng), None
+    n = clip.shape[0]
+    mask = torch.zeros(num_frames, dtype=torch.bool)
+    mask[:n] = True
+    if n < num_frames:
+        clip = torch.cat([clip, clip.new_zeros((num_frames - n, *clip.shape[1:]))])
+    return DecodedClip(clip, mask, indices, crop, times)
+
+
 def load_clip(
     path: Path,
     num_frames: int,
@@ -44,17 +88,35 @@ def load_clip(
     end: float | None = None,
     decode: DecodeOptions | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Decode + transform one clip; zero-pad to ``num_frames`` (as Frozen-in-Time) and return the frame mask."""
-    d = decode or DecodeOptions()
-    frames, _ = read_frames(path, num_frames, sampling=sampling, rng=rng, start=start, end=end, size=d.size,
-                            threads=d.threads)
-    clip = transform(frames, rng)
-    n = clip.shape[0]
-    mask = torch.zeros(num_frames, dtype=torch.bool)
-    mask[:n] = True
-    if n < num_frames:
-        clip = torch.cat([clip, clip.new_zeros((num_frames - n, *clip.shape[1:]))])
-    return clip, mask
+    """``decode_clip`` without the frame indices and crop: (clip, frame mask)."""
+    c = decode_clip(path, num_frames, sampling, transform, rng, start, end, decode)
+    return c.video, c.mask
+
+
+def load_item(
+    row: ManifestRow,
+    manifest: Path,
+    path: Path,
+    inputs: ItemInputs,
+    num_frames: int,
+    sampling: str,
+    transform: VideoTransform,
+    rng: random.Random,
+    decode: DecodeOptions | None,
+    start: float | None = None,
+    end: float | None = None,
+) -> dict[str, Any]:
+    """The tensors the method asked for (``Method.data_inputs``): the clip and/or region inputs of one row, in
+    the row's window (``start``/``end`` given: that window instead, e.g. a grounding clip)."""
+    if not inputs.video:  # region features only: no pixels are decoded
+        return inputs.load(row, manifest, num_frames, sampling, rng)
+    if start is None and end is None:
+        start, end = row.start, row.end
+    clip = decode_clip(path, num_frames, sampling, transform, rng, start, end, decode)
+    extra = inputs.load(row, manifest, num_frames, sampling, rng, clip.indices, clip.crop)
+    if FRAME_TIMES in inputs.names:
+        extra["frame_times"] = clip.frame_times()
+    return {"video": clip.video, "video_mask": clip.mask, **extra}
 
 
 class VideoTextDataset(Dataset):
@@ -70,8 +132,10 @@ class VideoTextDataset(Dataset):
         seed: int = 0,
         decode: DecodeOptions | None = None,
         name: str = "",
+        inputs: ItemInputs | None = None,
     ) -> None:
         self.manifest = Path(manifest)
+        self.inputs = inputs or ItemInputs()
         self.decode, self.name = decode, name
         self.rows: list[ManifestRow] = read_manifest(self.manifest)
         self.video_root = video_root
@@ -90,19 +154,60 @@ class VideoTextDataset(Dataset):
         rng = random.Random((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
         path = resolve_path(row.path, self.manifest, self.video_root)
         try:
-            video, mask = load_clip(path, self.num_frames, self.sampling, self.transform, rng, row.start, row.end,
-                                    self.decode)
-        except VideoReadError as e:
+            tensors = load_item(row, self.manifest, path, self.inputs, self.num_frames, self.sampling,
+                                self.transform, rng, self.decode)
+        except (VideoReadError, RegionReadError) as e:
             return {"skipped": row.video_id, "error": str(e)}
         return {
             "dataset": self.name,
-            "video": video,
-            "video_mask": mask,
+            **tensors,
             "text": row.text,
             "video_id": row.video_id,
             "text_id": row.text_id,
             "index": index,
         }
+
+
+@dataclass
+class Videos:
+    """The distinct videos of a manifest in first-appearance order, those present on disk (``index``: id ->
+    position), with the window of their first row, and the ids of those missing."""
+
+    ids: list[str]
+    paths: list[Path]
+    windows: list[tuple[float | None, float | None]]
+    missing: list[str]
+    rows: list[ManifestRow]  # each video's first row (its boxes, region files)
+
+    @property
+    def index(self) -> dict[str, int]:
+        return {v: i for i, v in enumerate(self.ids)}
+
+
+def unique_videos(rows: Sequence[ManifestRow], manifest: Path, video_root: Path | None = None,
+                  allow_missing: bool = False, max_videos: int | None = None, check_videos: bool = True) -> Videos:
+    """Every evaluation set's videos: refuses missing files (naming the count and one path) unless
+    ``allow_missing``, which leaves them out and lists them; ``max_videos`` keeps the first N;
+    ``check_videos=False`` when the method reads no pixels (region features): files are not looked up."""
+    order: dict[str, int] = {}
+    first: list[ManifestRow] = []
+    for r in rows:
+        if r.video_id not in order:
+            if max_videos is not None and len(order) >= max_videos:
+                continue
+            order[r.video_id] = len(order)
+            first.append(r)
+    paths = [resolve_path(r.path, manifest, video_root) for r in first]
+    missing = {vid for vid, i in order.items() if check_videos and not paths[i].is_file()}
+    if missing and not allow_missing:
+        example = paths[order[sorted(missing)[0]]]
+        raise MissingVideosError(
+            f"{manifest}: {len(missing)} of {len(order)} videos are missing (e.g. {example}); "
+            "fix the paths / --video-root, or pass --allow-missing to score the rest (the count is recorded)"
+        )
+    keep = [order[vid] for vid in order if vid not in missing]
+    return Videos([first[i].video_id for i in keep], [paths[i] for i in keep], [(first[i].start, first[i].end)
+                  for i in keep], sorted(missing), [first[i] for i in keep])
 
 
 @dataclass
@@ -117,47 +222,36 @@ class RetrievalSet:
     text_to_video: Tensor
     windows: list[tuple[float | None, float | None]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    rows: list[ManifestRow] = field(default_factory=list)  # each video's first row (its boxes, region files)
+    excluded: list[str] = field(default_factory=list)  # videos left out on purpose (a protocol's exclusions)
 
     @classmethod
     def from_manifest(
-        cls, manifest: Path, video_root: Path | None = None, allow_missing: bool = False, max_videos: int | None = None
+        cls, manifest: Path, video_root: Path | None = None, allow_missing: bool = False, max_videos: int | None = None,
+        check_videos: bool = True,
     ) -> "RetrievalSet":
+        """``check_videos=False`` when the method reads no pixels (region features): files are not looked up."""
         rows = read_manifest(manifest)
-        order: dict[str, int] = {}
-        paths: list[Path] = []
-        windows: list[tuple[float | None, float | None]] = []
-        for r in rows:
-            if r.video_id not in order:
-                if max_videos is not None and len(order) >= max_videos:
-                    continue
-                order[r.video_id] = len(order)
-                paths.append(resolve_path(r.path, manifest, video_root))
-                windows.append((r.start, r.end))
-        missing = {vid for vid, i in order.items() if not paths[i].is_file()}
-        if missing and not allow_missing:
-            example = paths[order[sorted(missing)[0]]]
-            raise MissingVideosError(
-                f"{manifest}: {len(missing)} of {len(order)} videos are missing (e.g. {example}); "
-                "fix the paths / --video-root, or pass --allow-missing to score the rest (the count is recorded)"
-            )
-        keep = [vid for vid in order if vid not in missing]
-        new_index = {vid: i for i, vid in enumerate(keep)}
-        texts, text_ids, t2v = [], [], []
-        for r in rows:
-            if r.video_id in new_index:
-                texts.append(r.text)
-                text_ids.append(r.text_id)
-                t2v.append(new_index[r.video_id])
+        videos = unique_videos(rows, manifest, video_root, allow_missing, max_videos, check_videos)
+        kept = [r for r in rows if r.video_id in videos.index]
         return cls(
             manifest=manifest,
-            video_ids=keep,
-            video_paths=[paths[order[v]] for v in keep],
-            texts=texts,
-            text_ids=text_ids,
-            text_to_video=torch.tensor(t2v, dtype=torch.long),
-            windows=[windows[order[v]] for v in keep],
-            missing=sorted(missing),
+            video_ids=videos.ids,
+            video_paths=videos.paths,
+            texts=[r.text for r in kept],
+            text_ids=[r.text_id for r in kept],
+            text_to_video=torch.tensor([videos.index[r.video_id] for r in kept], dtype=torch.long),
+            windows=videos.windows,
+            missing=videos.missing,
+            rows=videos.rows,
         )
+
+    @property
+    def clips(self) -> list[Any]:
+        """One clip per video: the whole file, or the row's window (a segment of a longer video)."""
+        from vtp_bench.tasks.base import Clip
+
+        return [Clip(i, p, *w) for i, (p, w) in enumerate(zip(self.video_paths, self.windows))]
 
     def drop_videos(self, bad: Sequence[int]) -> "RetrievalSet":
         """The same set without the given video indices and their texts (unreadable videos under allow_missing)."""
@@ -174,6 +268,8 @@ class RetrievalSet:
             text_to_video=torch.tensor([remap[self.text_to_video[j].item()] for j in sel], dtype=torch.long),
             windows=[self.windows[i] for i in keep],
             missing=self.missing + [self.video_ids[i] for i in sorted(bad_set)],
+            rows=[self.rows[i] for i in keep] if self.rows else [],
+            excluded=self.excluded,
         )
 
 
@@ -190,27 +286,37 @@ class MixedDataset(ConcatDataset):
             p.set_epoch(epoch)
 
 
-class EvalVideoDataset(Dataset):
-    """Each video of a RetrievalSet once, uniformly sampled (deterministic)."""
+class EvalClipDataset(Dataset):
+    """Each clip of an evaluation set once (``tasks.base.Clip``: a video, or a window of one), deterministically
+    sampled; ``index`` is the clip's position, which VTPModule sorts the gathered embeddings by."""
 
-    def __init__(self, rset: RetrievalSet, num_frames: int, transform: VideoTransform, sampling: str = "uniform",
-                 decode: DecodeOptions | None = None):
-        self.rset, self.num_frames, self.transform, self.sampling = rset, num_frames, transform, sampling
-        self.decode = decode
+    def __init__(self, eset: Any, num_frames: int, transform: VideoTransform, sampling: str = "uniform",
+                 decode: DecodeOptions | None = None, inputs: ItemInputs | None = None):
+        self.clips, self.video_ids, self.manifest = eset.clips, eset.video_ids, eset.manifest
+        self.num_frames, self.transform, self.sampling, self.decode = num_frames, transform, sampling, decode
+        self.inputs = inputs or ItemInputs()
+        self.rows: list[ManifestRow] = list(getattr(eset, "rows", []))
+        if self.inputs.names != {VIDEO} and len(self.rows) != len(self.video_ids):
+            raise ValueError("region inputs need each video's manifest row (the evaluation set's ``rows``)")
 
     def __len__(self) -> int:
-        return len(self.rset.video_ids)
+        return len(self.clips)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        start, end = self.rset.windows[index]
+        clip = self.clips[index]
+        vid = self.video_ids[clip.video]
+        rng = random.Random(index)
         try:
-            video, mask = load_clip(
-                self.rset.video_paths[index], self.num_frames, self.sampling, self.transform,
-                random.Random(index), start, end, self.decode,
-            )
-        except VideoReadError as e:
-            return {"skipped": self.rset.video_ids[index], "error": str(e), "index": index}
-        return {"video": video, "video_mask": mask, "video_id": self.rset.video_ids[index], "index": index}
+            if self.inputs.names == {VIDEO}:  # the rows are not needed (a set built by hand may lack them)
+                video, mask = load_clip(clip.path, self.num_frames, self.sampling, self.transform, rng, clip.start,
+                                        clip.end, self.decode)
+                tensors = {"video": video, "video_mask": mask}
+            else:
+                tensors = load_item(self.rows[clip.video], self.manifest, clip.path, self.inputs, self.num_frames,
+                                    self.sampling, self.transform, rng, self.decode, clip.start, clip.end)
+        except (VideoReadError, RegionReadError) as e:
+            return {"skipped": vid, "error": str(e), "index": index}
+        return {**tensors, "video_id": vid, "index": index}
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -19,9 +19,12 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from vtp_bench.data.transforms import Crop
 
 FEATURE_DIM = 2048
 GEOMETRY_DIM = 6
@@ -120,19 +123,31 @@ def read_regions(video_dir: str | Path, file_indices: Sequence[int], num_regions
     return Regions(*(np.stack(parts) for parts in zip(*frames)))
 
 
-def synthetic_regions(boxes_npz: str | Path, frame_indices: Sequence[int], num_regions: int) -> Regions:
+def synthetic_regions(boxes_npz: str | Path, frame_indices: Sequence[int], num_regions: int,
+                      crop: Crop | None = None) -> Regions:
     """The synthetic dataset's ground-truth boxes at video frames ``frame_indices``, as DemoVLP geometry.
 
     There is no detector here, so ``feats`` is all zeros: a method pools its own features inside the boxes.
-    Invisible objects are masked; padding repeats the last visible box, as the official reader does.
+    Invisible objects are masked; padding repeats the last visible box, as the official reader does. ``crop``
+    (the clip's crop and flip, ``transforms.Crop``) moves the boxes with the pixels; a box cropped away is
+    invisible.
     """
-    with np.load(boxes_npz, allow_pickle=False) as z:
-        boxes, visible = z["boxes"], z["visible"]
+    try:
+        with np.load(boxes_npz, allow_pickle=False) as z:
+            boxes, visible = z["boxes"], z["visible"].astype(bool)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise RegionReadError(f"{boxes_npz}: cannot read the boxes file ({e})") from None
+    if len(frame_indices) and max(frame_indices) >= len(boxes):
+        raise RegionReadError(f"{boxes_npz}: boxes for {len(boxes)} frames, frame {max(frame_indices)} requested")
     feats = np.zeros((len(frame_indices), num_regions, FEATURE_DIM), np.float32)
     geometry = np.zeros((len(frame_indices), num_regions, GEOMETRY_DIM), np.float32)
     mask = np.zeros((len(frame_indices), num_regions), bool)
     for t, f in enumerate(frame_indices):
-        b = boxes[f][visible[f]][:num_regions].astype(np.float32)
+        b, vis = boxes[f].astype(np.float32), visible[f]
+        if crop is not None:
+            b, inside = crop.boxes(b)
+            vis = vis & inside
+        b = b[vis][:num_regions]
         if len(b) == 0:
             continue
         g = np.concatenate([b, b[:, 2:3] - b[:, 0:1], b[:, 3:4] - b[:, 1:2]], axis=1)

@@ -45,7 +45,10 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
-SAMPLINGS = ("uniform", "rand")
+# "rand_fit": Frozen-in-Time's training sampler as its descendants (MILES, RegionLearner, DemoVLP) run it,
+# random.choice(range(start, next - 1)): the last index of each segment is never drawn; a segment of one index
+# (where the official code raises and substitutes another sample) gives that index
+SAMPLINGS = ("uniform", "rand", "rand_fit")
 DECODE_MODES = ("seek", "sequential")
 
 # What PyAV/FFmpeg raise on unreadable input (InvalidDataError etc. subclass FFmpegError; some paths raise
@@ -111,6 +114,8 @@ def sample_indices(
     if sampling == "uniform":
         return [(a + b - 1) // 2 for a, b in zip(edges[:-1], edges[1:])]
     r = rng if rng is not None else random
+    if sampling == "rand_fit":
+        return [r.randrange(a, max(a + 1, b - 1)) for a, b in zip(edges[:-1], edges[1:])]
     return [r.randrange(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 
@@ -374,6 +379,23 @@ def read_frames(
     decode: str = "seek",
     threads: int = 1,
 ) -> tuple[torch.Tensor, list[int]]:
+    """Sample and decode frames: uint8 ``[T, H, W, 3]`` (RGB) and their absolute frame indices (see
+    :func:`read_frames_timed`, which also returns each frame's time)."""
+    frames, indices, _ = read_frames_timed(path, num_frames, sampling, size, rng, start, end, decode, threads)
+    return frames, indices
+
+
+def read_frames_timed(
+    path: str | os.PathLike,
+    num_frames: int,
+    sampling: str = "uniform",
+    size: int | None = None,
+    rng: random.Random | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    decode: str = "seek",
+    threads: int = 1,
+) -> tuple[torch.Tensor, list[int], list[float]]:
     """Sample and decode frames: uint8 ``[T, H, W, 3]`` (RGB) and their absolute frame indices.
 
     ``T = min(num_frames, number of frames in the range)``; ``start``/``end`` (seconds) restrict sampling to
@@ -385,6 +407,10 @@ def read_frames(
     sampled index (an mp4 edit list that drops frames, a file cut at a packet boundary), the indices are
     drawn again over the frames that exist and the video is decoded a second time; a decoding error
     before a sampled frame raises instead.
+
+    The third value is each sampled frame's time in seconds from the start of the video, ``index / fps``
+    (frame i shows ``[i / fps, (i + 1) / fps)``, as in :func:`window_to_frames`); NaN when the frame rate
+    is unknown. Methods that need where their frames sit in time (LocVTP's temporal offsets) read it.
     """
     if sampling not in SAMPLINGS:
         raise ValueError(f"unknown frame sampling {sampling!r}; choose one of {', '.join(SAMPLINGS)}")
@@ -415,10 +441,14 @@ def read_frames(
         if vlen <= 0:
             raise VideoReadError(f"{path}: the video stream has no frames")
         fps = 0.0
+        stream_fps = _fps(stream, _stream_duration(container, stream), vlen)
         if start is not None or end is not None:
-            fps = _fps(stream, _stream_duration(container, stream), vlen)
+            fps = stream_fps
             if fps <= 0:
                 raise VideoReadError(f"{path}: frame rate unknown, cannot convert the [start, end) window to frames")
+
+        def times(idx: list[int]) -> list[float]:
+            return [i / stream_fps if stream_fps > 0 else math.nan for i in idx]
         width, height = stream.codec_context.width, stream.codec_context.height
         if not width or not height:
             raise VideoReadError(f"{path}: the video stream has no frame size (corrupt header?)")
@@ -440,7 +470,7 @@ def read_frames(
         if index is not None:
             try:
                 return torch.from_numpy(
-                    _decode_seeking(path, container, stream, index, indices, out_w, out_h)), indices
+                    _decode_seeking(path, container, stream, index, indices, out_w, out_h)), indices, times(indices)
             except (_SeekUnreliable, *_AV_ERRORS):
                 reopen()  # verified fallback: the sequential pass decides (frames or a VideoReadError)
         try:
@@ -457,7 +487,7 @@ def read_frames(
                                      f"{short.count} on the first; the file is unstable") from None
     finally:
         container.close()
-    return torch.from_numpy(frames), indices
+    return torch.from_numpy(frames), indices, times(indices)
 
 
 __all__ = [
@@ -469,6 +499,7 @@ __all__ = [
     "open_video",
     "probe_video",
     "read_frames",
+    "read_frames_timed",
     "sample_indices",
     "window_to_frames",
 ]

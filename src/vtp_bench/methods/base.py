@@ -87,6 +87,14 @@ class Method(nn.Module):
         self.cfg = cfg
         self.loss_gather = loss_gather
 
+    @classmethod
+    def data_inputs(cls, cfg: Any) -> frozenset[str]:
+        """What the data side loads per item for this method (``vtp_bench.data.inputs``): ``video`` (the
+        decoded clip), ``region_boxes`` (per-frame boxes of the manifest's boxes file, with the clip's crop),
+        ``region_feats`` (detector features from ``data.regions``). Read from the class and the method config,
+        before any model is built. Default: the clip only."""
+        return frozenset({"video"})
+
     # --- encoders -------------------------------------------------------------------------------------
     def encode_video(self, batch: dict[str, Any]) -> Embeddings:
         raise NotImplementedError

@@ -96,16 +96,10 @@ class Miles(Frozen):
             self.mask_token.requires_grad_(False)
             self.predictor.requires_grad_(False)
         self.snapshot = copy.deepcopy(self.video_model)
-        self.snapshot.requires_grad_(False)
-        self.snapshot.eval()
+        self.snapshot.set_tower_options(freeze=True)  # no gradient, and eval mode: no dropout / drop-path in targets
         # optimizer steps already folded into the snapshot: one update per step, restored with the weights
         self.register_buffer("snapshot_step", torch.zeros((), dtype=torch.long))
         self._stats: dict[str, Tensor] = {}
-
-    def train(self, mode: bool = True) -> "Miles":
-        super().train(mode)
-        self.snapshot.eval()  # no dropout / drop-path in the targets
-        return self
 
     # --- snapshot ---------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -9,6 +9,10 @@ Sources (detected from the key names when ``source`` is None):
   ``temporal_embed`` is fitted to the model's ``num_frames`` as Frozen's ``_inflate_positional_embeds`` does:
   a checkpoint with more frames is truncated; one with fewer is padded with zeros (``temporal_fix="zeros"``,
   Frozen's default) or interpolated (``"interp"`` = nearest, ``"bilinear"``).
+- ``demovlp``: DemoVLP's ``ObjectRelation`` files (``object_model.*`` = the ObjectTransformer under its official
+  names, ``text_model.<HF DistilBERT keys>``, ``txt_proj.*``), and vtp_bench's own DemoVLP checkpoints (the same
+  keys under ``method.``, to fine-tune from a vtp_bench pre-training run); ``object_model.temporal_embed`` is
+  fitted to the model's frames as above (DemoVLP pre-trains with 1 frame and fine-tunes with 8, zeros).
 - ``open_clip`` / ``openai``: open_clip state dicts and OpenAI's CLIP files. OpenAI's ``.pt`` files are
   TorchScript archives, read with ``torch.jit.load`` (what open_clip's ``load_openai_model`` does); their state
   dict has open_clip's key names plus three ints (``input_resolution``, ``context_length``, ``vocab_size``).
@@ -36,11 +40,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-SOURCES = ("frozen", "open_clip", "openai", "hf_clip")
+SOURCES = ("frozen", "open_clip", "openai", "hf_clip", "demovlp")
 SOURCE_ALIASES = {"miles": "frozen", "regionlearner": "frozen", "frozen-in-time": "frozen", "clip": "open_clip",
                   "huggingface": "hf_clip", "hf": "hf_clip"}
 TEMPORAL_FIXES = ("zeros", "interp", "bilinear")
 OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+DEMOVLP_PREFIXES = ("object_model.", "method.object_model.")
 CLIP_TEXT_KEYS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
 
 
@@ -141,6 +146,8 @@ def state_dict_of(obj: Any) -> dict[str, Tensor]:
 
 def detect_source(sd: Mapping[str, Any]) -> str:
     keys = list(sd)
+    if any(k.startswith(DEMOVLP_PREFIXES) for k in keys):
+        return "demovlp"
     if any(k.startswith(("vision_model.", "visual_projection")) or k.startswith("text_model.encoder.layers.")
            for k in keys):
         return "hf_clip"
@@ -264,9 +271,10 @@ def _is_tower(module: nn.Module) -> bool:
     from vtp_bench.models.text.clip_text import ClipText
     from vtp_bench.models.text.hf_text import HFTextEncoder
     from vtp_bench.models.video.clip_vit import ClipViT
+    from vtp_bench.models.video.object_transformer import ObjectTransformer
     from vtp_bench.models.video.space_time_vit import SpaceTimeViT
 
-    return isinstance(module, (SpaceTimeViT, HFTextEncoder, ClipViT, ClipText))
+    return isinstance(module, (SpaceTimeViT, HFTextEncoder, ClipViT, ClipText, ObjectTransformer))
 
 
 def _frozen_mapping(module: nn.Module, sd: Mapping[str, Any]) -> tuple[dict[str, str], Any]:
@@ -297,6 +305,28 @@ def _frozen_mapping(module: nn.Module, sd: Mapping[str, Any]) -> tuple[dict[str,
         f"a Frozen-in-Time / MILES / RegionLearner checkpoint needs a space_time_vit or hf_text tower; "
         f"{type(module).__name__} has neither"
     )
+
+
+def _demovlp_mapping(module: nn.Module) -> tuple[dict[str, str], Any]:
+    """checkpoint prefix -> our prefix for DemoVLP files (official, or vtp_bench's under ``method.``), and the
+    ObjectTransformer whose ``temporal_embed`` gets fitted."""
+    from vtp_bench.models.video.object_transformer import ObjectTransformer
+
+    for path, m in module.named_modules():
+        if isinstance(getattr(m, "object_model", None), ObjectTransformer):
+            pre = f"{path}." if path else ""
+            mapping = {}
+            for src in ("", "method."):
+                mapping.update({f"{src}object_model.": f"{pre}object_model.", f"{src}txt_proj.": f"{pre}txt_proj.",
+                                f"{src}text_model.": f"{pre}text_model.model."})
+            mapping["method.text_model.model."] = f"{pre}text_model.model."
+            if getattr(m, "backbone", None) is not None:  # vtp_bench's RoI-pooling variant
+                mapping["method.backbone."] = f"{pre}backbone."
+            return mapping, m.object_model
+    if isinstance(module, ObjectTransformer):
+        return {"object_model.": "", "method.object_model.": ""}, module
+    raise CheckpointError(f"a DemoVLP checkpoint needs an object_transformer tower (object_model); "
+                          f"{type(module).__name__} has none")
 
 
 def _clip_mapping(module: nn.Module) -> dict[str, str]:
@@ -377,6 +407,14 @@ def load_official(
             report.notes.append(f"temporal_embed: checkpoint has {sd[key].shape[1]} frames, model "
                                 f"{video.num_frames}; fitted with {temporal_fix}")
             sd[key] = inflate_temporal_embed(sd[key], video.num_frames, temporal_fix)
+    elif source == "demovlp":
+        sd = {k: v for k, v in sd.items() if not k.endswith("embeddings.position_ids")}
+        mapping, objects = _demovlp_mapping(module)
+        for key in ("object_model.temporal_embed", "method.object_model.temporal_embed"):
+            if key in sd and sd[key].shape[1] != objects.num_frames:
+                report.notes.append(f"temporal_embed: checkpoint has {sd[key].shape[1]} frames, model "
+                                    f"{objects.num_frames}; fitted with {temporal_fix}")
+                sd[key] = inflate_temporal_embed(sd[key], objects.num_frames, temporal_fix)
     else:
         if source == "hf_clip":
             sd = hf_clip_to_open_clip(sd)

@@ -57,6 +57,9 @@ def _local_dir(path: str | Path, what: str) -> str:
 
 
 POOLINGS = ("cls", "mean", "pooler")
+# "longest": pad to the longest text of the batch (Frozen-in-Time); "max_length": always to max_length, so
+# token-level outputs do not depend on the batch (DemoVLP pads to 100 and its local score counts the pads)
+PADDINGS = ("longest", "max_length")
 
 
 @ENCODERS.register("hf_text")
@@ -77,6 +80,7 @@ class HFTextEncoder(nn.Module):
         tokenizer_dir: str | None = None,
         pooling: str = "cls",
         max_length: int | None = None,
+        padding: str = "longest",
         freeze: bool = False,
         grad_checkpointing: bool = False,
     ) -> None:
@@ -84,6 +88,9 @@ class HFTextEncoder(nn.Module):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+        self.padding = padding
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         if model_dir is not None and config is not None:
@@ -144,7 +151,7 @@ class HFTextEncoder(nn.Module):
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings, not one string")
         return self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            list(texts), padding=self.padding, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
 
     def forward(self, texts: list[str]) -> EncoderOutput:

@@ -1,0 +1,148 @@
+"""Temporal grounding (moment retrieval), zero-shot, for every method.
+
+Each video is cut into clips of ``eval.grounding_clip_seconds`` at the same stride (the last one ends at the
+video's end); every clip is encoded once by the method's video side, as a video of its own (a long video in many
+batches, never in one), and each query is scored against each of its video's clips by the method's own
+``similarity`` (so fine-grained scores such as LocVTP's clip-word or DemoVLP's region-word are used). A candidate
+moment is a run of consecutive clips (up to ``eval.grounding_max_clips``; all by default), scored from its clips'
+scores (``eval.grounding_score``):
+
+- ``contrast`` (default): the mean score inside the moment minus the mean outside it, so a moment is rewarded for
+  matching the query where the rest of the video does not (the whole video scores 0);
+- ``mean``: the mean score inside (favours the single best clip).
+
+``metrics.grounding_metrics`` then applies the field's conventions (greedy NMS at 0.5, strict IoU > m, mIoU of the
+top-1 kept moment; eval_protocols.md §2.7). A trained grounding head is not part of this zero-shot protocol.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+
+from vtp_bench.data.dataset import unique_videos
+from vtp_bench.data.manifest import ManifestError, ManifestRow, read_manifest
+from vtp_bench.methods.base import Embeddings
+from vtp_bench.metrics import grounding_metrics
+from vtp_bench.registry import TASKS
+from vtp_bench.tasks.base import Clip, EvalTask, Scorer, similarity
+
+
+def clip_windows(duration: float, seconds: float) -> list[tuple[float, float]]:
+    """[k s, min((k + 1) s, duration)) for k = 0 .. ceil(duration / s) - 1."""
+    n = max(1, math.ceil(duration / seconds - 1e-9))
+    return [(k * seconds, min((k + 1) * seconds, duration)) for k in range(n)]
+
+
+def moments(windows: Sequence[tuple[float, float]], max_clips: int | None = None) -> list[tuple[int, int]]:
+    """Every run of consecutive clips ``[i, j]`` (inclusive) of at most ``max_clips`` clips."""
+    n = len(windows)
+    longest = n if not max_clips else min(n, max_clips)
+    return [(i, j) for i in range(n) for j in range(i, min(n, i + longest))]
+
+
+def moment_scores(clip_sim: Tensor, spans: Tensor, how: str) -> Tensor:
+    """[Q, C] per-clip scores, [K, 2] inclusive clip runs -> [Q, K] moment scores (``contrast`` or ``mean``)."""
+    c = clip_sim.shape[1]
+    csum = torch.cat([clip_sim.new_zeros(clip_sim.shape[0], 1), clip_sim.cumsum(1)], dim=1)
+    inside = csum[:, spans[:, 1] + 1] - csum[:, spans[:, 0]]
+    n_in = (spans[:, 1] - spans[:, 0] + 1).to(clip_sim.dtype)
+    mean_in = inside / n_in
+    if how == "mean":
+        return mean_in
+    n_out = c - n_in
+    mean_out = (csum[:, -1:] - inside) / n_out.clamp_min(1)
+    return torch.where(n_out > 0, mean_in - mean_out, torch.zeros_like(mean_in))
+
+
+@dataclass
+class GroundingSet:
+    manifest: Path
+    video_ids: list[str]
+    video_paths: list[Path]
+    durations: list[float]
+    clip_seconds: float
+    texts: list[str]
+    text_ids: list[str]
+    query_video: list[int]  # the video of each query
+    gt: list[tuple[float, float]]  # each query's moment, seconds
+    missing: list[str] = field(default_factory=list)
+    rows: list[ManifestRow] = field(default_factory=list)
+
+    @property
+    def clips(self) -> list[Clip]:
+        return [Clip(i, p, s, e) for i, (p, d) in enumerate(zip(self.video_paths, self.durations))
+                for s, e in clip_windows(d, self.clip_seconds)]
+
+    def drop_videos(self, bad: Sequence[int]) -> "GroundingSet":
+        drop = set(bad)
+        keep = [i for i in range(len(self.video_ids)) if i not in drop]
+        new = {old: k for k, old in enumerate(keep)}
+        q = [j for j, v in enumerate(self.query_video) if v in new]
+        return GroundingSet(self.manifest, [self.video_ids[i] for i in keep], [self.video_paths[i] for i in keep],
+                            [self.durations[i] for i in keep], self.clip_seconds, [self.texts[j] for j in q],
+                            [self.text_ids[j] for j in q], [new[self.query_video[j]] for j in q],
+                            [self.gt[j] for j in q], self.missing + [self.video_ids[i] for i in sorted(drop)],
+                            [self.rows[i] for i in keep] if self.rows else [])
+
+
+@TASKS.register("grounding")
+class Grounding(EvalTask):
+    name = "grounding"
+    headline = ("R@1,IoU=0.5", "R@1,IoU=0.7", "R@5,IoU=0.5", "mIoU")
+
+    def default_split(self, dataset: str) -> str:
+        return "grounding" if dataset == "synth" else "test"
+
+    def load(self, manifest: Path, video_root: Path | None, allow_missing: bool, cfg: DictConfig,
+             max_videos: int | None = None, check_videos: bool = True) -> GroundingSet:
+        rows = read_manifest(manifest)
+        for r in rows:
+            if r.start is None or r.end is None or r.duration is None:
+                raise ManifestError(f"{manifest}: row {r.text_id!r} lacks start/end/duration; grounding needs each "
+                                    "query's moment and the video's duration (a grounding manifest: data convert "
+                                    "charades_sta / didemo_grounding / activitynet_grounding)")
+        videos = unique_videos(rows, manifest, video_root, allow_missing, max_videos, check_videos)
+        index = videos.index
+        duration = {r.video_id: r.duration for r in rows}
+        kept = [r for r in rows if r.video_id in index]
+        return GroundingSet(manifest, videos.ids, videos.paths, [float(duration[v]) for v in videos.ids],
+                            float(cfg.eval.grounding_clip_seconds), [r.text for r in kept], [r.text_id for r in kept],
+                            [index[r.video_id] for r in kept], [(float(r.start), float(r.end)) for r in kept],
+                            videos.missing, videos.rows)
+
+    def score(self, scorer: Scorer, clips: Embeddings, eset: GroundingSet, cfg: DictConfig
+              ) -> tuple[dict[str, float], dict[str, Any]]:
+        text = scorer.encode_texts(eset.texts, cfg.data.eval_batch_size)
+        per_video = [clip_windows(d, eset.clip_seconds) for d in eset.durations]
+        first = [0]
+        for w in per_video:
+            first.append(first[-1] + len(w))
+        spans = [moments(w, cfg.eval.grounding_max_clips) for w in per_video]
+        k_max = max(len(s) for s in spans)
+        q = len(eset.texts)
+        cands = torch.zeros(q, k_max, 2, dtype=torch.float64)
+        scores = torch.full((q, k_max), -math.inf, dtype=torch.float64)  # padding: ranked after every real moment
+        queries_of: dict[int, list[int]] = {}
+        for j, v in enumerate(eset.query_video):
+            queries_of.setdefault(v, []).append(j)
+        for v, qs in queries_of.items():
+            clip_sim = similarity(scorer, text.index(torch.tensor(qs)), clips.index(slice(first[v], first[v + 1])))
+            idx = torch.tensor(spans[v])
+            span_scores = moment_scores(clip_sim.double(), idx, cfg.eval.grounding_score)
+            w = per_video[v]
+            bounds = torch.tensor([[w[i][0], w[j][1]] for i, j in spans[v]], dtype=torch.float64)
+            for row, j in enumerate(qs):
+                cands[j, : len(bounds)] = bounds
+                scores[j, : len(bounds)] = span_scores[row]
+        metrics = grounding_metrics(cands, scores, torch.tensor(eset.gt, dtype=torch.float64))
+        info = {"num_queries": q, "num_videos": len(eset.video_ids), "num_clips": first[-1],
+                "clip_seconds": eset.clip_seconds, "max_moment_clips": cfg.eval.grounding_max_clips,
+                "moment_score": cfg.eval.grounding_score, "candidates_per_video_max": k_max}
+        return metrics, info

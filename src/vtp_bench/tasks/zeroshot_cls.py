@@ -1,0 +1,78 @@
+"""Zero-shot classification (action recognition as video-to-text retrieval, as MCQ / MILES evaluate HMDB51 and
+UCF101): each class name becomes a text through a prompt template, and each video is ranked against the classes
+(``metrics.zeroshot_metrics``: top-1, top-5, mean per-class accuracy)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import DictConfig
+
+from vtp_bench.data.classes import ClassList, read_classes
+from vtp_bench.data.dataset import unique_videos
+from vtp_bench.data.manifest import ManifestError, ManifestRow, read_manifest
+from vtp_bench.methods.base import Embeddings
+from vtp_bench.metrics import zeroshot_metrics
+from vtp_bench.metrics.classification import PROMPT_TEMPLATE, class_prompts
+from vtp_bench.registry import TASKS
+from vtp_bench.tasks.base import Clip, EvalTask, Scorer, similarity
+
+
+@dataclass
+class ClassificationSet:
+    manifest: Path
+    video_ids: list[str]
+    video_paths: list[Path]
+    windows: list[tuple[float | None, float | None]]
+    labels: list[int]  # class index of each video
+    classes: ClassList
+    missing: list[str] = field(default_factory=list)
+    rows: list[ManifestRow] = field(default_factory=list)
+
+    @property
+    def clips(self) -> list[Clip]:
+        return [Clip(i, p, *w) for i, (p, w) in enumerate(zip(self.video_paths, self.windows))]
+
+    def drop_videos(self, bad: Sequence[int]) -> "ClassificationSet":
+        drop = set(bad)
+        keep = [i for i in range(len(self.video_ids)) if i not in drop]
+        return ClassificationSet(self.manifest, [self.video_ids[i] for i in keep], [self.video_paths[i] for i in keep],
+                                 [self.windows[i] for i in keep], [self.labels[i] for i in keep], self.classes,
+                                 self.missing + [self.video_ids[i] for i in sorted(drop)],
+                                 [self.rows[i] for i in keep] if self.rows else [])
+
+
+def prompt_template(cfg: DictConfig, classes: ClassList) -> str:
+    return cfg.eval.prompt_template or classes.template or PROMPT_TEMPLATE
+
+
+@TASKS.register("zeroshot_cls")
+class ZeroShotClassification(EvalTask):
+    name = "zeroshot_cls"
+    headline = ("top1", "top5", "mean_class_acc")
+
+    def load(self, manifest: Path, video_root: Path | None, allow_missing: bool, cfg: DictConfig,
+             max_videos: int | None = None, check_videos: bool = True) -> ClassificationSet:
+        rows = read_manifest(manifest)
+        classes = read_classes(manifest, rows)
+        videos = unique_videos(rows, manifest, video_root, allow_missing, max_videos, check_videos)
+        index = dict(zip((r.text_id for r in rows), classes.index(rows)))
+        label: dict[str, int] = {}
+        for r in rows:
+            if r.video_id in videos.index and label.setdefault(r.video_id, index[r.text_id]) != index[r.text_id]:
+                raise ManifestError(f"{manifest}: video {r.video_id!r} has rows of two classes "
+                                    f"({classes.labels[label[r.video_id]]!r}, {r.label!r}); a video has one class")
+        return ClassificationSet(manifest, videos.ids, videos.paths, videos.windows,
+                                 [label[v] for v in videos.ids], classes, videos.missing, videos.rows)
+
+    def score(self, scorer: Scorer, clips: Embeddings, eset: ClassificationSet, cfg: DictConfig
+              ) -> tuple[dict[str, float], dict[str, Any]]:
+        template = prompt_template(cfg, eset.classes)
+        prompts = class_prompts(eset.classes.names, template)
+        text = scorer.encode_texts(prompts, cfg.data.eval_batch_size)
+        metrics = zeroshot_metrics(similarity(scorer, text, clips).t(), eset.labels)
+        info = {"num_videos": len(eset.video_ids), "num_classes": len(prompts), "prompt_template": template,
+                "chance_top1": 100.0 / len(prompts)}
+        return metrics, info
