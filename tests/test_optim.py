@@ -95,7 +95,7 @@ def _expect_no_decay(name: str) -> bool:
     owner = parent.rpartition(".")[2]
     if owner in ("object_embedding", "pos_embedding") and leaf == "weight":
         return False  # DemoVLP's Linear projections of region features / boxes (official names), like a patch proj
-    return (leaf == "bias" or leaf == "logit_scale" or bool(re.search(r"embed|token", leaf))
+    return (leaf.endswith("bias") or leaf == "logit_scale" or bool(re.search(r"embed|token", leaf))
             or bool(re.search(r"embedding", owner)) or bool(re.search(r"norm|^ln_|^ln\d*$", owner, re.I)))
 
 

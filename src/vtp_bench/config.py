@@ -42,6 +42,7 @@ class DataConfig:
     root: str = "${oc.env:VTP_DATA_ROOT,data}"  # each dataset lives under <root>/<dataset>/
     val_split: str = "val"
     num_frames: int = 4
+    eval_num_frames: Optional[int] = None  # frames per video in evaluation; null: num_frames (Prompt Switch 6/12)
     img_size: int = 224
     batch_size: int = 32  # per device
     eval_batch_size: int = 64

@@ -114,7 +114,7 @@ def evaluate(
         "manifest": str(src.manifest),
         "manifest_sha256": sha256_of(src.manifest),
         **module.last_eval_info,
-        "frames": cfg.data.num_frames,
+        "frames": cfg.data.eval_num_frames or cfg.data.num_frames,
         "sampler": cfg.data.eval_sampling,
         "img_size": cfg.data.img_size,
         "decoder": "pyav",

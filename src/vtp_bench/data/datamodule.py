@@ -104,7 +104,8 @@ class VideoTextDataModule(L.LightningDataModule):
     def eval_loader(self, eset: EvalSet) -> DataLoader:
         """Each rank encodes a contiguous shard of the clips, without padding; VTPModule gathers and trims."""
         d = self.cfg.data
-        ds = EvalClipDataset(eset, d.num_frames, self.eval_transform, d.eval_sampling, self.decode, self.eval_inputs)
+        frames = d.eval_num_frames or d.num_frames
+        ds = EvalClipDataset(eset, frames, self.eval_transform, d.eval_sampling, self.decode, self.eval_inputs)
         rank, world = rank_world()
         return self._loader(ds, batch_size=d.eval_batch_size, sampler=ShardSampler(len(ds), rank, world))
 
