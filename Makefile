@@ -35,6 +35,7 @@ train: setup
 # on a GPU: make bench ARGS="--device cuda --dtype bf16 --iters 10"
 bench: setup
 	$(VENV)/bin/python scripts/bench_encoders.py $(ARGS)
+	$(VENV)/bin/python scripts/bench_promptswitch.py --write docs/benchmarks.md
 
 # decoding throughput: ours vs naive PyAV vs decord (decord is installed here, for this benchmark only)
 bench-data: setup

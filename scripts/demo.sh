@@ -18,7 +18,7 @@ for exp in $EXPERIMENTS; do
   i=$((i + 1))
   t0=$(date +%s)
   rm -rf "runs/$exp/demo"
-  "$VTP" train "$exp" run.version=demo "data.root=$DATA" trainer.enable_progress_bar=false > "results/$exp.train.log" 2>&1 \
+  "$VTP" train "$exp" run.version=demo run.keep_checkpoints=last "data.root=$DATA" trainer.enable_progress_bar=false > "results/$exp.train.log" 2>&1 \
     || { echo "[$i/$n] $exp: training failed, see results/$exp.train.log"; tail -20 "results/$exp.train.log"; exit 1; }
   ckpt="runs/$exp/demo/checkpoints/last.ckpt"
   for task in $TASKS; do

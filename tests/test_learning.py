@@ -90,6 +90,7 @@ def test_short_run_lowers_the_loss_and_trains_every_part(name, data_root, tmp_pa
     assert ratio <= MARGIN, f"{name}: loss {sum(first) / 2:.3f} -> {sum(last) / 2:.3f} (ratio {ratio:.2f} > {MARGIN})"
 
 
+@pytest.mark.slow  # ~2 min on 2 cores: `make test-slow` (CI runs it)
 def test_baseline_beats_chance_on_the_validation_split(tmp_path):
     """frozen_synth as the demo runs it (pretrained MiniLM text tower, frozen; tiny video tower trained at 64 px),
     shortened to 72 steps on 300 clips: its validation ranks are far better than chance (on 30 videos: MedR 15.5,

@@ -84,6 +84,8 @@ class RunConfig:
     dir: str = "runs"  # runs land in <dir>/<experiment>/<version>/
     version: Optional[str] = None  # None: version_<n>, the next free one
     ckpt_every_n_steps: Optional[int] = None
+    # all: a checkpoint per epoch end (and per ckpt_every_n_steps), for resuming anywhere; last: only last.ckpt
+    keep_checkpoints: str = choice("all", ("all", "last"))
 
 
 @dataclass

@@ -104,7 +104,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path | None, **overrides: Any) -> L.
     callbacks = [
         sync,
         PeriodicCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch}-step{step}", auto_insert_metric_name=False,
-                           save_last=True, save_top_k=-1, every_n_train_steps=cfg.run.ckpt_every_n_steps),
+                           save_last=True, save_top_k=-1 if cfg.run.keep_checkpoints == "all" else 0,
+                           every_n_train_steps=cfg.run.ckpt_every_n_steps),
         LearningRateMonitor(logging_interval="step"),
     ]
     if cfg.trainer.get("enable_progress_bar", True):
