@@ -36,40 +36,18 @@ PALETTE = [(r, g, b) for r in LEVELS for g in LEVELS for b in LEVELS]  # 64 colo
 CAPTION_CODE = re.compile(r"\bclip (\d+)\b")
 
 
-def write_coded_videos(folder: Path, codes: list[int], frames: int = 6, size: tuple[int, int] = (40, 56)) -> list[Path]:
-    """One mp4 per code (``coded_<code>.mp4``), every frame the palette colour of the code; not square, so the
-    eval transform's centre crop runs."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for code in codes:
-        path = folder / f"coded_{code:02d}.mp4"
-        with av.open(str(path), mode="w", format="mp4") as c:
-            s = c.add_stream("libx264", rate=Fraction(4, 1))
-            s.height, s.width = size
-            s.pix_fmt = "yuv420p"
-            img = np.empty((*size, 3), dtype=np.uint8)
-            img[:] = PALETTE[code]
-            for i in range(frames):
-                f = av.VideoFrame.from_ndarray(img, format="rgb24")
-                f.pts = i
-                for p in s.encode(f):
-                    c.mux(p)
-            for p in s.encode():
-                c.mux(p)
-        paths.append(path)
-    return paths
-
-
-def write_segment_video(path: Path, codes_per_second: list[int], fps: int = 4, size: tuple[int, int] = (40, 56)) -> Path:
-    """One mp4 whose second t is the solid palette colour of ``codes_per_second[t]`` (for grounding)."""
+def write_colour_video(path: Path, colours: list[tuple[int, int, int]], fps: int = 4,
+                       size: tuple[int, int] = (40, 56)) -> Path:
+    """A real H.264 mp4 whose frame i is the solid colour ``colours[i]`` (not square, so the eval transform's
+    centre crop runs)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w", format="mp4") as c:
         s = c.add_stream("libx264", rate=Fraction(fps, 1))
         s.height, s.width = size
         s.pix_fmt = "yuv420p"
-        for i in range(len(codes_per_second) * fps):
+        for i, colour in enumerate(colours):
             img = np.empty((*size, 3), dtype=np.uint8)
-            img[:] = PALETTE[codes_per_second[i // fps]]
+            img[:] = colour
             f = av.VideoFrame.from_ndarray(img, format="rgb24")
             f.pts = i
             for p in s.encode(f):
@@ -77,6 +55,16 @@ def write_segment_video(path: Path, codes_per_second: list[int], fps: int = 4, s
         for p in s.encode():
             c.mux(p)
     return path
+
+
+def write_coded_videos(folder: Path, codes: list[int], frames: int = 6) -> list[Path]:
+    """One mp4 per code (``coded_<code>.mp4``), every frame the palette colour of the code."""
+    return [write_colour_video(folder / f"coded_{code:02d}.mp4", [PALETTE[code]] * frames) for code in codes]
+
+
+def write_segment_video(path: Path, codes_per_second: list[int], fps: int = 4) -> Path:
+    """One mp4 whose second t shows the palette colour of ``codes_per_second[t]`` (for grounding)."""
+    return write_colour_video(path, [PALETTE[c] for c in codes_per_second for _ in range(fps)], fps)
 
 
 def pixel_codes(video: Tensor, mask: Tensor | None) -> Tensor:

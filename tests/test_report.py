@@ -48,6 +48,6 @@ def test_compare_one_table_per_task(tmp_path):
     zs_table = md.split("**zeroshot_cls**")[1]
     assert "| top1" in zs_table and "41.2" in zs_table and "t2v/R@1" not in zs_table
     csv_text = format_table(res, "csv")
-    assert "method,experiment,dataset,split,num_videos,num_classes,frames,top1,top5,mean_class_acc" in csv_text
+    assert "method,experiment,dataset,split,num_videos,num_classes,frames,chance_top1,top1,top5,mean_class_acc" in csv_text
     with pytest.raises(ValueError, match="unknown task"):
         format_table([{**zs, "task": "captioning"}])

@@ -167,6 +167,14 @@ def test_grounding_known_answer(coded_grounding, tmp_path):
     for k in ("R@1,IoU=0.1", "R@1,IoU=0.3", "R@1,IoU=0.5", "R@1,IoU=0.7", "R@5,IoU=0.7"):
         assert m[k] == pytest.approx(100.0), k
     assert m["mIoU"] == pytest.approx(100.0)
+    # chance by brute force: every query's candidates are the 21 runs of 1 s clips in its 6 s video
+    spans = [(i, j + 1) for i in range(6) for j in range(i, 6)]
+    rows = [(r["start"], r["end"]) for r in map(json.loads, (coded_grounding / "charades_sta" / "test.jsonl")
+                                                 .read_text().splitlines())]
+    def iou(a, b):
+        return max(0.0, min(a[1], b[1]) - max(a[0], b[0])) / (max(a[1], b[1]) - min(a[0], b[0]))
+    want = sum(sum(iou(c, g) > 0.5 for c in spans) / len(spans) for g in rows) / len(rows)
+    assert res["chance"]["R@1,IoU=0.5"] == pytest.approx(100 * want)
 
     # planted: every ground truth of L >= 2 seconds loses its last second; the top-1 moment stays the code's
     # seconds, so its IoU with the ground truth is (L - 1) / L
@@ -193,7 +201,8 @@ def test_grounding_known_answer(coded_grounding, tmp_path):
 def test_moment_scores_closed_form():
     import torch
 
-    from vtp_bench.tasks.grounding import clip_windows, moment_scores, moments
+    from vtp_bench.methods.base import span_scores as moment_scores
+    from vtp_bench.tasks.grounding import clip_windows, moments
 
     assert clip_windows(2.5, 1.0) == [(0.0, 1.0), (1.0, 2.0), (2.0, 2.5)]
     assert moments(clip_windows(3.0, 1.0), 2) == [(0, 0), (0, 1), (1, 1), (1, 2), (2, 2)]

@@ -16,8 +16,10 @@ METRIC_COLUMNS = {  # per evaluation task (results without a "task" are retrieva
 }
 INFO_COLUMNS = {
     "retrieval": ["method", "experiment", "dataset", "split", "num_queries", "num_videos", "frames"],
-    "zeroshot_cls": ["method", "experiment", "dataset", "split", "num_videos", "num_classes", "frames"],
-    "grounding": ["method", "experiment", "dataset", "split", "num_queries", "num_videos", "frames"],
+    "zeroshot_cls": ["method", "experiment", "dataset", "split", "num_videos", "num_classes", "frames",
+                     "chance_top1"],
+    "grounding": ["method", "experiment", "dataset", "split", "num_queries", "num_videos", "frames",
+                  "chance/R@1,IoU=0.5"],  # a/b: key b of the result's dict a
 }
 
 
@@ -59,9 +61,16 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
+def _info(result: dict[str, Any], column: str) -> Any:
+    if "/" in column:
+        outer, inner = column.split("/", 1)
+        return (result.get(outer) or {}).get(inner)
+    return result.get(column)
+
+
 def table_rows(results: list[dict[str, Any]], task: str = "retrieval") -> tuple[list[str], list[list[str]]]:
     info, metrics = INFO_COLUMNS[task], METRIC_COLUMNS[task]
-    rows = [[_fmt(r.get(c)) for c in info] + [_fmt(r["metrics"].get(m)) for m in metrics] for r in results]
+    rows = [[_fmt(_info(r, c)) for c in info] + [_fmt(r["metrics"].get(m)) for m in metrics] for r in results]
     return info + metrics, rows
 
 

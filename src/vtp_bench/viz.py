@@ -21,7 +21,7 @@ def region_maps(module: Any, video_path: str | Path, num_frames: int | None = No
     VTPModule whose method has ``video_regions`` (eval mode, the config's eval frame sampling and size)."""
     import torch
 
-    from vtp_bench.data.dataset import DecodeOptions, load_clip
+    from vtp_bench.data.dataset import DecodeOptions, decode_clip
     from vtp_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, VideoTransform
 
     method = module.method
@@ -30,8 +30,9 @@ def region_maps(module: Any, video_path: str | Path, num_frames: int | None = No
                           f"method is {module.cfg.method.name!r}")
     d = module.cfg.data
     n = num_frames or d.num_frames
-    clip, mask = load_clip(Path(video_path), n, d.eval_sampling, VideoTransform(d.img_size, train=False),
-                           random.Random(0), decode=DecodeOptions(d.decode_size))
+    decoded = decode_clip(Path(video_path), n, d.eval_sampling, VideoTransform(d.img_size, train=False),
+                          random.Random(0), decode=DecodeOptions(d.decode_size))
+    clip, mask = decoded.video, decoded.mask
     keep = int(mask.sum())
     module.eval()
     with torch.no_grad():

@@ -21,6 +21,7 @@ from vtp_bench.data.manifest import ManifestRow, read_manifest, resolve_path
 from vtp_bench.data.regions import RegionReadError
 from vtp_bench.data.transforms import Crop, VideoTransform
 from vtp_bench.data.video import VideoReadError, read_frames_timed
+from vtp_bench.tasks.base import Clip
 
 
 class MissingVideosError(FileNotFoundError):
@@ -76,21 +77,6 @@ def decode_clip(
     if n < num_frames:
         clip = torch.cat([clip, clip.new_zeros((num_frames - n, *clip.shape[1:]))])
     return DecodedClip(clip, mask, indices, crop, times)
-
-
-def load_clip(
-    path: Path,
-    num_frames: int,
-    sampling: str,
-    transform: VideoTransform,
-    rng: random.Random,
-    start: float | None = None,
-    end: float | None = None,
-    decode: DecodeOptions | None = None,
-) -> tuple[Tensor, Tensor]:
-    """``decode_clip`` without the frame indices and crop: (clip, frame mask)."""
-    c = decode_clip(path, num_frames, sampling, transform, rng, start, end, decode)
-    return c.video, c.mask
 
 
 def load_item(
@@ -247,10 +233,8 @@ class RetrievalSet:
         )
 
     @property
-    def clips(self) -> list[Any]:
+    def clips(self) -> list[Clip]:
         """One clip per video: the whole file, or the row's window (a segment of a longer video)."""
-        from vtp_bench.tasks.base import Clip
-
         return [Clip(i, p, *w) for i, (p, w) in enumerate(zip(self.video_paths, self.windows))]
 
     def drop_videos(self, bad: Sequence[int]) -> "RetrievalSet":
@@ -308,9 +292,9 @@ class EvalClipDataset(Dataset):
         rng = random.Random(index)
         try:
             if self.inputs.names == {VIDEO}:  # the rows are not needed (a set built by hand may lack them)
-                video, mask = load_clip(clip.path, self.num_frames, self.sampling, self.transform, rng, clip.start,
-                                        clip.end, self.decode)
-                tensors = {"video": video, "video_mask": mask}
+                c = decode_clip(clip.path, self.num_frames, self.sampling, self.transform, rng, clip.start, clip.end,
+                                self.decode)
+                tensors = {"video": c.video, "video_mask": c.mask}
             else:
                 tensors = load_item(self.rows[clip.video], self.manifest, clip.path, self.inputs, self.num_frames,
                                     self.sampling, self.transform, rng, self.decode, clip.start, clip.end)

@@ -68,6 +68,23 @@ class Embeddings:
         return Embeddings(pooled=pooled, tokens=tokens, mask=mask, extra=extra)
 
 
+def span_scores(clip_scores: Tensor, spans: Tensor, how: str) -> Tensor:
+    """[Q, C] per-clip scores, [K, 2] inclusive clip runs -> [Q, K] moment scores: ``contrast`` = mean inside minus
+    mean outside (the whole video scores 0), ``mean`` = mean inside."""
+    if how not in ("contrast", "mean"):
+        raise ValueError(f"moment score must be contrast or mean, got {how!r}")
+    c = clip_scores.shape[1]
+    csum = torch.cat([clip_scores.new_zeros(clip_scores.shape[0], 1), clip_scores.cumsum(1)], dim=1)
+    inside = csum[:, spans[:, 1] + 1] - csum[:, spans[:, 0]]
+    n_in = (spans[:, 1] - spans[:, 0] + 1).to(clip_scores.dtype)
+    mean_in = inside / n_in
+    if how == "mean":
+        return mean_in
+    n_out = c - n_in
+    mean_out = (csum[:, -1:] - inside) / n_out.clamp_min(1)
+    return torch.where(n_out > 0, mean_in - mean_out, torch.zeros_like(mean_in))
+
+
 def cosine_similarity_matrix(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
     """[N, D] x [M, D] -> [N, M]; the eps clamp of Frozen-in-Time's ``sim_matrix``."""
     a = a / a.norm(dim=-1, keepdim=True).clamp_min(eps)
@@ -106,6 +123,13 @@ class Method(nn.Module):
     def similarity(self, text: Embeddings, video: Embeddings) -> Tensor:
         """[N_text, N_video], higher = more similar. Default: cosine of the pooled embeddings."""
         return cosine_similarity_matrix(text.pooled.float(), video.pooled.float())
+
+    def moment_scores(self, text: Embeddings, clips: Embeddings, spans: Tensor, how: str = "contrast") -> Tensor:
+        """Temporal grounding: [Q, K] scores of K candidate moments of one video for Q queries. ``clips`` are the
+        video's consecutive clips (each encoded as a video), ``spans`` [K, 2] the inclusive clip runs. Default
+        (zero-shot): ``similarity`` of each query to each clip, then ``span_scores`` (``how``). A method with a
+        trained grounding head overrides this."""
+        return span_scores(self.similarity(text, clips), spans, how)
 
     # --- training -------------------------------------------------------------------------------------
     def losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:

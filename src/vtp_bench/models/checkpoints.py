@@ -266,41 +266,40 @@ def describe_load(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def layout(module: Any) -> str | None:
+    """The checkpoint layout an encoder declares (``CHECKPOINT_LAYOUT``: ``frozen_video``, ``frozen_text``,
+    ``clip_visual``, ``clip_text``, ``demovlp_objects``), None for anything else. Towers are recognised by it, so
+    this module imports none of them (the towers import it, to load their ``weights``)."""
+    return getattr(type(module), "CHECKPOINT_LAYOUT", None)
+
+
 def _is_tower(module: nn.Module) -> bool:
     """A single encoder: a file covering more (the other tower, projections) is loaded partially by design."""
-    from vtp_bench.models.text.clip_text import ClipText
-    from vtp_bench.models.text.hf_text import HFTextEncoder
-    from vtp_bench.models.video.clip_vit import ClipViT
-    from vtp_bench.models.video.object_transformer import ObjectTransformer
-    from vtp_bench.models.video.space_time_vit import SpaceTimeViT
-
-    return isinstance(module, (SpaceTimeViT, HFTextEncoder, ClipViT, ClipText, ObjectTransformer))
+    return layout(module) is not None
 
 
 def _frozen_mapping(module: nn.Module, sd: Mapping[str, Any]) -> tuple[dict[str, str], Any]:
     """checkpoint prefix -> our prefix for Frozen-layout files, and the SpaceTimeViT that gets the video keys.
     A method may name further parts of the file in ``official_prefixes`` (checkpoint prefix -> its own), e.g.
     RegionLearner's head; each is mapped when the file has it (a file without it leaves that part as built)."""
-    from vtp_bench.models.text.hf_text import HFTextEncoder
-    from vtp_bench.models.video.space_time_vit import SpaceTimeViT
-
-    if isinstance(module, SpaceTimeViT):
+    if layout(module) == "frozen_video":
         return {"video_model.": ""}, module
-    if isinstance(module, HFTextEncoder):
+    if layout(module) == "frozen_text":
         return {"text_model.": "model."}, None
     for path, m in module.named_modules():
         video, text = getattr(m, "video_model", None), getattr(m, "text_model", None)
-        if isinstance(video, SpaceTimeViT) or isinstance(text, HFTextEncoder):
+        is_video, is_text = layout(video) == "frozen_video", layout(text) == "frozen_text"
+        if is_video or is_text:
             pre = f"{path}." if path else ""
             mapping = {"txt_proj.": f"{pre}txt_proj.", "vid_proj.": f"{pre}vid_proj."}
-            if isinstance(video, SpaceTimeViT):
+            if is_video:
                 mapping["video_model."] = f"{pre}video_model."
-            if isinstance(text, HFTextEncoder):
+            if is_text:
                 mapping["text_model."] = f"{pre}text_model.model."
             for src, dst in getattr(m, "official_prefixes", {}).items():
                 if any(k.startswith(src) for k in sd):
                     mapping[src] = f"{pre}{dst}"
-            return mapping, video if isinstance(video, SpaceTimeViT) else None
+            return mapping, video if is_video else None
     raise CheckpointError(
         f"a Frozen-in-Time / MILES / RegionLearner checkpoint needs a space_time_vit or hf_text tower; "
         f"{type(module).__name__} has neither"
@@ -310,10 +309,8 @@ def _frozen_mapping(module: nn.Module, sd: Mapping[str, Any]) -> tuple[dict[str,
 def _demovlp_mapping(module: nn.Module) -> tuple[dict[str, str], Any]:
     """checkpoint prefix -> our prefix for DemoVLP files (official, or vtp_bench's under ``method.``), and the
     ObjectTransformer whose ``temporal_embed`` gets fitted."""
-    from vtp_bench.models.video.object_transformer import ObjectTransformer
-
     for path, m in module.named_modules():
-        if isinstance(getattr(m, "object_model", None), ObjectTransformer):
+        if layout(getattr(m, "object_model", None)) == "demovlp_objects":
             pre = f"{path}." if path else ""
             mapping = {}
             for src in ("", "method."):
@@ -323,24 +320,21 @@ def _demovlp_mapping(module: nn.Module) -> tuple[dict[str, str], Any]:
             if getattr(m, "backbone", None) is not None:  # vtp_bench's RoI-pooling variant
                 mapping["method.backbone."] = f"{pre}backbone."
             return mapping, m.object_model
-    if isinstance(module, ObjectTransformer):
+    if layout(module) == "demovlp_objects":
         return {"object_model.": "", "method.object_model.": ""}, module
     raise CheckpointError(f"a DemoVLP checkpoint needs an object_transformer tower (object_model); "
                           f"{type(module).__name__} has none")
 
 
 def _clip_mapping(module: nn.Module) -> dict[str, str]:
-    from vtp_bench.models.text.clip_text import ClipText
-    from vtp_bench.models.video.clip_vit import ClipViT
-
     if type(module).__name__ == "CLIP" and hasattr(module, "visual"):  # an open_clip model itself
         return {"": ""}
     mapping: dict[str, str] = {}
     for path, m in module.named_modules():
         pre = f"{path}." if path else ""
-        if isinstance(m, ClipViT):
+        if layout(m) == "clip_visual":
             mapping["visual."] = f"{pre}visual."
-        elif isinstance(m, ClipText):
+        elif layout(m) == "clip_text":
             for k in CLIP_TEXT_KEYS:
                 mapping[k] = f"{pre}text.{k}"
     names = [n for n, _ in module.named_parameters() if n.split(".")[-1] == "logit_scale"]

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from vtp_bench.models.checkpoints import load_official
+
 
 T = TypeVar("T", bound="TowerOptions")
 
@@ -31,8 +33,6 @@ class TowerOptions(nn.Module):
     def finish_init(self, weights: str | None, freeze: bool, grad_checkpointing: bool) -> None:
         """Load a local weights file (any source ``models.checkpoints`` knows), then set the options."""
         if weights is not None:
-            from vtp_bench.models.checkpoints import load_official
-
             load_official(self, weights)
         self.set_tower_options(freeze, grad_checkpointing)
 

@@ -2,17 +2,17 @@
 
 Each video is cut into clips of ``eval.grounding_clip_seconds`` at the same stride (the last one ends at the
 video's end); every clip is encoded once by the method's video side, as a video of its own (a long video in many
-batches, never in one), and each query is scored against each of its video's clips by the method's own
-``similarity`` (so fine-grained scores such as LocVTP's clip-word or DemoVLP's region-word are used). A candidate
-moment is a run of consecutive clips (up to ``eval.grounding_max_clips``; all by default), scored from its clips'
-scores (``eval.grounding_score``):
+batches, never in one), and a candidate moment is a run of consecutive clips (up to ``eval.grounding_max_clips``; all by
+default), scored by ``Method.moment_scores``. By default (zero-shot) each query is scored against each of its
+video's clips by the method's own ``similarity`` (so fine-grained scores such as LocVTP's clip-word or DemoVLP's
+region-word are used), and a moment from its clips' scores (``eval.grounding_score``):
 
 - ``contrast`` (default): the mean score inside the moment minus the mean outside it, so a moment is rewarded for
   matching the query where the rest of the video does not (the whole video scores 0);
 - ``mean``: the mean score inside (favours the single best clip).
 
 ``metrics.grounding_metrics`` then applies the field's conventions (greedy NMS at 0.5, strict IoU > m, mIoU of the
-top-1 kept moment; eval_protocols.md §2.7). A trained grounding head is not part of this zero-shot protocol.
+top-1 kept moment; eval_protocols.md §2.7). A method with a trained grounding head overrides ``moment_scores``.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ from torch import Tensor
 
 from vtp_bench.data.dataset import unique_videos
 from vtp_bench.data.manifest import ManifestError, ManifestRow, read_manifest
+from vtp_bench.data.video import VideoReadError, probe_video
 from vtp_bench.methods.base import Embeddings
 from vtp_bench.metrics import grounding_metrics
+from vtp_bench.metrics.grounding import moment_iou
 from vtp_bench.registry import TASKS
-from vtp_bench.tasks.base import Clip, EvalTask, Scorer, similarity
+from vtp_bench.tasks.base import Clip, EvalTask, Scorer
 
 
 def clip_windows(duration: float, seconds: float) -> list[tuple[float, float]]:
@@ -45,20 +47,6 @@ def moments(windows: Sequence[tuple[float, float]], max_clips: int | None = None
     n = len(windows)
     longest = n if not max_clips else min(n, max_clips)
     return [(i, j) for i in range(n) for j in range(i, min(n, i + longest))]
-
-
-def moment_scores(clip_sim: Tensor, spans: Tensor, how: str) -> Tensor:
-    """[Q, C] per-clip scores, [K, 2] inclusive clip runs -> [Q, K] moment scores (``contrast`` or ``mean``)."""
-    c = clip_sim.shape[1]
-    csum = torch.cat([clip_sim.new_zeros(clip_sim.shape[0], 1), clip_sim.cumsum(1)], dim=1)
-    inside = csum[:, spans[:, 1] + 1] - csum[:, spans[:, 0]]
-    n_in = (spans[:, 1] - spans[:, 0] + 1).to(clip_sim.dtype)
-    mean_in = inside / n_in
-    if how == "mean":
-        return mean_in
-    n_out = c - n_in
-    mean_out = (csum[:, -1:] - inside) / n_out.clamp_min(1)
-    return torch.where(n_out > 0, mean_in - mean_out, torch.zeros_like(mean_in))
 
 
 @dataclass
@@ -104,13 +92,20 @@ class Grounding(EvalTask):
              max_videos: int | None = None, check_videos: bool = True) -> GroundingSet:
         rows = read_manifest(manifest)
         for r in rows:
-            if r.start is None or r.end is None or r.duration is None:
-                raise ManifestError(f"{manifest}: row {r.text_id!r} lacks start/end/duration; grounding needs each "
-                                    "query's moment and the video's duration (a grounding manifest: data convert "
-                                    "charades_sta / didemo_grounding / activitynet_grounding)")
+            if r.start is None or r.end is None:
+                raise ManifestError(f"{manifest}: row {r.text_id!r} lacks start/end; grounding needs each query's "
+                                    "moment (a grounding manifest: data convert charades_sta / didemo_grounding / "
+                                    "activitynet_grounding)")
         videos = unique_videos(rows, manifest, video_root, allow_missing, max_videos, check_videos)
         index = videos.index
-        duration = {r.video_id: r.duration for r in rows}
+        duration = {r.video_id: r.duration for r in rows if r.duration is not None}
+        for vid, path in zip(videos.ids, videos.paths):  # no duration in the manifest (DiDeMo): the container's
+            if vid not in duration:
+                try:
+                    duration[vid] = probe_video(path).duration
+                except VideoReadError as e:
+                    raise ManifestError(f"{manifest}: video {vid!r} has no duration in the manifest and {path} "
+                                        f"cannot tell it ({e})") from None
         kept = [r for r in rows if r.video_id in index]
         return GroundingSet(manifest, videos.ids, videos.paths, [float(duration[v]) for v in videos.ids],
                             float(cfg.eval.grounding_clip_seconds), [r.text for r in kept], [r.text_id for r in kept],
@@ -133,16 +128,24 @@ class Grounding(EvalTask):
         for j, v in enumerate(eset.query_video):
             queries_of.setdefault(v, []).append(j)
         for v, qs in queries_of.items():
-            clip_sim = similarity(scorer, text.index(torch.tensor(qs)), clips.index(slice(first[v], first[v + 1])))
-            idx = torch.tensor(spans[v])
-            span_scores = moment_scores(clip_sim.double(), idx, cfg.eval.grounding_score)
+            device = scorer.device
+            span_scores = scorer.method.moment_scores(
+                text.index(torch.tensor(qs)).to(device), clips.index(slice(first[v], first[v + 1])).to(device),
+                torch.tensor(spans[v], device=device), cfg.eval.grounding_score).double().cpu()
             w = per_video[v]
             bounds = torch.tensor([[w[i][0], w[j][1]] for i, j in spans[v]], dtype=torch.float64)
             for row, j in enumerate(qs):
                 cands[j, : len(bounds)] = bounds
                 scores[j, : len(bounds)] = span_scores[row]
-        metrics = grounding_metrics(cands, scores, torch.tensor(eset.gt, dtype=torch.float64))
+        gt = torch.tensor(eset.gt, dtype=torch.float64)
+        metrics = grounding_metrics(cands, scores, gt)
+        # chance: a moment drawn uniformly from each query's candidates (the R@1 / mIoU of random scores)
+        real = torch.isfinite(scores)
+        iou = moment_iou(cands, gt[:, None, :])
+        chance = {f"R@1,IoU={m}": 100.0 * float(((iou > m) & real).sum(1).div(real.sum(1)).mean())
+                  for m in (0.1, 0.3, 0.5, 0.7)}
+        chance["mIoU"] = 100.0 * float((iou * real).sum(1).div(real.sum(1)).mean())
         info = {"num_queries": q, "num_videos": len(eset.video_ids), "num_clips": first[-1],
                 "clip_seconds": eset.clip_seconds, "max_moment_clips": cfg.eval.grounding_max_clips,
-                "moment_score": cfg.eval.grounding_score, "candidates_per_video_max": k_max}
+                "moment_score": cfg.eval.grounding_score, "candidates_per_video_max": k_max, "chance": chance}
         return metrics, info

@@ -23,6 +23,7 @@ class ClipText(TowerOptions):
     feature; ``tokens`` [B, L, W] every position after ``ln_final`` (unprojected); ``mask`` [B, L] True up to
     and including the EOT token (open_clip pads with 0, so padding is masked by position, not by id)."""
 
+    CHECKPOINT_LAYOUT = "clip_text"  # how models.checkpoints maps released weights onto it
     PRESETS: dict[str, dict[str, Any]] = CLIP_PRESETS
 
     def __init__(

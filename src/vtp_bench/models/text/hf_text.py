@@ -66,6 +66,7 @@ PADDINGS = ("longest", "max_length")
 class HFTextEncoder(nn.Module):
     """``forward(texts: list[str]) -> EncoderOutput`` (pooled [B, D], tokens [B, L, D], mask [B, L])."""
 
+    CHECKPOINT_LAYOUT = "frozen_text"  # how models.checkpoints maps released weights onto it
     PRESETS: dict[str, dict[str, Any]] = {
         "distilbert-base": {"config": DISTILBERT_BASE},  # random init; Frozen's text tower shape
         "tiny": {"config": {"model_type": "distilbert", "vocab_size": 30522, "dim": 64, "n_layers": 2,

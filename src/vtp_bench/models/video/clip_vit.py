@@ -61,6 +61,7 @@ class ClipViT(TowerOptions):
     defaults to True, the activation of OpenAI's and HuggingFace's CLIP weights.
     """
 
+    CHECKPOINT_LAYOUT = "clip_visual"  # how models.checkpoints maps released weights onto it
     PRESETS: dict[str, dict[str, Any]] = CLIP_PRESETS
 
     def __init__(

@@ -38,6 +38,7 @@ class ObjectTransformer(TowerOptions):
     """``forward(region_feats, region_boxes, region_mask=None) -> EncoderOutput``: ``tokens`` [B, 1 + T*K, out]
     (CLS, then the regions frame-major, projected), ``pooled`` = token 0, ``mask`` [B, 1 + T*K] bool."""
 
+    CHECKPOINT_LAYOUT = "demovlp_objects"  # how models.checkpoints maps released weights onto it
     PRESETS: dict[str, dict[str, Any]] = {
         "tiny": dict(feat_dim=2048, embed_dim=64, depth=2, num_heads=4, num_regions=30, num_frames=8, output_dim=32),
         "base": dict(feat_dim=2048, embed_dim=768, depth=12, num_heads=12, num_regions=30, num_frames=8,

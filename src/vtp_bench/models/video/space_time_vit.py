@@ -172,6 +172,7 @@ class SpaceTimeViT(TowerOptions):
     (e.g. MILES replaces masked patches by a mask token there).
     """
 
+    CHECKPOINT_LAYOUT = "frozen_video"  # how models.checkpoints maps released weights onto it
     PRESETS: dict[str, dict[str, Any]] = {
         # CPU tests and the demo
         "tiny": dict(img_size=64, patch_size=16, embed_dim=128, depth=4, num_heads=4, num_frames=4),
