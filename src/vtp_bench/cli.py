@@ -51,9 +51,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     if not summary["is_global_zero"]:
         return
     m = summary["val_metrics"]
-    if m:
+    if "t2v/R@1" in m:
         print(f"final validation: t2v R@1 {m['t2v/R@1']:.1f}  R@5 {m['t2v/R@5']:.1f}  "
               f"R@10 {m['t2v/R@10']:.1f}  MedR {m['t2v/MedR']:.1f}")
+    elif m:  # another validation task (eval.val_task): its metrics as they come
+        print("final validation (" + cfg.eval.val_task + "): " + "  ".join(f"{k} {v:.1f}" for k, v in m.items()))
     print(f"run dir: {summary['run_dir']}\ncheckpoint: {summary['checkpoint']}")
 
 

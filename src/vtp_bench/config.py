@@ -106,6 +106,9 @@ class EvalConfig:
     grounding_max_clips: Optional[int] = None
     # grounding: a moment's score from its clips' scores: inside minus outside mean (contrast) or inside mean
     grounding_score: str = choice("contrast", ("contrast", "mean"))
+    # the task that validates during training (on data.eval[0], split data.val_split): retrieval, or another
+    # registered task (grounding: a grounding head validates on held-out timed queries)
+    val_task: str = "retrieval"
 
 
 @dataclass
@@ -203,9 +206,11 @@ def _open_dicts(node: DictConfig) -> None:
 
 
 def _check_encoders(method: DictConfig) -> None:
+    """Every encoder section of the method; a section naming a method (a grounding head's backbone) is that
+    method's config, checked when the method that holds it builds it."""
     for key in method:
         value = method[key]
-        if isinstance(value, DictConfig) and "name" in value:
+        if isinstance(value, DictConfig) and "name" in value and value.name not in METHODS:
             resolve_encoder(OmegaConf.to_container(value), f"method.{key}")
 
 

@@ -1,9 +1,9 @@
 """VideoTextDataModule: training pairs from the configured datasets, one clip loader per evaluation split.
 
-Evaluation sets come from an evaluation task (``tasks/``): validation is retrieval on ``data.eval[0]``; ``test``
-is the task ``evaluate`` asks for. The loaders yield the set's clips only; the task's queries (captions, class
-prompts, timed sentences) are encoded by VTPModule at the end of the epoch, so each clip is decoded and encoded
-exactly once.
+Evaluation sets come from an evaluation task (``tasks/``): validation is ``eval.val_task`` (retrieval by default)
+on ``data.eval[0]``; ``test`` is the task ``evaluate`` asks for. The loaders yield the set's clips only; the task's
+queries (captions, class prompts, timed sentences) are encoded by VTPModule at the end of the epoch, so each clip
+is decoded and encoded exactly once.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class VideoTextDataModule(L.LightningDataModule):
         d = cfg.data
         self.eval_dataset = eval_dataset or d.eval[0]
         self.test_task: EvalTask = TASKS.get(task)()
-        self.val_task: EvalTask = TASKS.get("retrieval")()
+        self.val_task: EvalTask = TASKS.get(cfg.eval.val_task)()
         self.eval_split = eval_split or self.test_task.default_split(self.eval_dataset)
         self.allow_missing = allow_missing or cfg.eval.allow_missing
         self.video_root = video_root
