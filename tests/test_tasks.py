@@ -210,3 +210,19 @@ def test_moment_scores_closed_form():
     spans = torch.tensor([[1, 1], [1, 2], [0, 3]])
     assert moment_scores(sim, spans, "mean").tolist() == [[4.0, 3.0, 2.5]]
     assert moment_scores(sim, spans, "contrast").tolist() == [[4.0 - 2.0, 3.0 - 2.0, 0.0]]
+
+
+def test_pooled_moment_scores_are_the_cosine_of_the_mean_clip():
+    import torch
+    import torch.nn.functional as F
+
+    from vtp_bench.methods.base import Embeddings
+    from vtp_bench.methods.frozen import Frozen
+
+    g = torch.Generator().manual_seed(0)
+    clips, text = torch.randn(5, 8, generator=g), torch.randn(2, 8, generator=g)
+    spans = torch.tensor([[0, 0], [1, 3], [0, 4]])
+    got = Frozen.moment_scores(None, Embeddings(text), Embeddings(clips), spans, "pooled")  # type: ignore[arg-type]
+    for k, (i, j) in enumerate(spans.tolist()):
+        mean = F.normalize(clips[i: j + 1], dim=-1).mean(0)
+        assert torch.allclose(got[:, k], F.cosine_similarity(text, mean[None]), atol=1e-6)

@@ -104,8 +104,9 @@ class EvalConfig:
     # grounding: clips of this many seconds at the same stride; moments of up to grounding_max_clips clips (null: all)
     grounding_clip_seconds: float = 1.0
     grounding_max_clips: Optional[int] = None
-    # grounding: a moment's score from its clips' scores: inside minus outside mean (contrast) or inside mean
-    grounding_score: str = choice("contrast", ("contrast", "mean"))
+    # grounding (zero-shot): a moment's score: the method's similarity to each clip, inside minus outside mean
+    # (contrast) or inside mean (mean); or the cosine of the query and the moment's mean clip embedding (pooled)
+    grounding_score: str = choice("contrast", ("contrast", "mean", "pooled"))
     # the task that validates during training (on data.eval[0], split data.val_split): retrieval, or another
     # registered task (grounding: a grounding head validates on held-out timed queries)
     val_task: str = "retrieval"

@@ -125,6 +125,8 @@ def plot_results(results: list[dict[str, Any]], out: str | Path) -> Path:
                       label="chance R@1" if i == 0 else None)
     ax.set_xticks(range(len(results)), labels)
     ax.set_ylabel("recall (%)")
+    datasets = sorted({f"{r['dataset']}/{r['split']}" for r in results})
+    ax.set_title(f"Text-to-video recall at 1, 5, 10 on {', '.join(datasets)} (dashed: chance R@1)", fontsize=10)
     ax.set_ylim(0, 100)
     ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
     fig.tight_layout()

@@ -127,8 +127,14 @@ class Method(nn.Module):
     def moment_scores(self, text: Embeddings, clips: Embeddings, spans: Tensor, how: str = "contrast") -> Tensor:
         """Temporal grounding: [Q, K] scores of K candidate moments of one video for Q queries. ``clips`` are the
         video's consecutive clips (each encoded as a video), ``spans`` [K, 2] the inclusive clip runs. Default
-        (zero-shot): ``similarity`` of each query to each clip, then ``span_scores`` (``how``). A method with a
-        trained grounding head overrides this."""
+        (zero-shot): ``pooled``, the cosine of each query's pooled embedding and the mean of the moment's
+        L2-normalised pooled clip embeddings; ``contrast`` / ``mean``, the method's ``similarity`` of each query to
+        each clip, then ``span_scores``. A method with a trained grounding head overrides this."""
+        if how == "pooled":
+            feats = F.normalize(clips.pooled.float(), dim=-1)
+            csum = torch.cat([feats.new_zeros(1, feats.shape[1]), feats.cumsum(0)])
+            windows = csum[spans[:, 1] + 1] - csum[spans[:, 0]]  # the mean's direction: the sum's
+            return cosine_similarity_matrix(text.pooled.float(), windows)
         return span_scores(self.similarity(text, clips), spans, how)
 
     # --- training -------------------------------------------------------------------------------------
