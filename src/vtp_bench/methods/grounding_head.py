@@ -28,6 +28,7 @@ docs/methods/grounding_head.md lists every deviation from 2D-TAN.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -53,6 +54,9 @@ class GroundingHeadConfig:
     backbone: dict[str, Any] = field(default_factory=dict)
     feature_dim: Optional[int] = None  # the backbone's embedding size; null: read from one forward of its text side
     encode_chunk: int = 64  # clips per backbone call: a long video is encoded in chunks, never in one batch
+    # reuse a training video's clip features after its first encoding (by video_id), as 2D-TAN trains on features
+    # extracted once: fixed features from the first decoding (its frames and crop) and a step that costs the head only
+    cache_features: bool = False
     normalize: bool = True  # L2-normalise clip and query features (2D-TAN's DATASET.NORMALIZE)
     hidden: int = 512  # 2D-TAN Charades: HIDDEN_SIZE 512
     pool: str = choice("max", POOLS)  # a run's feature: max (2D-TAN pool variant) | mean of its clips
@@ -84,6 +88,12 @@ def build_backbone(cfg: Any) -> tuple[Method, tuple[int, int] | None]:
     if cfg.backbone_checkpoint:
         from vtp_bench.evaluate import module_from_checkpoint
 
+        if not Path(cfg.backbone_checkpoint).expanduser().is_file():  # also read when a head checkpoint is rebuilt
+            raise FileNotFoundError(
+                f"method.backbone_checkpoint={cfg.backbone_checkpoint} does not exist: train the backbone first (the "
+                "synth default is the demo's LocVTP run: vtp-bench train locvtp_synth run.version=demo) or name its "
+                "checkpoint; a grounding_head checkpoint rebuilds its backbone from this file before loading its "
+                "own weights, so a moved backbone file is given again with method.backbone_checkpoint=<new path>")
         module = module_from_checkpoint(cfg.backbone_checkpoint, source="vtp_bench")
         data = module.cfg.data
         return module.method, (int(data.eval_num_frames or data.num_frames), int(data.img_size))
@@ -201,6 +211,7 @@ class GroundingHead(Method):
             with torch.no_grad():
                 dim = method.encode_text({"text": ["a"]}).pooled.shape[-1]
         self.head = MomentMap(dim, dim, cfg.hidden, cfg.map_layers, cfg.map_kernel, cfg.pool)
+        self._feature_cache: dict[str, Tensor] = {}  # video_id -> [clips, D] (cache_features; not saved)
 
     @classmethod
     def data_inputs(cls, cfg: Any) -> frozenset[str]:
@@ -245,6 +256,29 @@ class GroundingHead(Method):
         out[real] = feats
         return out
 
+    def training_clip_features(self, batch: dict[str, Any]) -> Tensor:
+        """``clip_features`` of a training batch; with ``cache_features``, each video is encoded once (the first
+        time a batch holds it) and its features are reused from then on."""
+        clips, mask, num = batch["clips"], batch["clips_mask"], batch["num_clips"]
+        if not self.cfg.cache_features or batch.get("video_id") is None:
+            return self.clip_features(clips, mask, num)
+        names = batch.get("dataset") or [""] * len(batch["video_id"])
+        ids = [f"{d}/{v}" for d, v in zip(names, batch["video_id"])]  # two datasets may share a video id
+        cache = self._feature_cache
+        miss = [b for b, v in enumerate(ids) if v not in cache and ids.index(v) == b]  # each missing video once
+        if miss:
+            idx = torch.tensor(miss, device=clips.device)
+            feats = self.clip_features(clips[idx], mask[idx], num[idx])
+            for k, b in enumerate(miss):
+                cache[ids[b]] = feats[k, : int(num[b])].detach()
+        out = None
+        for b, v in enumerate(ids):
+            f = cache[v]
+            if out is None:
+                out = f.new_zeros(len(ids), clips.shape[1], f.shape[-1])
+            out[b, : len(f)] = f.to(out.device)
+        return out
+
     # --- the head ------------------------------------------------------------------------------------------
     def _prep(self, x: Tensor) -> Tensor:
         x = x.to(self.head.clip_proj.weight.dtype)
@@ -263,7 +297,7 @@ class GroundingHead(Method):
     def losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         cfg = self.cfg
         num_clips = batch["num_clips"]
-        feats = self.clip_features(batch["clips"], batch["clips_mask"], num_clips)
+        feats = self.training_clip_features(batch)
         text = self.encode_text({"text": batch["text"]}).pooled
         logits = self.moment_logits(feats, num_clips, text)
         targets = iou_targets(batch["clip_windows"], batch["timestamps"], cfg.min_iou, cfg.max_iou)
