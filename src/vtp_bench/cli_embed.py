@@ -113,7 +113,7 @@ def add_embed_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--faiss", choices=["flat", "ivf", "hnsw"], default=None,
                    help="search a faiss index (pip install faiss-cpu) instead of the exact scan: flat = exact inner "
                         "product, ivf / hnsw = approximate, for millions of videos; pooled-cosine methods only")
-    s.add_argument("--nlist", type=int, default=0, help="ivf: k-means cells (0: 4 sqrt(N))")
+    s.add_argument("--nlist", type=int, default=0, help="ivf: k-means cells (0: sqrt(N), 1000 at 1M)")
     s.add_argument("--nprobe", type=int, default=32, help="ivf: cells searched per query (32)")
     s.add_argument("--hnsw-m", type=int, default=32, help="hnsw: links per node (32)")
     s.add_argument("--ef-search", type=int, default=128, help="hnsw: search breadth (128)")

@@ -28,7 +28,7 @@ FAISS_KINDS = ("flat", "ivf", "hnsw")
 
 @dataclass
 class FaissParams:
-    """``nlist`` (ivf; 0: 4·sqrt(N), at most N/39 so every cell gets faiss's minimum of 39 training points),
+    """``nlist`` (ivf; 0: sqrt(N), at most N/39 so every cell gets faiss's minimum of 39 training points),
     ``nprobe`` (ivf, cells searched), ``m`` / ``ef_construction`` / ``ef_search`` (hnsw)."""
 
     nlist: int = 0
@@ -38,7 +38,7 @@ class FaissParams:
     ef_search: int = 128
 
     def cells(self, n: int) -> int:
-        return self.nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
+        return self.nlist or max(1, min(round(math.sqrt(n)), n // 39))
 
 
 @torch.no_grad()
