@@ -112,9 +112,9 @@ def main() -> int:
                      f"{exact_ms['near'] / nms:.1f}x |")
     lines += ["", "Random vectors in 256 dimensions have no neighbourhood structure (every vector is nearly orthogonal "
               "to every other), so *random* is the worst case; *near* is the case of a caption whose video is in the "
-              "gallery; real embeddings cluster (one topic's videos, near-duplicates), so their recall at the same nprobe is "
-              "higher: compare `--faiss ivf` with the exact search on your own gallery. Raise `--nprobe` for recall, "
-              "or search exactly (no `--faiss`): one scan of "
+              "gallery; real embeddings cluster (one topic's videos, near-duplicates), so their recall at the same "
+              "nprobe is higher: compare `--faiss ivf` with the exact search on your own gallery. Raise `--nprobe` "
+              "for recall, or search exactly (no `--faiss`): one scan of "
               f"{args.n:,} x {args.dim} is about {exact_ms['near']:.0f} ms per query here (batched)."]
     table = "\n".join(lines)
     print(table)
