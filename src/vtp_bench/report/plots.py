@@ -59,7 +59,7 @@ def plot_results(results: list[Result], out: str | Path) -> Path:
         raise ReportError("no results to plot")
     labels = list(dict.fromkeys(f"{r['method']}\n{checkpoint_label(r)}" for r in results))
     n = len(keys)
-    fig, axes = plt.subplots(1, n, figsize=(2.0 + 3.6 * n, 1.2 + 0.55 * len(labels)), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(max(7.0, 2.0 + 3.6 * n), 1.6 + 0.55 * len(labels)), sharey=True, squeeze=False)
     for ax, key in zip(axes[0], keys):
         rs = {f"{r['method']}\n{checkpoint_label(r)}": r for r in groups[key]}
         metric = MAIN_METRIC.get(key[2])
@@ -71,7 +71,8 @@ def plot_results(results: list[Result], out: str | Path) -> Path:
         xmax = min(100.0, max(10.0, math.ceil(top * 1.25 / 10) * 10))
         ax.set_xlim(0, xmax)
         for y, v in zip(ys, vals):
-            ax.text((v or 0.0) + 0.01 * xmax, y, "n/a" if v is None else f"{v:.1f}", va="center", fontsize=8)
+            ax.text((v or 0.0) + 0.01 * xmax, y, "n/a" if v is None else f"{v:.1f}", va="center", fontsize=8,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
         chance = ""
         if chances:
             c = sum(chances) / len(chances)
@@ -83,7 +84,7 @@ def plot_results(results: list[Result], out: str | Path) -> Path:
     axes[0][0].set_yticks(list(range(len(labels))), labels, fontsize=8)
     axes[0][0].invert_yaxis()
     datasets = ", ".join(sorted({k[0] for k in keys}))
-    fig.suptitle(f"Main metric per method on {datasets} (raw scores; dashed: chance)", fontsize=11)
+    fig.suptitle(f"Main metric per method on {datasets}\n(raw scores; dashed line: chance level)", fontsize=11)
     fig.tight_layout()
     return _save(fig, Path(out))
 
@@ -134,7 +135,7 @@ def plot_curves(results: list[Result], out: str | Path, val_metric: str = "val/t
     n = len(runs)
     cols = min(4, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(7.0, 4.2 * cols), 0.6 + 3.3 * rows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.axis("off")
     for ax, (name, d) in zip(axes.flat, runs.items()):
@@ -160,7 +161,7 @@ def plot_curves(results: list[Result], out: str | Path, val_metric: str = "val/t
             handles, labs = handles + h, labs + [h[0].get_label()]
         if handles:
             ax.legend(handles, labs, fontsize=7, loc="best", framealpha=0.85)
-    fig.suptitle("Training curves: loss terms per step (left axis) and validation text-to-video R@1 (right axis, %)",
+    fig.suptitle("Training curves\nloss terms per step (left axis), validation text-to-video R@1 (right axis, %)",
                  fontsize=11)
     fig.tight_layout()
     out = Path(out)
