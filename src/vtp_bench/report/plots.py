@@ -59,7 +59,8 @@ def plot_results(results: list[Result], out: str | Path) -> Path:
         raise ReportError("no results to plot")
     labels = list(dict.fromkeys(f"{r['method']}\n{checkpoint_label(r)}" for r in results))
     n = len(keys)
-    fig, axes = plt.subplots(1, n, figsize=(max(7.0, 2.0 + 3.6 * n), 1.6 + 0.55 * len(labels)), sharey=True, squeeze=False)
+    size = (max(7.0, 2.0 + 3.6 * n), 1.6 + 0.55 * len(labels))
+    fig, axes = plt.subplots(1, n, figsize=size, sharey=True, squeeze=False)
     for ax, key in zip(axes[0], keys):
         rs = {f"{r['method']}\n{checkpoint_label(r)}": r for r in groups[key]}
         metric = MAIN_METRIC.get(key[2])

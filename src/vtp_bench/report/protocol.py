@@ -154,7 +154,8 @@ def variant_titles(tables: list[list[Result]], per_row: Sequence[str] = ()) -> l
 
 def _size(r: Result) -> str:
     decode = r.get("decode_size")
-    return f"{r.get('img_size')} px input ({'decoded at short side ' + str(decode) if decode else 'decoded at native size'})"
+    how = f"decoded at short side {decode}" if decode else "decoded at native size"
+    return f"{r.get('img_size')} px input ({how})"
 
 
 def _rerank_text(rr: dict[str, Any]) -> str:

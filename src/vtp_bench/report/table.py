@@ -118,7 +118,8 @@ def _fmt(v: float | None) -> str:
 
 def _cells(table: Table) -> tuple[list[str], list[list[str]], list[list[bool]]]:
     cols = table.columns()
-    head = ["method", "checkpoint"] + (["rerank"] if table.reranked else []) + list(table.per_row) + [c[2] for c in cols]
+    lead_head = ["method", "checkpoint"] + (["rerank"] if table.reranked else []) + list(table.per_row)
+    head = lead_head + [c[2] for c in cols]
     best = table.best()
     body, flags = [], []
     for i, r in enumerate(table.rows):
