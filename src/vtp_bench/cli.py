@@ -20,9 +20,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from vtp_bench.data.video import VideoReadError
     from vtp_bench.evaluate import CheckpointError
     from vtp_bench.registry import RegistryError
+    from vtp_bench.report import ReportError  # results that cannot share a table (protocols differ, duplicates)
     from vtp_bench.train import TrainError
-
-    from vtp_bench.report import ReportError
 
     return (ConfigError, RegistryError, DataNotFoundError, ManifestError, MissingVideosError, VideoReadError,
             CheckpointError, TrainError, ReportError)
