@@ -106,6 +106,12 @@ def test_reranked_rows_are_labelled_and_not_marked():
     assert q[3] == "60.0" and q[7] == ""  # re-ranked: not marked, and no v2t under QB-Norm
     assert next(r for r in rows if r[0] == "miles")[3] == "**35.0**"
     assert "qbnorm (dynamic inverted softmax, beta=20.0, k=1, bank of 500 training captions" in md
+    # the same checkpoint evaluated with two re-rankings: one raw row, two labelled rows
+    ds = _ret("frozen", 30.0)
+    ds["metrics_reranked"] = {"t2v/R@1": 40.0, "v2t/R@1": 41.0}
+    ds["protocol"]["rerank"] = {"name": "dual_softmax", "temperature": 0.01}
+    rows = _md_rows(format_table([rr, ds]))
+    assert [r[2] for r in rows[2:]] == ["none", "qbnorm", "dual_softmax"]
 
 
 def test_different_protocols_refused_split_or_per_row(tmp_path, capsys):

@@ -100,7 +100,10 @@ def build_table(results: list[Result], title: str = "", per_row: Sequence[str] =
         for rerank, metrics in entries:
             key = (r["method"], checkpoint_label(r), rerank)
             row = rows.setdefault(key, Row(*key))
+            cells = {(g, k): float(metrics[k]) for k, _ in COLUMNS[g[2]] if metrics.get(k) is not None}
             if g in row.files:
+                if all(row.cells.get(c) == v for c, v in cells.items()):
+                    continue  # the same raw scores twice (one checkpoint evaluated with two re-rankings)
                 raise ReportError(f"two results for {key[0]} {key[1]} on {g[0]}/{g[1]} {g[2]}: {row.files[g]} and "
                                   f"{r.get('file', '?')} (keep one)")
             row.files[g] = r.get("file", "?")
@@ -108,7 +111,7 @@ def build_table(results: list[Result], title: str = "", per_row: Sequence[str] =
             for f in per_row:
                 if proto.get(f) not in row.per_row.setdefault(f, []):
                     row.per_row[f].append(proto.get(f))
-            row.cells.update({(g, k): float(metrics[k]) for k, _ in COLUMNS[g[2]] if metrics.get(k) is not None})
+            row.cells.update(cells)
     return Table(groups, list(rows.values()), results, title, tuple(per_row))
 
 
