@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from vtp_bench.data.catalog import DataNotFoundError
 from vtp_bench.data.dataset import RetrievalSet
 from vtp_bench.data.manifest import read_manifest
 from vtp_bench.methods.base import Embeddings
@@ -68,10 +69,12 @@ def qbnorm_bank_texts(eset: RetrievalSet, cfg: DictConfig) -> tuple[Path, list[s
     """Up to ``eval.qbnorm_bank`` training captions, evenly spaced over the bank manifest (deterministic)."""
     path = Path(cfg.eval.qbnorm_bank_manifest or Path(eset.manifest).parent / "train.jsonl")
     if not path.is_file():
-        raise FileNotFoundError(f"QB-Norm querybank: {path} does not exist (the training captions of the dataset); "
+        raise DataNotFoundError(f"QB-Norm querybank: {path} does not exist (the training captions of the dataset); "
                                 "give one with eval.qbnorm_bank_manifest=PATH.jsonl")
     texts = [r.text for r in read_manifest(path)]
     n = min(cfg.eval.qbnorm_bank, len(texts))
+    if n < 1:
+        raise DataNotFoundError(f"QB-Norm querybank: no captions (eval.qbnorm_bank={cfg.eval.qbnorm_bank}, {path})")
     return path, [texts[i * len(texts) // n] for i in range(n)]
 
 
