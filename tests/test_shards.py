@@ -186,3 +186,20 @@ def test_ddp_train_from_shards_through_the_cli(shard_root, tmp_path):
     assert summary["skipped_videos"] == 1  # the corrupt video, skipped on one rank and gathered
     metrics = (runs / "frozen_synth" / "wds" / "metrics.csv").read_text().splitlines()[0]
     assert "train/data_time" in metrics and "train/data_share" in metrics
+
+
+@pytest.mark.slow
+def test_resume_mid_epoch_from_shards_matches_uninterrupted(shard_root, tmp_path):
+    """Through the CLI with 2 workers: a run resumed from a mid-epoch checkpoint ends with the uninterrupted
+    run's weights (same world size and workers: the exact case of docs/data_shards.md)."""
+    from test_resume import ARGS, _assert_same_run
+
+    runs = tmp_path / "runs"
+    base = [VTP, "train", "frozen_synth", *ARGS, f"data.root={shard_root}", f"run.dir={runs}",
+            "data.format=webdataset", "data.num_workers=2", "data.shuffle_buffer=5"]
+    r = _run(base + ["run.version=full"], tmp_path)  # 24 samples / batch 4 = 6 steps per epoch, 2 epochs
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    full = runs / "frozen_synth" / "full"
+    r = _run(base + ["run.version=resumed", "--resume", str(full / "checkpoints" / "epoch1-step9.ckpt")], tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    _assert_same_run(full, runs / "frozen_synth" / "resumed", 12)

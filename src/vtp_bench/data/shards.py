@@ -347,11 +347,14 @@ class ShardTrainSet(IterableDataset):
 
 
 class ShardLoader(DataLoader):
-    """A DataLoader over a ``ShardTrainSet``: the dataset yields whole batches (``batch_size=None``)."""
+    """A DataLoader over a ``ShardTrainSet``: the dataset yields whole batches (``batch_size=None``). Its own
+    generator, as the files' loader: creating an iterator must not draw from the global RNG (that would shift
+    dropout masks after a resume)."""
 
     def __init__(self, dataset: ShardTrainSet, num_workers: int, pin_memory: bool = False) -> None:
         super().__init__(dataset, batch_size=None, num_workers=num_workers, collate_fn=_identity,
-                         pin_memory=pin_memory, persistent_workers=False)
+                         pin_memory=pin_memory, persistent_workers=False,
+                         generator=torch.Generator().manual_seed(dataset.seed))
 
 
 def shard_train_set(cfg: Any, transform: VideoTransform, decode: DecodeOptions | None) -> ShardTrainSet:
