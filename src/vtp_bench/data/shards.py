@@ -4,7 +4,8 @@ of small files. Shards come from ``vtp-bench data shard`` (``data/shard_write.py
 Where the shards are (:func:`locate_shards`): ``<data.root>/<name>/shards/<split>/`` for a dataset name; for a
 path, the folder itself when it holds shards, else ``<manifest dir>/shards/<manifest stem>/``. ``index.json``
 gives each shard's sample count; a folder without one (video2dataset's output) is counted once by reading the
-tar headers.
+tar headers. Reading uses the standard library's ``tarfile`` rather than webdataset's stream iterator: a range
+that starts inside a shard seeks past the members before it instead of reading them.
 
 How an epoch is cut (every number below is a function of (seed, epoch, rank, world, workers) only):
 
