@@ -153,6 +153,7 @@ def main() -> int:
     manifest = Path(args.manifest)
     cfg = load_config("frozen_synth", [f"data.root={manifest.parent.parent}", "trainer.accelerator=cpu"])
     torch.set_num_threads(1)  # the DataLoader comparison: one decoder thread per process, as in training
+    load = os.getloadavg()
     small, folder = prepare(manifest, args.clips, args.shard_size)
     timed(files_loader(small, cfg, 0)), timed(shard_loader(folder, cfg, 0))  # warm-up: imports, page cache
     rows = []
@@ -178,7 +179,8 @@ def main() -> int:
         f"{torch.__version__}; {args.clips} clips of `{manifest}` ({costs['mb_per_clip'] * 1e3:.0f} kB each on "
         f"average, local disk, in the page cache), shards of {args.shard_size}; frozen_synth's data settings "
         f"({d.num_frames} frames `{d.train_sampling}`, {d.img_size} px, batch {d.batch_size}); clips/s from the first "
-        f"batch to the last, best of {args.repeats}.",
+        f"batch to the last, best of {args.repeats} interleaved passes. Load average during the run: "
+        f"{load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (other jobs shared the cores).",
         "",
         "| DataLoader workers | files (clips/s) | shards (clips/s) | shards / files |",
         "|---:|---:|---:|---:|",
