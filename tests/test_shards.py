@@ -203,3 +203,25 @@ def test_resume_mid_epoch_from_shards_matches_uninterrupted(shard_root, tmp_path
     r = _run(base + ["run.version=resumed", "--resume", str(full / "checkpoints" / "epoch1-step9.ckpt")], tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     _assert_same_run(full, runs / "frozen_synth" / "resumed", 12)
+
+
+def test_missing_webdataset_names_the_extra(monkeypatch, tmp_path):
+    import sys
+
+    from vtp_bench.data.shard_write import require_webdataset
+
+    monkeypatch.setitem(sys.modules, "webdataset", None)
+    with pytest.raises(ImportError, match=r"vtp_bench\[shards\]"):
+        require_webdataset()
+
+
+def test_locating_shards_and_clear_errors(shard_root, tmp_path):
+    from vtp_bench.data.catalog import DataNotFoundError
+    from vtp_bench.data.shards import locate_shards
+
+    assert locate_shards("synth", shard_root, "train") == ("synth", shard_root / "synth" / "shards" / "train")
+    folder = shard_root / "cc3m" / "shards" / "train"
+    assert locate_shards(str(folder), "unused", "train") == ("train", folder)
+    assert locate_shards(str(shard_root / "cc3m" / "train.jsonl"), "x", "train")[1] == folder
+    with pytest.raises(DataNotFoundError, match="vtp-bench data shard"):
+        load_shard_set("webvid", tmp_path)

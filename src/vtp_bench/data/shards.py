@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import random
 import tarfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -353,6 +354,9 @@ class ShardLoader(DataLoader):
     dropout masks after a resume)."""
 
     def __init__(self, dataset: ShardTrainSet, num_workers: int, pin_memory: bool = False) -> None:
+        # Lightning warns that an IterableDataset's __len__ may be wrong with several workers; here each worker
+        # reads its own lane and the length is the rank's step count, exact
+        warnings.filterwarnings("ignore", message=r".*Your `IterableDataset` has `__len__` defined.*")
         super().__init__(dataset, batch_size=None, num_workers=num_workers, collate_fn=_identity,
                          pin_memory=pin_memory, persistent_workers=False,
                          generator=torch.Generator().manual_seed(dataset.seed))
