@@ -7,7 +7,7 @@ EXP ?= frozen_synth
 DEMO_VIDEOS ?= 1000
 DEMO_DATA := data/synth
 
-.PHONY: setup test test-slow demo train eval compare bench bench-data clean
+.PHONY: setup test test-slow demo train eval compare bench bench-data bench-search clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,11 @@ bench: setup
 bench-data: setup
 	$(VENV)/bin/python -m pip install -q decord==0.6.0
 	$(VENV)/bin/python scripts/bench_data.py --write docs/benchmarks.md $(ARGS)
+
+# vtp-bench search: faiss IVF recall@10 and speed against the exact search at 1M random vectors (<= 3 min, 2 cores)
+bench-search: setup
+	$(VENV)/bin/python -m pip install -q faiss-cpu
+	$(VENV)/bin/python scripts/bench_search.py --write docs/benchmarks.md $(ARGS)
 
 clean:
 	rm -rf runs results $(DEMO_DATA)

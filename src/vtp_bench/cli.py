@@ -1,4 +1,4 @@
-"""``vtp-bench``: list | train | eval | compare | data (synth | convert | check | compress) | viz (regions).
+"""``vtp-bench``: list | train | eval | compare | embed | search | data (synth | convert | check | compress) | viz.
 
 Errors a user can fix (unknown names or keys, missing data, unreadable checkpoints) print one message that
 says what to do, with exit status 2; anything else is a bug and keeps its traceback.
@@ -154,8 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_compare)
 
     from vtp_bench.cli_data import add_data_parser
+    from vtp_bench.cli_embed import add_embed_parsers
     from vtp_bench.viz import add_viz_parser
 
+    add_embed_parsers(sub)
     add_data_parser(sub)
     add_viz_parser(sub)
     return p

@@ -199,7 +199,12 @@ class VTPModule(L.LightningModule):
                 "run `vtp-bench data check` on the manifest, or pass --allow-missing to score the rest"
             )
         if not parts:
-            raise MissingVideosError(f"{eset.manifest}: none of the {len(eset.video_ids)} videos could be read")
+            names = [eset.video_ids[i] for i in bad[:5]]
+            raise MissingVideosError(
+                f"{eset.manifest}: none of the {len(eset.video_ids)} videos could be read (e.g. {names}; "
+                f"{len(eset.missing)} more missing), so nothing readable is left to score; run `vtp-bench data check` "
+                "on the manifest"
+            )
         order = torch.cat([i for i, _ in parts])
         if len(order) + len(skipped) != len(clips):
             raise RuntimeError(f"encoded {len(order)} clips and skipped {len(skipped)}, expected {len(clips)}")
