@@ -172,8 +172,9 @@ def test_ddp_train_from_shards_through_the_cli(shard_root, tmp_path):
     for f in (shard_root / "synth").iterdir():  # the manifests and videos, without the earlier shards
         if f.name != "shards":
             (root / "synth" / f.name).symlink_to(f)
-    r = _run([VTP, "data", "shard", str(root / "synth" / "train.jsonl"), "--shard-size", "3"], tmp_path)
-    assert r.returncode == 0, r.stdout + r.stderr
+    from vtp_bench.cli import main
+
+    assert main(["data", "shard", str(root / "synth" / "train.jsonl"), "--shard-size", "3"]) == 0  # in-process
     assert (root / "synth" / "shards" / "train" / "index.json").is_file()
     runs = tmp_path / "runs"
     args = [a for a in TRAIN_TINY if not a.startswith("trainer.max_steps")]
