@@ -23,7 +23,8 @@ test: setup
 test-slow: setup
 	$(VENV)/bin/python -m pytest -q -m slow
 
-# Generate the synthetic data, train every method that exists, evaluate each checkpoint, print the table.
+# Generate the synthetic data, train every method that exists, evaluate each checkpoint, print the table and write
+# it with its plots to docs/results_synth.md, docs/results_synth.png, docs/results_synth_curves.png.
 demo: setup
 	$(VTP) data synth --out $(DEMO_DATA) --videos $(DEMO_VIDEOS) --seed 0
 	bash scripts/demo.sh

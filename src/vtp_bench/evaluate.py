@@ -121,6 +121,7 @@ def evaluate(
         "frames": cfg.data.eval_num_frames or cfg.data.num_frames,
         "sampler": cfg.data.eval_sampling,
         "img_size": cfg.data.img_size,
+        "decode_size": cfg.data.decode_size,
         "decoder": "pyav",
         "metrics": module.last_metrics,
         "vtp_bench_version": __version__,
