@@ -59,6 +59,10 @@ class DataConfig:
     # {video_id} / {stem} (video path without extension) / {split}, to a folder of 0.npz..n-1.npz per video
     regions: dict[str, str] = field(default_factory=dict)
     num_regions: int = 30  # regions per frame: the most confident boxes, edge-padded (DemoVLP: 30)
+    # training data: files (a manifest's video files) | webdataset (tar shards of `vtp-bench data shard` or
+    # video2dataset under <root>/<name>/shards/train/; docs/data_shards.md)
+    format: str = choice("files", ("files", "webdataset"))
+    shuffle_buffer: int = 256  # webdataset: samples (raw bytes) per worker in the shuffle buffer
 
 
 @dataclass
