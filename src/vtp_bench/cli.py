@@ -1,4 +1,4 @@
-"""``vtp-bench``: list | train | eval | compare | embed | search | data (synth | convert | check | compress) | viz.
+"""``vtp-bench``: list | train | eval | compare | embed | search | data (synth, convert, ...: see cli_data) | viz.
 
 Errors a user can fix (unknown names or keys, missing data, unreadable checkpoints) print one message that
 says what to do, with exit status 2; anything else is a bug and keeps its traceback.
