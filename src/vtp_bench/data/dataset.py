@@ -219,6 +219,12 @@ def unique_videos(rows: Sequence[ManifestRow], manifest: Path, video_root: Path 
             f"{manifest}: {len(missing)} of {len(order)} videos are missing (e.g. {example}); "
             "fix the paths / --video-root, or pass --allow-missing to score the rest (the count is recorded)"
         )
+    if order and len(missing) == len(order):  # --allow-missing with nothing left: say so, not score nothing
+        example = paths[order[sorted(missing)[0]]]
+        raise MissingVideosError(
+            f"{manifest}: none of its {len(order)} videos exist (e.g. {example}), so nothing readable is left to "
+            "score; fix the paths / --video-root / --data-root"
+        )
     keep = [order[vid] for vid in order if vid not in missing]
     return Videos([first[i].video_id for i in keep], [paths[i] for i in keep], [(first[i].start, first[i].end)
                   for i in keep], sorted(missing), [first[i] for i in keep])
