@@ -84,7 +84,8 @@ def fake_grounding_clips(cfg: DictConfig, n: int, generator: "torch.Generator", 
     start = torch.rand(n, generator=generator, dtype=torch.float64) * (torch.tensor(counts) - 1)
     length = 0.5 + torch.rand(n, generator=generator, dtype=torch.float64)
     return {"clips": clips * real[..., None, None, None, None],
-            "clips_mask": real[..., None].repeat(1, 1, d.num_frames), "clip_windows": windows * real[..., None], "timestamps": torch.stack([start, start + length], -1),
+            "clips_mask": real[..., None].repeat(1, 1, d.num_frames), "clip_windows": windows * real[..., None],
+            "timestamps": torch.stack([start, start + length], -1),
             "duration": torch.tensor(counts, dtype=torch.float64), "num_clips": torch.tensor(counts)}
 
 

@@ -268,7 +268,8 @@ def test_train_on_synthetic_grounding_then_evaluate(tmp_path):
     backbone, _ = _tiny_frozen_checkpoint(tmp_path / "frozen.ckpt")
     args = ["train", "grounding_head_synth", *CPU, f"data.root={tmp_path}", f"run.dir={tmp_path / 'runs'}",
             "run.version=t", f"method.backbone_checkpoint={backbone}", "data.num_frames=4", "data.img_size=32",
-            "method.hidden=8", "method.map_layers=1", "method.map_kernel=3", "trainer.max_steps=2", "trainer.max_epochs=5",
+            "method.hidden=8", "method.map_layers=1", "method.map_kernel=3", "trainer.max_steps=2",
+            "trainer.max_epochs=5",
             "trainer.check_val_every_n_epoch=1"]
     assert main(args) == 0
     run = tmp_path / "runs" / "grounding_head_synth" / "t"
@@ -376,7 +377,7 @@ def test_cached_features_encode_each_video_once_and_equal_the_direct_ones(monkey
     assert torch.allclose(first, direct, atol=1e-6)
     method.losses(batch)["iou_bce"].backward()  # the head still trains on cached features
     assert all(p.grad is not None for p in method.head.parameters())
-    uncached = build_method(tiny_config("grounding_head"))
+    uncached = build_method(tiny_config("grounding_head", "method.cache_features=false"))
     uncached.load_state_dict(method.state_dict())
     monkeypatch.setattr(uncached, "encode_video", lambda b: calls.append(len(b["video"])) or encode(b))
     uncached.training_clip_features(batch)

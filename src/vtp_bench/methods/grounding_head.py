@@ -5,8 +5,8 @@ weights) or, for tests, from a method config at random init (``backbone``). It i
 it stays in eval mode, so its features are fixed. A training item is a grounding query with its whole video cut into
 the grounding task's clips (the ``grounding_clips`` data input: windows of ``eval.grounding_clip_seconds``), so the
 head trains on the candidate moments the evaluation scores. The backbone encodes every clip (``encode_video``,
-without gradient, ``encode_chunk`` clips per call) and the query (``encode_text``); the head, as 2D-TAN's pool
-variant (Zhang et al., AAAI 2020; microsoft/2D-TAN):
+without gradient, ``encode_chunk`` clips per call; with ``cache_features`` once per training video) and the query
+(``encode_text``); the head, as 2D-TAN's pool variant (Zhang et al., AAAI 2020; microsoft/2D-TAN):
 
 - clip features (L2-normalised, ``normalize``) -> ``Linear`` + ReLU (2D-TAN's 1x1 ``Conv1d``);
 - a 2D map over runs of clips: cell (i, j), i <= j, pools clips i..j (``pool``: max, 2D-TAN's ``SparsePropMaxPool``
@@ -212,6 +212,9 @@ class GroundingHead(Method):
                 dim = method.encode_text({"text": ["a"]}).pooled.shape[-1]
         self.head = MomentMap(dim, dim, cfg.hidden, cfg.map_layers, cfg.map_kernel, cfg.pool)
         self._feature_cache: dict[str, Tensor] = {}  # video_id -> [clips, D] (cache_features; not saved)
+        stray = [n for n, p in self.named_parameters() if p.requires_grad and not n.startswith("head.")]
+        if stray:  # the backbone stays frozen: only the head trains
+            raise RuntimeError(f"grounding_head: parameters outside the head would train: {stray[:3]}")
 
     @classmethod
     def data_inputs(cls, cfg: Any) -> frozenset[str]:
