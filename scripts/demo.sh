@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo after the data exists: train every method's *_synth experiment, evaluate each final checkpoint on the
 # synthetic dataset with every evaluation task (retrieval on the test split, zero-shot classification of the motion
-# classes, temporal grounding on the grounding videos), then write and print the comparison table with its protocol
+# classes, temporal grounding on the held-out grounding videos), then write and print the comparison table with its protocol
 # footer and plots: docs/results_synth.md, docs/results_synth.png, docs/results_synth_curves.png. Called by
 # `make demo`; one progress line per method with its elapsed time.
 # Environment: EXPERIMENTS="frozen_synth miles_synth" limits it; TRAIN_ARGS="trainer.max_steps=4" adds training
@@ -13,7 +13,11 @@ DATA=${DATA:-data}
 OUT=${OUT:-docs/results_synth}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 if [ -z "${EXPERIMENTS:-}" ]; then
-  EXPERIMENTS=$(ls experiments/*_synth.yaml | xargs -n1 basename | sed 's/\.yaml$//' | tr '\n' ' ')
+  # an experiment that starts from another demo run's checkpoint (a `...checkpoint: runs/...` key: grounding_head_synth
+  # on locvtp_synth) goes after the others
+  all=$(ls experiments/*_synth.yaml)
+  dep='^ *[a-z_]*checkpoint: *runs/'
+  EXPERIMENTS=$( (grep -L "$dep" $all; grep -l "$dep" $all) | xargs -n1 basename | sed 's/\.yaml$//' | tr '\n' ' ')
 fi
 TASKS=$("$VTP" list | sed -n 's/^tasks: *//p' | tr -d ',')
 mkdir -p results "$(dirname "$OUT")"
@@ -30,13 +34,17 @@ for exp in $EXPERIMENTS; do
     $TRAIN_ARGS > "results/$exp.train.log" 2>&1 \
     || { echo "[$i/$n] $exp: training failed, see results/$exp.train.log"; tail -20 "results/$exp.train.log"; exit 1; }
   ckpt="runs/$exp/demo/checkpoints/last.ckpt"
-  for task in $TASKS; do
-    "$VTP" eval --ckpt "$ckpt" --task "$task" --dataset synth --data-root "$DATA" \
+  tasks=$TASKS
+  case "$exp" in grounding_head_*) tasks=grounding ;; esac  # a head on a frozen backbone: the rest is the backbone's
+  for task in $tasks; do
+    split=()  # grounding: the held-out grounding videos, which no method (the trained head included) has seen
+    [ "$task" = grounding ] && split=(--split grounding_test)
+    "$VTP" eval --ckpt "$ckpt" --task "$task" --dataset synth --data-root "$DATA" "${split[@]}" \
       --out "results/$exp.$task.json" > "results/$exp.$task.log" 2>&1 \
       || { echo "[$i/$n] $exp: $task evaluation failed, see results/$exp.$task.log"; exit 1; }
     files+=("results/$exp.$task.json")
   done
-  echo "[$i/$n] $exp: trained and evaluated ($TASKS) in $(( $(date +%s) - t0 )) s"
+  echo "[$i/$n] $exp: trained and evaluated ($tasks) in $(( $(date +%s) - t0 )) s"
 done
 minutes=$(( ($(date +%s) - t_all + 59) / 60 ))
 # Each method is scored at its own frame count (LocVTP 4 clips x 2 frames, Prompt Switch's 6-frame prompt cube):
