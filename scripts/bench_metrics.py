@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchdoc import peak_rss_mib, rss_mib, write_section  # noqa: E402
+from benchdoc import default_threads, peak_rss_mib, rss_mib, write_section  # noqa: E402
 
 from vtp_bench.metrics import grounding_metrics, retrieval_metrics_from_embeddings  # noqa: E402
 
@@ -178,7 +178,7 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 100_000])
     ap.add_argument("--baseline-sizes", type=int, nargs="*", default=[10_000])
     ap.add_argument("--one", nargs=3, metavar=("KIND", "IMPL", "N"), help=argparse.SUPPRESS)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all cores)")
+    ap.add_argument("--threads", type=int, default=default_threads(), help="torch threads (default: $VTP_BENCH_THREADS or all cores)")
     ap.add_argument("--write", default=None, help="replace the metrics section of this markdown file")
     args = ap.parse_args()
     if args.one:

@@ -33,3 +33,11 @@ def rss_mib() -> float:
 
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def default_threads() -> int:
+    """Torch threads of a benchmark: $VTP_BENCH_THREADS, else every core. On a machine shared with other jobs,
+    1 avoids OpenMP threads waiting on each other (measured: 3x slower with 2 threads under a load of 10)."""
+    import os
+
+    return int(os.environ.get("VTP_BENCH_THREADS") or os.cpu_count() or 1)
