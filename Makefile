@@ -7,7 +7,7 @@ EXP ?= frozen_synth
 DEMO_VIDEOS ?= 1000
 DEMO_DATA := data/synth
 
-.PHONY: setup test test-slow demo train eval compare bench bench-data clean
+.PHONY: setup test test-slow demo train eval compare bench bench-data bench-encoders clean
 
 setup: $(VENV)/.installed
 
@@ -31,16 +31,20 @@ demo: setup
 train: setup
 	$(VTP) train $(EXP) $(ARGS)
 
-# Every benchmark, each writing its section of docs/benchmarks.md (~15 min on 2 idle CPU cores): decoding peers,
-# the training step per method, the metrics at 10k-100k queries, encoding a test set, Prompt Switch's scoring,
-# then the video tower against its explicit-softmax reference (printed only). $VTP_BENCH_THREADS=1 on a shared
-# machine. On a GPU: $(VENV)/bin/python scripts/bench_train.py --device cuda --dtype bf16 [--compile] --write docs/benchmarks.md
+# Every benchmark, each writing its section of docs/benchmarks.md (12 min on 2 shared CPU cores): decoding peers,
+# the training step per method, the metrics at 10k-100k queries, encoding a test set, Prompt Switch's scoring.
+# VTP_BENCH_THREADS=1 on a shared machine. On a GPU:
+#   $(VENV)/bin/python scripts/bench_train.py --device cuda --dtype bf16 [--compile] --write docs/benchmarks.md
 BENCH_CACHE ?= /tmp/vtp_bench_data
 bench: setup bench-data
 	$(VENV)/bin/python scripts/bench_train.py --write docs/benchmarks.md
 	$(VENV)/bin/python scripts/bench_metrics.py --write docs/benchmarks.md
 	$(VENV)/bin/python scripts/bench_eval.py --write docs/benchmarks.md
 	$(VENV)/bin/python scripts/bench_promptswitch.py --write docs/benchmarks.md
+
+# the video tower (ViT-B/16, 4 frames, batch 8) against its explicit-softmax reference, printed (~5 min on CPU);
+# on a GPU: make bench-encoders ARGS="--device cuda --dtype bf16 --iters 10"
+bench-encoders: setup
 	$(VENV)/bin/python scripts/bench_encoders.py $(ARGS)
 
 # decoding throughput: ours vs naive PyAV vs decord 0.6, decord2 and torchcodec, installed here for this benchmark

@@ -279,7 +279,8 @@ def main() -> int:
         with av.open(str(f)) as c:
             s = c.streams.video[0]
             keys = sum(1 for p in c.demux(s) if p.is_keyframe and p.size)
-            geometry[f.name] = f"{s.codec_context.width}x{s.codec_context.height}, {s.frames} frames, {keys} keyframe(s)"
+            cc = s.codec_context
+            geometry[f.name] = f"{cc.width}x{cc.height}, {s.frames} frames, {keys} keyframe(s)"
         floors[f.name] = decode_floor_ms(f, args.repeats)
     long_files = sets["synthetic 30 s, 640x360, 30 fps, GOP 250"] + sk
     single = loader_clips_per_second(long_files, 2 * args.repeats, 0)

@@ -123,7 +123,8 @@ def main() -> int:
     n_texts = int(result.get("num_texts", result["metrics"].get("t2v/num_queries", 0)))
     d = cfg.data
     lines = [
-        f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+        f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
+        f"torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; load average {load:.1f} at the start (shared machine). "
         f"`{args.experiment}` at random init (space-time ViT, {d.eval_num_frames or d.num_frames} frames at "
         f"{d.img_size} px, eval batch {d.eval_batch_size}, {d.num_workers} DataLoader workers), the synthetic test "

@@ -178,7 +178,8 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 100_000])
     ap.add_argument("--baseline-sizes", type=int, nargs="*", default=[10_000])
     ap.add_argument("--one", nargs=3, metavar=("KIND", "IMPL", "N"), help=argparse.SUPPRESS)
-    ap.add_argument("--threads", type=int, default=default_threads(), help="torch threads (default: $VTP_BENCH_THREADS or all cores)")
+    ap.add_argument("--threads", type=int, default=default_threads(),
+                    help="torch threads (default: $VTP_BENCH_THREADS or all cores)")
     ap.add_argument("--write", default=None, help="replace the metrics section of this markdown file")
     args = ap.parse_args()
     if args.one:
@@ -196,10 +197,12 @@ def main() -> int:
         if n in ours:
             b["max_metric_diff"] = _diff(ours[n]["metrics"], b["metrics"])
     g_diff = _diff(g_ours["metrics"], g_base["metrics"])
+    side = GROUNDING["side"]
     assert g_diff < 1e-9, f"grounding: ours and the per-query loop disagree by {g_diff}"
 
     lines = [
-        f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+        f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
+        f"torch {torch.__version__}, "
         f"{th} torch thread(s); load average {load:.1f} at the start (the machine is shared). "
         f"Embeddings: float32, {DIM} dims, unit norm, one caption per video; both directions (t2v, caption-mode "
         "v2t) in one call. Memory: peak RSS (`getrusage` ru_maxrss) of a fresh process per row, and that peak "
@@ -223,8 +226,8 @@ def main() -> int:
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"| grounding, {GROUNDING['queries']:,} queries x {GROUNDING['side'] * (GROUNDING['side'] + 1) // 2} candidates "
-        f"(a {GROUNDING['side']} x {GROUNDING['side']} map) | time (s) | "
+        f"| grounding, {GROUNDING['queries']:,} queries x {side * (side + 1) // 2} candidates "
+        f"(a {side} x {side} map) | time (s) | "
         "peak RSS / beyond inputs (MiB) | ratio |",
         "|---|---:|---:|---:|",
         f"| ours (`grounding_metrics`, all queries at once) | {g_ours['seconds']:.2f} | "

@@ -12,11 +12,15 @@ in fp32, in one run (part of ``make bench``).
   ``attn_implementation="sdpa"``), so ``sdpa_kernel([SDPBackend.MATH])`` switches every one of them to PyTorch's
   math path, which is exactly that; the run checks it (no fused attention kernel is called under the switch).
   The baseline always runs in fp32, without ``torch.compile``.
-- Two model copies with the same initial weights; their steps alternate within every timed iteration, so a busy
-  machine slows both alike; the figure is the best iteration. FLOPs per step are counted once with
-  ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions and attention, forward and backward);
-  TFLOP/s = FLOPs / step time; MFU = TFLOP/s / ``--peak-tflops`` (default from ``PEAK_TFLOPS`` by GPU name).
-  Peak memory on a GPU: ``torch.cuda.max_memory_allocated`` of each configuration's own steps.
+- Two model copies with the same initial weights; on a CPU their steps alternate within every timed iteration, so
+  a busy machine slows both alike; on a GPU they run one after the other (each alone in memory); the figure is
+  the best iteration. FLOPs per step are counted once with
+  ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions and attention, forward and backward) on
+  the baseline's step, where attention is plain matmuls (the counter has no formula for the fused CPU kernel
+  and would count its attention as 0), and the same count is used for both; TFLOP/s = FLOPs / step time;
+  MFU = TFLOP/s / ``--peak-tflops`` (default from ``PEAK_TFLOPS`` by GPU name).
+  Peak memory on a GPU: ``torch.cuda.max_memory_allocated`` over each configuration's timed steps (its weights,
+  gradients, optimizer state and activations).
 
     python scripts/bench_train.py [--write docs/benchmarks.md]                          # CPU, tiny size
     python scripts/bench_train.py --device cuda --dtype bf16 [--compile] [--write ...]   # GPU, paper size
@@ -95,7 +99,6 @@ class Trainer:
         self.opt = optim.configure(method.param_groups(o.lr, o.weight_decay), o, 1000)["optimizer"]
         self.losses = torch.compile(method.losses) if compile_ and not explicit else method.losses
         self.n = 0
-        self.peak_bytes = 0
 
     def context(self) -> contextlib.ExitStack:
         stack = contextlib.ExitStack()
@@ -126,45 +129,64 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 def bench_method(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     cfg = method_config(name, args.size, args.batch)
-    torch.manual_seed(0)
-    method = build_method(cfg).to(device).train()
-    twin = copy.deepcopy(method)
     batch = to_device(fake_batch(cfg, int(cfg.data.batch_size), torch.float32), device)
-    ours = Trainer(method, cfg, device, args.dtype, explicit=False, compile_=args.compile)
-    ref = Trainer(twin, cfg, device, args.dtype, explicit=True, compile_=False)
 
-    # the first step of each: FLOPs and which attention kernels ran (also the warm-up)
-    counts = {}
-    for tr in (ours, ref):
-        flops, kernels = FlopCounterMode(display=False), CountSDPA()
-        with flops, kernels:
-            tr.step(batch)
-        counts[tr.explicit] = (flops.get_total_flops(), sum(kernels.fused.values()))
+    def make(explicit: bool) -> Trainer:  # the same initial weights for both
+        torch.manual_seed(0)
+        return Trainer(build_method(cfg).to(device).train(), cfg, device, args.dtype, explicit, args.compile)
+
+    def first_step(tr: Trainer) -> tuple[float, int | None]:
+        """The first step (also a warm-up): FLOPs on the baseline, the fused attention calls of each."""
+        if tr.explicit or not args.compile:
+            flops, kernels = FlopCounterMode(display=False), CountSDPA()
+            with flops, kernels:
+                tr.step(batch)
+            return flops.get_total_flops(), sum(kernels.fused.values())
+        tr.step(batch)  # compiles; not under a dispatch mode
+        return 0.0, None
+
+    def timed(tr: Trainer, best: dict[bool, float]) -> None:
+        sync(device)
+        t = time.perf_counter()
+        tr.step(batch)
+        sync(device)
+        best[tr.explicit] = min(best[tr.explicit], time.perf_counter() - t)
+
+    counts: dict[bool, tuple[float, int | None]] = {}
+    best = {False: float("inf"), True: float("inf")}
+    peak = {False: 0.0, True: 0.0}
+    if device.type == "cuda":  # one configuration at a time, so that its peak memory is its own
+        for explicit in (False, True):
+            tr = make(explicit)
+            counts[explicit] = first_step(tr)
+            for _ in range(args.warmup):
+                tr.step(batch)
+            torch.cuda.reset_peak_memory_stats(device)
+            for _ in range(args.iters):
+                timed(tr, best)
+            peak[explicit] = torch.cuda.max_memory_allocated(device) / 2**30
+            params = sum(p.numel() for p in tr.method.parameters() if p.requires_grad)
+            del tr
+            torch.cuda.empty_cache()
+    else:  # both alive, alternating within each iteration: a busy machine slows both alike
+        ours, ref = make(False), make(True)
+        params = sum(p.numel() for p in ours.method.parameters() if p.requires_grad)
+        for tr in (ours, ref):
+            counts[tr.explicit] = first_step(tr)
+        for _ in range(args.warmup):
+            ours.step(batch), ref.step(batch)
+        for _ in range(args.iters):
+            timed(ours, best), timed(ref, best)
     if counts[True][1]:
         raise RuntimeError(f"{name}: {counts[True][1]} fused attention calls under the explicit-softmax switch")
-    for _ in range(args.warmup):
-        ours.step(batch), ref.step(batch)
-    best = {False: float("inf"), True: float("inf")}
-    for _ in range(args.iters):
-        for tr in (ours, ref):
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            sync(device)
-            t = time.perf_counter()
-            tr.step(batch)
-            sync(device)
-            best[tr.explicit] = min(best[tr.explicit], time.perf_counter() - t)
-            if device.type == "cuda":
-                tr.peak_bytes = max(tr.peak_bytes, torch.cuda.max_memory_allocated(device))
     n = int(cfg.data.batch_size)
-    params = sum(p.numel() for p in method.parameters() if p.requires_grad)
     out = {"method": name, "experiment": cfg.name if args.size == "paper" else f"tests/tiny/{name}.yaml",
            "batch": n, "frames": int(cfg.data.num_frames), "img_size": int(cfg.data.img_size),
            "trainable_params": params, "fused_attention_calls": counts[False][1]}
+    flops = counts[True][0]  # the model's FLOPs, counted on the math path (see the module docstring)
     for key, explicit in (("ours", False), ("explicit", True)):
-        flops = counts[explicit][0]
         out[key] = {"s": best[explicit], "samples_s": n / best[explicit], "gflop_step": flops / 1e9,
-                    "tflops": flops / best[explicit] / 1e12, "peak_gib": (ours if not explicit else ref).peak_bytes / 2**30}
+                    "tflops": flops / best[explicit] / 1e12, "peak_gib": peak[explicit]}
     out["speedup"] = best[True] / best[False]
     print(f"{name:14s} batch {n:3d}: ours {out['ours']['samples_s']:8.2f} samples/s, explicit fp32 "
           f"{out['explicit']['samples_s']:8.2f} samples/s ({out['speedup']:.2f}x), "
@@ -189,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     args.size = args.size or ("tiny" if device.type == "cpu" else "paper")
     if device.type == "cpu":
         torch.set_num_threads(default_threads())
-        name = f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads"
+        cpu = platform.processor() or platform.machine()
+        name = f"{os.cpu_count()} CPU cores ({cpu}), {torch.get_num_threads()} thread(s)"
     else:
         name = torch.cuda.get_device_name(device)
     peak = args.peak_tflops
@@ -223,8 +246,9 @@ def main(argv: list[str] | None = None) -> int:
             cells += [f"{100 * o['tflops'] / peak:.1f} %" if peak else "n/a", f"{o['peak_gib']:.2f}",
                       f"{e['peak_gib']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Fused attention kernel calls per step (ours; 0 under the explicit switch, checked): "
-              + ", ".join(f"{r['method']} {r['fused_attention_calls']}" for r in rows) + "."]
+    calls = ", ".join(f"{r['method']} {r['fused_attention_calls'] if r['fused_attention_calls'] is not None else 'n/a'}"
+                      for r in rows)
+    lines += ["", f"Fused attention kernel calls per step (ours; 0 under the explicit switch, checked): {calls}."]
     table = "\n".join(lines)
     print(table)
     if args.write:
