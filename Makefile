@@ -7,7 +7,7 @@ EXP ?= frozen_synth
 DEMO_VIDEOS ?= 1000
 DEMO_DATA := data/synth
 
-.PHONY: setup test test-slow demo train eval compare bench bench-data bench-encoders clean
+.PHONY: setup test test-slow demo train eval compare bench bench-data bench-encoders bench-search clean
 
 setup: $(VENV)/.installed
 
@@ -23,7 +23,8 @@ test: setup
 test-slow: setup
 	$(VENV)/bin/python -m pytest -q -m slow
 
-# Generate the synthetic data, train every method that exists, evaluate each checkpoint, print the table.
+# Generate the synthetic data, train every method that exists, evaluate each checkpoint, print the table and write
+# it with its plots to docs/results_synth.md, docs/results_synth.png, docs/results_synth_curves.png.
 demo: setup
 	$(VTP) data synth --out $(DEMO_DATA) --videos $(DEMO_VIDEOS) --seed 0
 	bash scripts/demo.sh
@@ -31,8 +32,9 @@ demo: setup
 train: setup
 	$(VTP) train $(EXP) $(ARGS)
 
-# Every benchmark, each writing its section of docs/benchmarks.md (12 min on 2 shared CPU cores): decoding peers,
-# the training step per method, the metrics at 10k-100k queries, encoding a test set, Prompt Switch's scoring.
+# Every benchmark, each writing its section of docs/benchmarks.md (~16 min on 2 shared CPU cores): decoding peers,
+# the training step per method, the metrics at 10k-100k queries, encoding a test set, Prompt Switch's scoring,
+# the input pipeline (files vs shards).
 # VTP_BENCH_THREADS=1 on a shared machine. On a GPU:
 #   $(VENV)/bin/python scripts/bench_train.py --device cuda --dtype bf16 [--compile] --write docs/benchmarks.md
 BENCH_CACHE ?= /tmp/vtp_bench_data
@@ -41,6 +43,7 @@ bench: setup bench-data
 	$(VENV)/bin/python scripts/bench_metrics.py --write docs/benchmarks.md
 	$(VENV)/bin/python scripts/bench_eval.py --write docs/benchmarks.md
 	$(VENV)/bin/python scripts/bench_promptswitch.py --write docs/benchmarks.md
+	$(VENV)/bin/python scripts/bench_input.py --write docs/benchmarks.md
 
 # the video tower (ViT-B/16, 4 frames, batch 8) against its explicit-softmax reference, printed (~5 min on CPU);
 # on a GPU: make bench-encoders ARGS="--device cuda --dtype bf16 --iters 10"
@@ -55,6 +58,11 @@ bench-data: setup
 	-$(VENV)/bin/python -m pip install -q --no-deps --target $(BENCH_CACHE)/site-decord2 decord2==3.4.0
 	-$(VENV)/bin/python -m pip install -q torchcodec==0.17.0
 	VTP_BENCH_CACHE=$(BENCH_CACHE) $(VENV)/bin/python scripts/bench_data.py --write docs/benchmarks.md $(DATA_ARGS)
+
+# vtp-bench search: faiss IVF recall@10 and speed against the exact search at 1M random vectors (<= 3 min, 2 cores)
+bench-search: setup
+	$(VENV)/bin/python -m pip install -q faiss-cpu
+	$(VENV)/bin/python scripts/bench_search.py --write docs/benchmarks.md $(ARGS)
 
 clean:
 	rm -rf runs results $(DEMO_DATA)

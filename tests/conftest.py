@@ -15,7 +15,7 @@ import pytest
 from omegaconf import DictConfig
 
 from vtp_bench.registry import METHODS
-from vtp_bench.testing import CPU, fake_batch, fake_method_inputs  # noqa: F401 (re-exported to the tests)
+from vtp_bench.testing import CPU, fake_batch, fake_grounding_clips, fake_method_inputs  # noqa: F401 (for the tests)
 from vtp_bench.testing import tiny_config as _tiny_config
 from vtp_bench.testing import tiny_overrides as _tiny_overrides
 

@@ -77,8 +77,24 @@ def test_compare_prints_table(trained, data_root, tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", str(out.parent), "--format", "csv"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("method,experiment,dataset,split")
-    assert lines[1].startswith("frozen,frozen_synth,synth,test")
+    assert lines[0].startswith("method,checkpoint,rerank,synth/test/retrieval/t2v/R@1")
+    assert lines[1].startswith("frozen,frozen_synth/t/last,none,")
+    # re-ranked metrics beside the raw ones (which stay identical), and another frame count refused by compare
+    raw = json.loads(out.read_text())
+    for rerank in ("dual_softmax", "qbnorm"):
+        main(["eval", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--dataset", "synth", "--out",
+              str(tmp_path / "res" / f"frozen_{rerank}.json"), "--data-root", str(data_root), "--rerank", rerank,
+              "eval.qbnorm_bank=10"])
+        rr = json.loads((tmp_path / "res" / f"frozen_{rerank}.json").read_text())
+        assert rr["metrics"] == raw["metrics"] and rr["protocol"]["rerank"]["name"] == rerank
+        assert 0 <= rr["metrics_reranked"]["t2v/R@1"] <= 100
+    assert rr["protocol"]["rerank"]["bank_size"] == 10 and "v2t/R@1" not in rr["metrics_reranked"]
+    other = tmp_path / "res2" / "frozen_2f.json"
+    main(["eval", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--dataset", "synth", "--out", str(other),
+          "--data-root", str(data_root), "data.eval_num_frames=2"])
+    capsys.readouterr()
+    assert main(["compare", str(out), str(other)]) == 2
+    assert "frames: 4 (frozen.json) vs 2 (frozen_2f.json)" in capsys.readouterr().err
 
 
 def test_eval_refuses_missing_videos_unless_allowed(trained, data_root, tmp_path, capsys):

@@ -110,9 +110,11 @@ def test_retrieval_protocol_options_are_applied_and_named(tmp_path):
         assert main(["eval", "--ckpt", str(ckpt), "--dataset", "lsmdc", "--data-root", str(root), "--out", str(out),
                      *extra]) == 0
         res[name] = json.loads(out.read_text())
-    assert res["default"]["protocol"] == {"name": "vtp_bench", "v2t": "caption", "exclude": [], "excluded": []}
+    assert res["default"]["protocol"] == {"name": "vtp_bench", "v2t": "caption", "exclude": [], "excluded": [],
+                                          "rerank": {"name": "none"}}
     assert res["group"]["protocol"]["v2t"] == "group"
-    assert res["xpool"]["protocol"] == {"name": "xpool", "v2t": "group", "exclude": [skip], "excluded": [skip]}
+    assert res["xpool"]["protocol"] == {"name": "xpool", "v2t": "group", "exclude": [skip], "excluded": [skip],
+                                        "rerank": {"name": "none"}}
     assert res["xpool"]["num_videos"] == 3 and res["default"]["num_videos"] == 4
     from vtp_bench.metrics import retrieval_metrics
     import torch

@@ -1,4 +1,4 @@
-"""``vtp-bench``: list | train | eval | compare | data (synth | convert | check | compress) | viz (regions).
+"""``vtp-bench``: list | train | eval | compare | embed | search | data (synth, convert, ...: see cli_data) | viz.
 
 Errors a user can fix (unknown names or keys, missing data, unreadable checkpoints) print one message that
 says what to do, with exit status 2; anything else is a bug and keeps its traceback.
@@ -20,10 +20,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from vtp_bench.data.video import VideoReadError
     from vtp_bench.evaluate import CheckpointError
     from vtp_bench.registry import RegistryError
+    from vtp_bench.report import ReportError  # results that cannot share a table (protocols differ, duplicates)
     from vtp_bench.train import TrainError
 
     return (ConfigError, RegistryError, DataNotFoundError, ManifestError, MissingVideosError, VideoReadError,
-            CheckpointError, TrainError)
+            CheckpointError, TrainError, ReportError)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -51,9 +52,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     if not summary["is_global_zero"]:
         return
     m = summary["val_metrics"]
-    if m:
+    if "t2v/R@1" in m:
         print(f"final validation: t2v R@1 {m['t2v/R@1']:.1f}  R@5 {m['t2v/R@5']:.1f}  "
               f"R@10 {m['t2v/R@10']:.1f}  MedR {m['t2v/MedR']:.1f}")
+    elif m:  # another validation task (eval.val_task): its metrics as they come
+        print("final validation (" + cfg.eval.val_task + "): " + "  ".join(f"{k} {v:.1f}" for k, v in m.items()))
     print(f"run dir: {summary['run_dir']}\ncheckpoint: {summary['checkpoint']}")
 
 
@@ -68,7 +71,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         overrides.append("init.strict=false")
     if args.temporal_fix:
         overrides.append(f"init.temporal_fix={args.temporal_fix}")
-    for key in ("v2t", "protocol"):
+    for key in ("v2t", "protocol", "rerank"):
         if getattr(args, key):
             overrides.append(f"eval.{key}={getattr(args, key)}")
     result = evaluate(args.ckpt, args.dataset, split=args.split, out=args.out, allow_missing=args.allow_missing,
@@ -89,12 +92,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from vtp_bench.report import collect_results, format_table, plot_results
+    from vtp_bench.report import collect_results, format_table, plot_curves, plot_results
 
     results = collect_results(args.paths)
-    print(format_table(results, args.format), end="")
+    per_row = [f for arg in args.per_row for f in arg.split(",") if f]
+    print(format_table(results, args.format, split_protocols=args.split_protocols, per_row=per_row), end="")
     if args.plot:
-        print(f"plot written to {plot_results(results, args.plot)}")
+        bars, curves = plot_results(results, args.plot), plot_curves(results, args.plot)
+        print(f"plots written to {bars}" + (f" and {curves}" if curves else " (no training curves: no run dir with "
+                                            "metrics.csv beside the checkpoints)"), file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retrieval: video-to-text caption-wise (default, Frozen family) or group-wise (CLIP4Clip)")
     s.add_argument("--protocol", choices=["vtp_bench", "xpool"], default=None,
                    help="retrieval: another codebase's counting (xpool: X-Pool / Prompt Switch), named in the JSON")
+    s.add_argument("--rerank", choices=["none", "dual_softmax", "qbnorm"], default=None,
+                   help="retrieval: also report re-ranked metrics (metrics_reranked; the raw ones stay primary): "
+                        "dual softmax, or QB-Norm with a querybank of training captions (eval.qbnorm_* keys)")
     s.add_argument("--out", default=None, help="write the results JSON here")
     s.add_argument("--data-root", default=None, help="override data.root of the checkpoint's config")
     s.add_argument("--allow-missing", action="store_true", help="score the videos that exist; count the rest")
@@ -149,13 +158,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("compare", help="one table from result files or run dirs")
     s.add_argument("paths", nargs="+")
-    s.add_argument("--format", choices=["markdown", "csv"], default="markdown")
-    s.add_argument("--plot", default=None, help="also write a PNG bar plot here")
+    s.add_argument("--format", choices=["markdown", "csv", "latex"], default="markdown",
+                   help="markdown (best in bold), csv (best with a trailing *, footer as # lines), latex (booktabs, "
+                        "best in \\textbf, footer as %% lines)")
+    s.add_argument("--split-protocols", action="store_true",
+                   help="results of one dataset/split/task scored under different protocols (frames, sampler, "
+                        "v2t policy, ...): one table per protocol instead of refusing")
+    s.add_argument("--per-row", action="append", default=[], metavar="FIELD[,FIELD]",
+                   help="protocol fields allowed to differ between rows, shown as a column (e.g. frames: each "
+                        "method at its own frame count)")
+    s.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="also write FILE.png (main metric per method and dataset, chance drawn) and FILE_curves.png "
+                        "(training curves from the runs' metrics.csv)")
     s.set_defaults(func=cmd_compare)
 
     from vtp_bench.cli_data import add_data_parser
+    from vtp_bench.cli_embed import add_embed_parsers
     from vtp_bench.viz import add_viz_parser
 
+    add_embed_parsers(sub)
     add_data_parser(sub)
     add_viz_parser(sub)
     return p

@@ -1,4 +1,4 @@
-"""``vtp-bench data``: synth | convert | from-folder | check | compress (the data tools, apart from train/eval)."""
+"""``vtp-bench data``: synth | convert | from-folder | check | compress | shard (the data tools, apart from train/eval)."""
 
 from __future__ import annotations
 
@@ -78,10 +78,24 @@ def cmd_compress(args: argparse.Namespace) -> None:
     print(summary)
 
 
+def cmd_shard(args: argparse.Namespace) -> None:
+    from vtp_bench.data.shard_write import default_shard_dir, write_shards
+
+    manifest = Path(args.manifest)
+    out = Path(args.out) if args.out else default_shard_dir(manifest)
+    index = write_shards(manifest, out, shard_size=args.shard_size,
+                         video_root=Path(args.video_root) if args.video_root else None)
+    print(f"{index['samples']} samples in {len(index['shards'])} shard(s) -> {out} (index: {out / 'index.json'})")
+    if index["missing"]:
+        print(f"warning: {len(index['missing'])} row(s) left out, their video file is missing "
+              f"(e.g. {index['missing'][0]}); `vtp-bench data check {manifest}` lists them")
+    print("train from them with data.format=webdataset (they are read from <data.root>/<name>/shards/<split>/)")
+
+
 def add_data_parser(sub: argparse._SubParsersAction) -> None:
     from vtp_bench.data.convert.base import CONVERTERS
 
-    s = sub.add_parser("data", help="data tools: synth | convert | from-folder | check | compress")
+    s = sub.add_parser("data", help="data tools: synth | convert | from-folder | check | compress | shard")
     dsub = s.add_subparsers(dest="data_command", required=True)
 
     d = dsub.add_parser("synth", help="generate the synthetic video-text dataset")
@@ -135,3 +149,11 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--workers", type=int, default=None)
     d.add_argument("--video-root", default=None)
     d.set_defaults(func=cmd_compress)
+
+    d = dsub.add_parser("shard", help="a manifest's videos and captions -> WebDataset tar shards (+ index.json)")
+    d.add_argument("manifest")
+    d.add_argument("--out", default=None, help="folder of the shards (default: <manifest dir>/shards/<manifest "
+                   "stem>/, where data.format=webdataset looks for them)")
+    d.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    d.add_argument("--video-root", default=None, help="resolve relative paths here instead of the manifest dir")
+    d.set_defaults(func=cmd_shard)

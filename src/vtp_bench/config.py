@@ -59,6 +59,10 @@ class DataConfig:
     # {video_id} / {stem} (video path without extension) / {split}, to a folder of 0.npz..n-1.npz per video
     regions: dict[str, str] = field(default_factory=dict)
     num_regions: int = 30  # regions per frame: the most confident boxes, edge-padded (DemoVLP: 30)
+    # training data: files (a manifest's video files) | webdataset (tar shards of `vtp-bench data shard` or
+    # video2dataset under <root>/<name>/shards/train/; docs/data_shards.md)
+    format: str = choice("files", ("files", "webdataset"))
+    shuffle_buffer: int = 256  # webdataset: samples (raw bytes) per worker in the shuffle buffer
 
 
 @dataclass
@@ -98,6 +102,15 @@ class EvalConfig:
     # X-Pool / Prompt Switch (group-wise v2t; LSMDC without the clip their loader skips)
     protocol: str = choice("vtp_bench", ("vtp_bench", "xpool"))
     exclude: list[str] = field(default_factory=list)  # video ids left out of the evaluation (recorded)
+    # retrieval: re-ranked metrics besides the raw ones (metrics_reranked; metrics/rerank.py): dual softmax (its
+    # temperature on the cosine) or QB-Norm (a querybank of up to qbnorm_bank training captions, qbnorm_beta/_k;
+    # bank from qbnorm_bank_manifest, default the train.jsonl beside the evaluated manifest)
+    rerank: str = choice("none", ("none", "dual_softmax", "qbnorm"))
+    rerank_temperature: float = 0.01
+    qbnorm_beta: float = 20.0
+    qbnorm_k: int = 1
+    qbnorm_bank: int = 5000
+    qbnorm_bank_manifest: Optional[str] = None
     # zeroshot_cls: class names become texts through this template ("{}" = the name); null: the dataset's own
     # (the synthetic classes.json has "an object {}"), else metrics.classification.PROMPT_TEMPLATE
     prompt_template: Optional[str] = None
@@ -107,6 +120,9 @@ class EvalConfig:
     # grounding (zero-shot): a moment's score: the method's similarity to each clip, inside minus outside mean
     # (contrast) or inside mean (mean); or the cosine of the query and the moment's mean clip embedding (pooled)
     grounding_score: str = choice("contrast", ("contrast", "mean", "pooled"))
+    # the task that validates during training (on data.eval[0], split data.val_split): retrieval, or another
+    # registered task (grounding: a grounding head validates on held-out timed queries)
+    val_task: str = "retrieval"
 
 
 @dataclass
@@ -204,9 +220,11 @@ def _open_dicts(node: DictConfig) -> None:
 
 
 def _check_encoders(method: DictConfig) -> None:
+    """Every encoder section of the method; a section naming a method (a grounding head's backbone) is that
+    method's config, checked when the method that holds it builds it."""
     for key in method:
         value = method[key]
-        if isinstance(value, DictConfig) and "name" in value:
+        if isinstance(value, DictConfig) and "name" in value and value.name not in METHODS:
             resolve_encoder(OmegaConf.to_container(value), f"method.{key}")
 
 

@@ -14,6 +14,7 @@ from vtp_bench.config import apply_overrides, config_from_dict, load_config, to_
 from vtp_bench.data.datamodule import VideoTextDataModule
 from vtp_bench.lit import VTPModule
 from vtp_bench.models.checkpoints import CheckpointError, load_checkpoint, load_official
+from vtp_bench.tasks.base import EvalTask
 
 __all__ = ["CheckpointError", "evaluate", "load_checkpoint", "module_from_checkpoint"]
 
@@ -85,19 +86,22 @@ def evaluate(
     ckpt_source: str | None = None,
     method: str | None = None,
     experiment: str | None = None,
-    task: str = "retrieval",
+    task: str | EvalTask = "retrieval",
     name: str | None = None,
 ) -> dict[str, Any]:
     """Score one checkpoint on one split with one evaluation task (``tasks/``: retrieval, zeroshot_cls,
     grounding); write the results JSON when ``out`` is given. ``split=None``: the task's default for the dataset.
     A released checkpoint (not written by vtp_bench) needs ``method`` or ``experiment``; its source is detected
     unless given. ``dataset`` is a registered name or a manifest file / folder (your own data), which ``name``
-    renames in the results (default: its stem)."""
+    renames in the results (default: its stem). ``task`` may be an EvalTask instance (``vtp-bench embed``: the
+    retrieval task that also keeps the embeddings it scored)."""
     overrides = list(overrides) + ([f"eval.allow_missing={allow_missing}"] if allow_missing else [])
     module = module_from_checkpoint(ckpt, overrides, trust_checkpoint, ckpt_source, method, experiment)
     cfg = module.cfg
-    dm = VideoTextDataModule(cfg, eval_dataset=dataset, eval_split=split, allow_missing=allow_missing, task=task,
-                             eval_name=name)
+    dm = VideoTextDataModule(cfg, eval_dataset=dataset, eval_split=split, allow_missing=allow_missing,
+                             task=task if isinstance(task, str) else task.name, eval_name=name)
+    if not isinstance(task, str):
+        dm.test_task = task
     trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, precision=cfg.trainer.get("precision", "32-true"),
                         use_distributed_sampler=False, strategy="ddp" if devices > 1 else "auto")
@@ -117,6 +121,7 @@ def evaluate(
         "frames": cfg.data.eval_num_frames or cfg.data.num_frames,
         "sampler": cfg.data.eval_sampling,
         "img_size": cfg.data.img_size,
+        "decode_size": cfg.data.decode_size,
         "decoder": "pyav",
         "metrics": module.last_metrics,
         "vtp_bench_version": __version__,

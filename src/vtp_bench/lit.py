@@ -45,6 +45,7 @@ class VTPModule(L.LightningModule):
         self.skipped_videos: list[str] = []  # one entry per skipped training sample (across epochs)
         self.skipped_errors: dict[str, str] = {}
         self.dataset_steps: list[str] = []  # the training dataset of each step this process ran
+        self.steps_per_rank: list[int] = []  # training steps each rank ran, gathered at the end of training
         self.resume_position: dict[str, int] | None = None  # set when restoring a checkpoint
         self.last_metrics: dict[str, float] = {}
         self.last_eval_info: dict[str, Any] = {}
@@ -116,6 +117,7 @@ class VTPModule(L.LightningModule):
         """Skipped videos are counted on every rank; gather them so the report covers the whole run."""
         self.skipped_videos = [v for part in gather_objects(self.skipped_videos) for v in part]
         schedules = gather_objects(self.dataset_steps)  # MixedBatchSampler's invariant, checked ("" = empty batch)
+        self.steps_per_rank = [len(steps) for steps in schedules]
         for rank, steps in enumerate(schedules):
             diff = [i for i, (a, b) in enumerate(zip(steps, schedules[0])) if a and b and a != b]
             if diff or len(steps) != len(schedules[0]):
@@ -197,7 +199,12 @@ class VTPModule(L.LightningModule):
                 "run `vtp-bench data check` on the manifest, or pass --allow-missing to score the rest"
             )
         if not parts:
-            raise MissingVideosError(f"{eset.manifest}: none of the {len(eset.video_ids)} videos could be read")
+            names = [eset.video_ids[i] for i in bad[:5]]
+            raise MissingVideosError(
+                f"{eset.manifest}: none of the {len(eset.video_ids)} videos could be read (e.g. {names}; "
+                f"{len(eset.missing)} more missing), so nothing readable is left to score; run `vtp-bench data check` "
+                "on the manifest"
+            )
         order = torch.cat([i for i, _ in parts])
         if len(order) + len(skipped) != len(clips):
             raise RuntimeError(f"encoded {len(order)} clips and skipped {len(skipped)}, expected {len(clips)}")

@@ -35,10 +35,10 @@ class Gathered:
 
 def _all_gather_autograd(x: Tensor) -> Tensor:
     try:  # autograd-aware all-gather: its backward reduce-scatters (sums) every rank's gradient
-        from torch.distributed._functional_collectives import all_gather_tensor_autograd
+        from torch.distributed._functional_collectives import all_gather_single_autograd
 
-        return all_gather_tensor_autograd(x.contiguous(), gather_dim=0, group=dist.group.WORLD)
-    except ImportError:  # older torch
+        return all_gather_single_autograd(x.contiguous(), gather_dim=0, group=dist.group.WORLD)
+    except ImportError:  # older torch, without all_gather_single_autograd
         import torch.distributed.nn.functional as dist_fn
 
         return torch.cat(dist_fn.all_gather(x), dim=0)

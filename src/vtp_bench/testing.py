@@ -42,13 +42,15 @@ def tiny_config(method: str, *overrides: str, tiny_dir: Path = TINY_DIR) -> Dict
 
 
 def fake_method_inputs(cfg: DictConfig, n: int, generator: torch.Generator, dtype: torch.dtype) -> dict[str, Any]:
-    """Random region inputs for a batch of ``n`` when the configured method declares them (``Method.data_inputs``:
-    DemoVLP's boxes or detector features); the clip and texts are the caller's. Boxes are valid x1 y1 x2 y2 plus
-    w h, and every frame keeps at least one real region."""
-    from vtp_bench.data.inputs import REGION_BOXES, REGION_FEATS, method_inputs
+    """Random inputs for a batch of ``n`` that the configured method declares (``Method.data_inputs``): DemoVLP's
+    boxes or detector features, a grounding head's clips of whole videos; the clip and texts are the caller's.
+    Boxes are valid x1 y1 x2 y2 plus w h, and every frame keeps at least one real region."""
+    from vtp_bench.data.inputs import GROUNDING_CLIPS, REGION_BOXES, REGION_FEATS, method_inputs
     from vtp_bench.data.regions import FEATURE_DIM
 
     names = method_inputs(cfg)
+    if GROUNDING_CLIPS in names:
+        return fake_grounding_clips(cfg, n, generator, dtype)
     if not names & {REGION_BOXES, REGION_FEATS}:
         return {}
     shape = (n, cfg.data.num_frames, cfg.data.num_regions)
@@ -60,6 +62,24 @@ def fake_method_inputs(cfg: DictConfig, n: int, generator: torch.Generator, dtyp
     if REGION_FEATS in names:
         out["region_feats"] = torch.randn(*shape, FEATURE_DIM, generator=generator, dtype=dtype)
     return out
+
+
+def fake_grounding_clips(cfg: DictConfig, n: int, generator: torch.Generator, dtype: torch.dtype
+                         ) -> dict[str, Any]:
+    """The ``grounding_clips`` input of ``n`` videos of 1 s clips as ``collate`` pads it: videos of 2 to 4 clips,
+    longer ones later in the batch (so two ranks' halves hold different numbers of moments), a random moment each."""
+    d = cfg.data
+    counts = [2 + 3 * i // n for i in range(n)]
+    c = max(counts)
+    real = torch.arange(c)[None, :] < torch.tensor(counts)[:, None]  # [n, c]
+    clips = torch.randn(n, c, d.num_frames, 3, d.img_size, d.img_size, generator=generator, dtype=dtype)
+    windows = torch.stack([torch.arange(c), torch.arange(c) + 1], -1).double()[None].repeat(n, 1, 1)
+    start = torch.rand(n, generator=generator, dtype=torch.float64) * (torch.tensor(counts) - 1)
+    length = 0.5 + torch.rand(n, generator=generator, dtype=torch.float64)
+    return {"clips": clips * real[..., None, None, None, None],
+            "clips_mask": real[..., None].repeat(1, 1, d.num_frames), "clip_windows": windows * real[..., None],
+            "timestamps": torch.stack([start, start + length], -1),
+            "duration": torch.tensor(counts, dtype=torch.float64), "num_clips": torch.tensor(counts)}
 
 
 def fake_batch(cfg: DictConfig, n: int, dtype: torch.dtype) -> dict[str, Any]:

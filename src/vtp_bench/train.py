@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from vtp_bench.config import to_dict
 from vtp_bench.data.catalog import locate
 from vtp_bench.data.datamodule import VideoTextDataModule
+from vtp_bench.data_time import DataTime
 from vtp_bench.distributed import is_launch_rank_zero
 from vtp_bench.lit import VTPModule
 from vtp_bench.runlog import RunCSVLogger
@@ -107,6 +108,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path | None, **overrides: Any) -> L.
                            save_last=True, save_top_k=-1 if cfg.run.keep_checkpoints == "all" else 0,
                            every_n_train_steps=cfg.run.ckpt_every_n_steps),
         LearningRateMonitor(logging_interval="step"),
+        DataTime(),
     ]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(refresh_rate=1))
@@ -125,7 +127,12 @@ def train(cfg: DictConfig, resume: str | None = None) -> dict[str, Any]:
     # frozen towers stay in eval mode on purpose (no dropout in fixed features): not worth a warning
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     for name in cfg.data.train:  # fail before a run dir is made when the data is not there
-        locate(name, cfg.data.root, "train")
+        if cfg.data.format == "webdataset":
+            from vtp_bench.data.shards import load_shard_set, locate_shards
+
+            load_shard_set(*locate_shards(name, cfg.data.root, "train"))
+        else:
+            locate(name, cfg.data.root, "train")
     locate(cfg.data.eval[0], cfg.data.root, cfg.data.val_split)
     L.seed_everything(cfg.seed, workers=True)
     resume_path = resume_checkpoint(cfg, resume)
@@ -156,6 +163,7 @@ def train(cfg: DictConfig, resume: str | None = None) -> dict[str, Any]:
         "val_metrics": module.last_metrics,
         "init": init_report.to_dict() if init_report else None,
         "steps_per_dataset": dict(Counter(module.dataset_steps)),
+        "steps_per_rank": module.steps_per_rank,
         "skipped_videos": len(module.skipped_videos),
         "skipped_video_ids": skipped,
         "skipped_errors": module.skipped_errors,

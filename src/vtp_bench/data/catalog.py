@@ -73,7 +73,8 @@ def _from_path(path: Path, split: str, label: str | None) -> DatasetSource:
 
 @DATASETS.register("synth")
 def synth(root: Path, split: str) -> DatasetSource:
-    """The procedural synthetic dataset (``vtp-bench data synth``); splits train/val/test and grounding."""
+    """The procedural synthetic dataset (``vtp-bench data synth``); splits train/val/test, grounding (all timed
+    queries) and grounding_train/grounding_val/grounding_test (the same split by video, for a trained head)."""
     manifest = root / "synth" / f"{split}.jsonl"
     if not manifest.is_file():
         raise DataNotFoundError(

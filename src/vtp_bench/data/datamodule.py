@@ -1,9 +1,9 @@
 """VideoTextDataModule: training pairs from the configured datasets, one clip loader per evaluation split.
 
-Evaluation sets come from an evaluation task (``tasks/``): validation is retrieval on ``data.eval[0]``; ``test``
-is the task ``evaluate`` asks for. The loaders yield the set's clips only; the task's queries (captions, class
-prompts, timed sentences) are encoded by VTPModule at the end of the epoch, so each clip is decoded and encoded
-exactly once.
+Evaluation sets come from an evaluation task (``tasks/``): validation is ``eval.val_task`` (retrieval by default)
+on ``data.eval[0]``; ``test`` is the task ``evaluate`` asks for. The loaders yield the set's clips only; the task's
+queries (captions, class prompts, timed sentences) are encoded by VTPModule at the end of the epoch, so each clip
+is decoded and encoded exactly once.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class VideoTextDataModule(L.LightningDataModule):
         d = cfg.data
         self.eval_dataset = eval_dataset or d.eval[0]
         self.test_task: EvalTask = TASKS.get(task)()
-        self.val_task: EvalTask = TASKS.get("retrieval")()
+        self.val_task: EvalTask = TASKS.get(cfg.eval.val_task)()
         self.eval_split = eval_split or self.test_task.default_split(self.eval_dataset)
         self.allow_missing = allow_missing or cfg.eval.allow_missing
         self.video_root = video_root
@@ -55,7 +55,11 @@ class VideoTextDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         d = self.cfg.data
-        if stage in (None, "fit"):
+        if stage in (None, "fit") and d.format == "webdataset":
+            from vtp_bench.data.shards import shard_train_set  # needs only torch; the writer needs webdataset
+
+            self.train_set = shard_train_set(self.cfg, self.train_transform, self.decode)
+        elif stage in (None, "fit"):
             parts = []
             for i, name in enumerate(d.train):
                 src = self._source(name, "train")
@@ -87,6 +91,8 @@ class VideoTextDataModule(L.LightningDataModule):
         the same dataset at each step, so cross-rank gathers match and a resumed run sees the same batches."""
         assert self.train_set is not None
         rank, world = rank_world()
+        if self.cfg.data.format == "webdataset":
+            return self._shard_loader(rank, world)
         self.train_sampler = MixedBatchSampler([len(p) for p in self.train_set.parts], self.cfg.data.batch_size,
                                                rank, world, seed=self.cfg.seed, mode=self.cfg.data.mix)
         module = self.trainer.lightning_module if self.trainer is not None else None
@@ -100,6 +106,26 @@ class VideoTextDataModule(L.LightningDataModule):
             self.train_set.set_epoch(epoch)
             module.resume_position = None
         return self._loader(self.train_set, batch_sampler=self.train_sampler)
+
+    def _resume_position(self, per_epoch: int) -> tuple[int, int] | None:
+        """(epoch, batches to skip) when resuming mid-epoch (consumed: read once), else None."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        position = getattr(module, "resume_position", None)
+        if not position:
+            return None
+        module.resume_position = None
+        epoch, skip = position["epoch"], position["batches"]
+        return (epoch + 1, 0) if skip >= per_epoch else (epoch, skip)
+
+    def _shard_loader(self, rank: int, world: int) -> DataLoader:
+        """data.format=webdataset: each worker yields whole batches of its lane (data/shards.py)."""
+        from vtp_bench.data.shards import ShardLoader
+
+        ds = self.train_set.configure(rank, world, self.cfg.data.num_workers)
+        position = self._resume_position(len(ds))
+        if position:
+            ds.set_epoch(position[0], skip_batches=position[1])
+        return ShardLoader(ds, self.cfg.data.num_workers, pin_memory=torch.cuda.is_available())
 
     def eval_loader(self, eset: EvalSet) -> DataLoader:
         """Each rank encodes a contiguous shard of the clips, without padding; VTPModule gathers and trims."""

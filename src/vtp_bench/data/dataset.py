@@ -16,11 +16,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset
 
-from vtp_bench.data.inputs import FRAME_TIMES, VIDEO, ItemInputs
+from vtp_bench.data.inputs import FRAME_TIMES, GROUNDING_CLIPS, VARIABLE_LENGTH, VIDEO, ItemInputs, clip_windows
 from vtp_bench.data.manifest import ManifestRow, read_manifest, resolve_path
 from vtp_bench.data.regions import RegionReadError
 from vtp_bench.data.transforms import Crop, VideoTransform
-from vtp_bench.data.video import VideoReadError, read_frames_timed
+from vtp_bench.data.video import VideoReadError, probe_video, read_frames_timed
 from vtp_bench.tasks.base import Clip
 
 
@@ -93,7 +93,10 @@ def load_item(
     end: float | None = None,
 ) -> dict[str, Any]:
     """The tensors the method asked for (``Method.data_inputs``): the clip and/or region inputs of one row, in
-    the row's window (``start``/``end`` given: that window instead, e.g. a grounding clip)."""
+    the row's window (``start``/``end`` given: that window instead, e.g. a grounding clip); with
+    ``grounding_clips``, every grounding window of the row's video instead (``load_grounding_clips``)."""
+    if GROUNDING_CLIPS in inputs.names:
+        return load_grounding_clips(row, path, inputs.clip_seconds, num_frames, sampling, transform, rng, decode)
     if not inputs.video:  # region features only: no pixels are decoded
         return inputs.load(row, manifest, num_frames, sampling, rng)
     if start is None and end is None:
@@ -103,6 +106,30 @@ def load_item(
     if FRAME_TIMES in inputs.names:
         extra["frame_times"] = clip.frame_times()
     return {"video": clip.video, "video_mask": clip.mask, **extra}
+
+
+def load_grounding_clips(row: ManifestRow, path: Path, seconds: float, num_frames: int, sampling: str,
+                         transform: VideoTransform, rng: random.Random, decode: DecodeOptions | None) -> dict[str, Any]:
+    """A grounding query as a trained head reads it: the row's whole video cut as the grounding task cuts it
+    (``clip_windows``), every window decoded as a clip with one crop for all of them (a video's clips are seen
+    alike, as the evaluation's centre crop; frames are sampled per clip), and the row's moment. Keys: see
+    ``data/inputs.py`` (``grounding_clips``); seconds in float64, as the evaluation's candidate moments."""
+    duration = row.duration if row.duration is not None else probe_video(path).duration
+    windows = clip_windows(float(duration), seconds)
+    crop_seed = rng.random()
+
+    def same_crop(frames: Tensor, _: random.Random) -> Tensor:
+        return transform(frames, random.Random(crop_seed))
+
+    clips = [decode_clip(path, num_frames, sampling, same_crop, rng, s, e, decode) for s, e in windows]  # type: ignore
+    return {
+        "clips": torch.stack([c.video for c in clips]),
+        "clips_mask": torch.stack([c.mask for c in clips]),
+        "clip_windows": torch.tensor(windows, dtype=torch.float64),
+        "timestamps": torch.tensor([row.start, row.end], dtype=torch.float64),
+        "duration": torch.tensor(float(duration), dtype=torch.float64),
+        "num_clips": torch.tensor(len(windows)),
+    }
 
 
 class VideoTextDataset(Dataset):
@@ -124,6 +151,7 @@ class VideoTextDataset(Dataset):
         self.inputs = inputs or ItemInputs()
         self.decode, self.name = decode, name
         self.rows: list[ManifestRow] = read_manifest(self.manifest)
+        self.inputs.check_rows(self.rows, self.manifest)
         self.video_root = video_root
         self.num_frames, self.transform, self.sampling, self.seed = num_frames, transform, sampling, seed
         self.epoch = 0
@@ -190,6 +218,12 @@ def unique_videos(rows: Sequence[ManifestRow], manifest: Path, video_root: Path 
         raise MissingVideosError(
             f"{manifest}: {len(missing)} of {len(order)} videos are missing (e.g. {example}); "
             "fix the paths / --video-root, or pass --allow-missing to score the rest (the count is recorded)"
+        )
+    if order and len(missing) == len(order):  # --allow-missing with nothing left: say so, not score nothing
+        example = paths[order[sorted(missing)[0]]]
+        raise MissingVideosError(
+            f"{manifest}: none of its {len(order)} videos exist (e.g. {example}), so nothing readable is left to "
+            "score; fix the paths / --video-root / --data-root"
         )
     keep = [order[vid] for vid in order if vid not in missing]
     return Videos([first[i].video_id for i in keep], [paths[i] for i in keep], [(first[i].start, first[i].end)
@@ -278,7 +312,7 @@ class EvalClipDataset(Dataset):
                  decode: DecodeOptions | None = None, inputs: ItemInputs | None = None):
         self.clips, self.video_ids, self.manifest = eset.clips, eset.video_ids, eset.manifest
         self.num_frames, self.transform, self.sampling, self.decode = num_frames, transform, sampling, decode
-        self.inputs = inputs or ItemInputs()
+        self.inputs = (inputs or ItemInputs()).per_clip()  # each clip alone, whatever training items read
         self.rows: list[ManifestRow] = list(getattr(eset, "rows", []))
         if self.inputs.names != {VIDEO} and len(self.rows) != len(self.video_ids):
             raise ValueError("region inputs need each video's manifest row (the evaluation set's ``rows``)")
@@ -304,7 +338,8 @@ class EvalClipDataset(Dataset):
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors, keep strings as lists; skipped items are dropped and listed under ``skipped``."""
+    """Stack tensors, keep strings as lists; skipped items are dropped and listed under ``skipped``. The
+    ``VARIABLE_LENGTH`` keys (a video's grounding clips) are right-padded with zeros to the longest item."""
     good = [it for it in items if "skipped" not in it]
     batch: dict[str, Any] = {
         "skipped": [it["skipped"] for it in items if "skipped" in it],
@@ -317,7 +352,10 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     batch["size"] = len(good)
     for key in good[0]:
         vals = [it[key] for it in good]
-        if isinstance(vals[0], Tensor):
+        if key in VARIABLE_LENGTH:
+            n = max(v.shape[0] for v in vals)
+            batch[key] = torch.stack([torch.cat([v, v.new_zeros((n - v.shape[0], *v.shape[1:]))]) for v in vals])
+        elif isinstance(vals[0], Tensor):
             batch[key] = torch.stack(vals)
         elif key == "index":
             batch[key] = torch.tensor(vals, dtype=torch.long)

@@ -12,15 +12,22 @@ asks the method class (no model is built) and loads only that:
 - ``region_feats``: detector region features in the official bottom-up-attention layout, found through
   ``data.regions[<dataset>]`` (a path template), frames sampled over the extracted files:
   ``region_feats`` [T, K, 2048], ``region_boxes`` [T, K, 6], ``region_mask`` [T, K]. No pixels are decoded
-  unless ``video`` is also asked for.
+  unless ``video`` is also asked for;
+- ``grounding_clips`` (training items of a grounding manifest; needs ``video``): instead of the row's clip, the
+  row's whole video cut into the grounding task's windows (``clip_windows`` at ``eval.grounding_clip_seconds``),
+  each decoded as a clip, with the row's moment: ``clips`` [C, T, 3, H, W], ``clips_mask`` [C, T], ``clip_windows``
+  [C, 2] and ``timestamps`` [2] (seconds, float64), ``duration`` [] and ``num_clips`` []. ``C`` varies by video:
+  ``collate`` pads the ``VARIABLE_LENGTH`` keys. Evaluation clips are still decoded one by one as ``video``
+  (``ItemInputs.per_clip``).
 
 ``K`` is ``data.num_regions``. Frames beyond the ones available are zero-padded with a False mask, as the clip.
 """
 
 from __future__ import annotations
 
+import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +35,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from vtp_bench.data.manifest import ManifestRow, resolve_path
+from vtp_bench.data.manifest import ManifestError, ManifestRow, resolve_path
 from vtp_bench.data.regions import (
     RegionReadError,
     Regions,
@@ -41,7 +48,15 @@ from vtp_bench.data.transforms import Crop
 from vtp_bench.data.video import sample_indices
 
 VIDEO, REGION_BOXES, REGION_FEATS, FRAME_TIMES = "video", "region_boxes", "region_feats", "frame_times"
-KNOWN_INPUTS = (VIDEO, REGION_BOXES, REGION_FEATS, FRAME_TIMES)
+GROUNDING_CLIPS = "grounding_clips"
+KNOWN_INPUTS = (VIDEO, REGION_BOXES, REGION_FEATS, FRAME_TIMES, GROUNDING_CLIPS)
+VARIABLE_LENGTH = ("clips", "clips_mask", "clip_windows")  # item tensors whose first dim (clips) varies by video
+
+
+def clip_windows(duration: float, seconds: float) -> list[tuple[float, float]]:
+    """A video cut for grounding: [k s, min((k + 1) s, duration)) for k = 0 .. ceil(duration / s) - 1."""
+    n = max(1, math.ceil(duration / seconds - 1e-9))
+    return [(k * seconds, min((k + 1) * seconds, duration)) for k in range(n)]
 
 
 class InputError(ValueError):
@@ -62,6 +77,9 @@ def method_inputs(cfg: DictConfig) -> frozenset[str]:
     if FRAME_TIMES in names and VIDEO not in names:
         raise InputError(f"method {cfg.method.name!r}: 'frame_times' are the decoded frames' times, so it needs "
                          f"'video' too")
+    if GROUNDING_CLIPS in names and (VIDEO not in names or names & {REGION_BOXES, REGION_FEATS}):
+        raise InputError(f"method {cfg.method.name!r}: 'grounding_clips' are decoded clips, so it needs 'video' "
+                         f"and reads no region inputs")
     if not names:
         raise InputError(f"method {cfg.method.name!r} declares no inputs")
     return names
@@ -76,10 +94,25 @@ class ItemInputs:
     names: frozenset[str] = frozenset({VIDEO})
     num_regions: int = 30
     region_template: str | None = None
+    clip_seconds: float = 1.0  # grounding_clips: the windows' length and stride (eval.grounding_clip_seconds)
 
     @property
     def video(self) -> bool:
         return VIDEO in self.names
+
+    def per_clip(self) -> "ItemInputs":
+        """What one evaluation clip loads: training-only inputs (``grounding_clips``) are left out."""
+        return replace(self, names=self.names - {GROUNDING_CLIPS}) if GROUNDING_CLIPS in self.names else self
+
+    def check_rows(self, rows: list[ManifestRow], manifest: Path) -> None:
+        """``grounding_clips`` trains on timed queries: every row needs its moment."""
+        if GROUNDING_CLIPS in self.names:
+            bad = [r.text_id for r in rows if r.start is None or r.end is None]
+            if bad:
+                raise ManifestError(f"{manifest}: {len(bad)} rows (e.g. {bad[0]!r}) lack start/end; a grounding "
+                                    "head trains on each query's moment (a grounding manifest: data convert "
+                                    "charades_sta / didemo_grounding / activitynet_grounding, or the synthetic "
+                                    "grounding_train split)")
 
     @classmethod
     def for_dataset(cls, cfg: DictConfig, dataset: str) -> "ItemInputs":
@@ -93,7 +126,7 @@ class ItemInputs:
                     f"dataset {dataset!r}: set data.regions.{dataset}=/path/to/features/{{video_id}} (a folder of "
                     f"0.npz, 1.npz, ... per video; fields {{video_id}} {{stem}} {{split}})")
             template = str(regions[dataset])
-        return cls(names, int(cfg.data.num_regions), template)
+        return cls(names, int(cfg.data.num_regions), template, float(cfg.eval.grounding_clip_seconds))
 
     def region_path(self, row: ManifestRow) -> Path:
         assert self.region_template is not None

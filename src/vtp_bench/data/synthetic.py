@@ -7,6 +7,8 @@ byte-identical manifests and identical decoded frames. Layout of ``out_dir`` (se
 
     train.jsonl val.jsonl test.jsonl   one row per clip (one caption each), source "synthetic"
     grounding.jsonl                    one row per event query of the longer videos (start/end seconds)
+    grounding_{train,val,test}.jsonl   the same queries split by video (``grounding_split``: video g is test when
+                                       g % 5 == 4, val when g % 5 == 3, else train), for a trained grounding head
     classes.json                       the 9 motion classes and a prompt template (zero-shot classification)
     meta.json                          seed, counts, generator version, parameters
     videos/synth_00000.mp4 ...         the clips
@@ -26,7 +28,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
@@ -391,6 +393,13 @@ def _sample_grounding(rng: np.random.Generator, n: int, w: int, fps: int) -> tup
             return [objs[i] for i in keep], [_Event(remap[e.obj], e.motion, e.f0, e.f1) for e in events]
 
 
+def grounding_split(video_id: str) -> str:
+    """The split of grounding video ``synthg_<g>`` for a trained head: test when g % 5 == 4, val when g % 5 == 3,
+    else train (60/20/20 %; a video keeps its split when more grounding videos are generated)."""
+    g = int(video_id.rsplit("_", 1)[1])
+    return "test" if g % 5 == 4 else "val" if g % 5 == 3 else "train"
+
+
 def _event_sentence(rng: np.random.Generator, o: _Obj, motion: str) -> str:
     return f"the {o.color} {o.shape} {_pick(rng, PHRASES[motion])}"
 
@@ -427,7 +436,8 @@ def _prepare_out_dir(out: Path) -> None:
         for sub in ("videos", "videos_grounding", "boxes"):
             if (out / sub).is_dir():
                 shutil.rmtree(out / sub)
-        for name in ("train.jsonl", "val.jsonl", "test.jsonl", "grounding.jsonl", "classes.json", "meta.json"):
+        for name in ("train.jsonl", "val.jsonl", "test.jsonl", "grounding.jsonl", "classes.json", "meta.json",
+                     *(f"grounding_{k}.jsonl" for k in ("train", "val", "test"))):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -522,6 +532,9 @@ def generate_synthetic(
         bar.update(1)
     bar.close()
     manifests["grounding"] = write_manifest(out / "grounding.jsonl", g_rows)
+    for k in ("train", "val", "test"):  # by video, so held-out queries are about videos a head never saw
+        rows_k = [replace(r, split=f"grounding_{k}") for r in g_rows if grounding_split(r.video_id) == k]
+        manifests[f"grounding_{k}"] = write_manifest(out / f"grounding_{k}.jsonl", rows_k)
 
     classes = {
         "classes": list(MOTIONS),

@@ -33,6 +33,7 @@ Conventions
 from __future__ import annotations
 
 import bisect
+import io
 import math
 import os
 import random
@@ -71,12 +72,12 @@ class WindowOutsideVideoError(VideoReadError):
 _IMAGE_CODECS = frozenset({"mjpeg", "png", "webp", "bmp", "tiff", "jpeg2000", "gif"})
 
 
-def _check_image(path: Path) -> None:
+def _check_image(path: "Path | VideoBytes") -> None:
     """Fully decode an image with PIL, which refuses truncated files (as Frozen-in-Time's CC3M loader does)."""
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with Image.open(_source(path)) as im:
             im.load()
     except Exception as e:
         raise VideoReadError(f"{path}: damaged or truncated image ({e})") from None
@@ -134,7 +135,24 @@ def window_to_frames(start: float | None, end: float | None, fps: float, vlen: i
 
 
 # --------------------------------------------------------------------------------------------- opening
-def _check_file(path: Path) -> None:
+@dataclass(frozen=True)
+class VideoBytes:
+    """A video held in memory (a sample of a tar shard, ``data/shards.py``), read by the same decoder as a file
+    on disk, so its frames are the file's frames; ``name`` (e.g. ``shard-000003.tar:00000042.mp4``) names it in
+    errors."""
+
+    data: bytes
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _check_file(path: Path | VideoBytes) -> None:
+    if isinstance(path, VideoBytes):
+        if not path.data:
+            raise VideoReadError(f"{path}: empty file (0 bytes)")
+        return
     if not path.exists():
         raise VideoReadError(f"{path}: video file not found")
     if not path.is_file():
@@ -143,11 +161,16 @@ def _check_file(path: Path) -> None:
         raise VideoReadError(f"{path}: empty file (0 bytes)")
 
 
-def open_video(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+def _source(path: "Path | VideoBytes") -> "str | io.BytesIO":
+    """What PyAV / PIL open: a file name, or a fresh in-memory file over the bytes."""
+    return io.BytesIO(path.data) if isinstance(path, VideoBytes) else str(path)
+
+
+def open_video(path: "Path | VideoBytes") -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     """The container and its first video stream; VideoReadError (naming the file) for anything unreadable."""
     _check_file(path)
     try:
-        container = av.open(str(path), mode="r")
+        container = av.open(_source(path), mode="r")
     except _AV_ERRORS as e:
         raise VideoReadError(f"{path}: cannot open as a video container ({e})") from None
     try:
@@ -386,7 +409,7 @@ def read_frames(
 
 
 def read_frames_timed(
-    path: str | os.PathLike,
+    path: "str | os.PathLike | VideoBytes",
     num_frames: int,
     sampling: str = "uniform",
     size: int | None = None,
@@ -418,7 +441,7 @@ def read_frames_timed(
         raise ValueError(f"unknown decode mode {decode!r}; choose one of {', '.join(DECODE_MODES)}")
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    path = Path(path)
+    path = path if isinstance(path, VideoBytes) else Path(path)
     container, stream = open_video(path)
 
     def reopen() -> None:
@@ -494,6 +517,7 @@ __all__ = [
     "DECODE_MODES",
     "SAMPLINGS",
     "VideoInfo",
+    "VideoBytes",
     "VideoReadError",
     "WindowOutsideVideoError",
     "open_video",

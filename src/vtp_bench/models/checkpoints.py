@@ -54,6 +54,19 @@ class CheckpointError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------------ reading
+def _file_kind(path: Path) -> str | None:
+    """What the first bytes say: ``torch`` (a zip archive, torch.save's format and TorchScript's, or a legacy
+    pickle), ``safetensors`` (an 8-byte header length, then its JSON header), or None: not a checkpoint at all (a
+    text file, an HTML error page), which no ``--trust-checkpoint`` would make readable."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if path.suffix == ".safetensors" or (len(head) == 9 and head[8:9] == b"{"):
+        return "safetensors"
+    if head.startswith(b"PK") or head.startswith(b"\x80"):
+        return "torch"
+    return None
+
+
 def _is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
@@ -90,7 +103,14 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> Any:
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
+    kind = _file_kind(path)
+    if kind is None:
+        head = path.read_bytes()[:24]
+        raise CheckpointError(
+            f"{path} is not a checkpoint: neither a PyTorch file (zip archive or pickle) nor safetensors (it starts "
+            f"with {head!r}); pass the .ckpt / .pth / .pt / .safetensors file of a model"
+        )
+    if kind == "safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))

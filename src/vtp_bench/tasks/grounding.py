@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from vtp_bench.data.dataset import unique_videos
+from vtp_bench.data.inputs import clip_windows  # the data side cuts training videos the same way (grounding heads)
 from vtp_bench.data.manifest import ManifestError, ManifestRow, read_manifest
 from vtp_bench.data.video import VideoReadError, probe_video
 from vtp_bench.methods.base import Embeddings
@@ -34,12 +35,6 @@ from vtp_bench.metrics import grounding_metrics
 from vtp_bench.metrics.grounding import moment_iou
 from vtp_bench.registry import TASKS
 from vtp_bench.tasks.base import Clip, EvalTask, Scorer
-
-
-def clip_windows(duration: float, seconds: float) -> list[tuple[float, float]]:
-    """[k s, min((k + 1) s, duration)) for k = 0 .. ceil(duration / s) - 1."""
-    n = max(1, math.ceil(duration / seconds - 1e-9))
-    return [(k * seconds, min((k + 1) * seconds, duration)) for k in range(n)]
 
 
 def moments(windows: Sequence[tuple[float, float]], max_clips: int | None = None) -> list[tuple[int, int]]:

@@ -12,9 +12,12 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from vtp_bench.data.catalog import DataNotFoundError
 from vtp_bench.data.dataset import RetrievalSet
+from vtp_bench.data.manifest import read_manifest
 from vtp_bench.methods.base import Embeddings
 from vtp_bench.metrics import retrieval_metrics
+from vtp_bench.metrics.rerank import dual_softmax, qbnorm
 from vtp_bench.registry import TASKS
 from vtp_bench.tasks.base import EvalTask, Scorer, similarity
 
@@ -53,7 +56,44 @@ class Retrieval(EvalTask):
               ) -> tuple[dict[str, float], dict[str, Any]]:
         proto = protocol(cfg)
         text = scorer.encode_texts(eset.texts, cfg.data.eval_batch_size)
-        metrics = retrieval_metrics(similarity(scorer, text, clips), eset.text_to_video, v2t_mode=proto["v2t"])
+        sim = similarity(scorer, text, clips)
+        metrics = retrieval_metrics(sim, eset.text_to_video, v2t_mode=proto["v2t"])
         info = {"num_queries": len(eset.texts), "num_videos": len(eset.video_ids),
-                "protocol": {**proto, "excluded": eset.excluded}}
+                "protocol": {**proto, "excluded": eset.excluded, "rerank": {"name": cfg.eval.rerank}}}
+        if cfg.eval.rerank != "none":  # an extra: the raw metrics stay "metrics"
+            info["metrics_reranked"], info["protocol"]["rerank"] = rerank_metrics(scorer, clips, sim, eset, cfg)
         return metrics, info
+
+
+def qbnorm_bank_texts(eset: RetrievalSet, cfg: DictConfig) -> tuple[Path, list[str]]:
+    """Up to ``eval.qbnorm_bank`` training captions, evenly spaced over the bank manifest (deterministic)."""
+    path = Path(cfg.eval.qbnorm_bank_manifest or Path(eset.manifest).parent / "train.jsonl")
+    if not path.is_file():
+        raise DataNotFoundError(f"QB-Norm querybank: {path} does not exist (the training captions of the dataset); "
+                                "give one with eval.qbnorm_bank_manifest=PATH.jsonl")
+    texts = [r.text for r in read_manifest(path)]
+    n = min(cfg.eval.qbnorm_bank, len(texts))
+    if n < 1:
+        raise DataNotFoundError(f"QB-Norm querybank: no captions (eval.qbnorm_bank={cfg.eval.qbnorm_bank}, {path})")
+    return path, [texts[i * len(texts) // n] for i in range(n)]
+
+
+def rerank_metrics(scorer: Scorer, clips: Embeddings, sim: Any, eset: RetrievalSet, cfg: DictConfig
+                   ) -> tuple[dict[str, float], dict[str, Any]]:
+    """Metrics of the re-ranked matrix and the re-ranking's description (name, parameters, bank). Dual softmax
+    re-ranks both directions (each with its own prior); QB-Norm re-ranks text-to-video only (its rows)."""
+    v2t = protocol(cfg)["v2t"]
+    if cfg.eval.rerank == "dual_softmax":
+        tau = cfg.eval.rerank_temperature
+        t2v = retrieval_metrics(dual_softmax(sim, tau, dim=0), eset.text_to_video, v2t_mode=v2t)
+        v2t_m = retrieval_metrics(dual_softmax(sim, tau, dim=1), eset.text_to_video, v2t_mode=v2t)
+        metrics = {**{k: v for k, v in t2v.items() if k.startswith("t2v/")},
+                   **{k: v for k, v in v2t_m.items() if k.startswith("v2t/")}}
+        return metrics, {"name": "dual_softmax", "temperature": tau, "transductive": True}
+    path, bank = qbnorm_bank_texts(eset, cfg)
+    bank_sim = similarity(scorer, scorer.encode_texts(bank, cfg.data.eval_batch_size), clips)
+    normed = qbnorm(sim, bank_sim, cfg.eval.qbnorm_beta, cfg.eval.qbnorm_k)
+    metrics = {k: v for k, v in retrieval_metrics(normed, eset.text_to_video, v2t_mode=v2t).items()
+               if k.startswith("t2v/")}
+    return metrics, {"name": "qbnorm", "beta": cfg.eval.qbnorm_beta, "k": cfg.eval.qbnorm_k, "bank_size": len(bank),
+                     "bank_manifest": str(path), "applies_to": "t2v"}

@@ -1,0 +1,123 @@
+"""``vtp-bench embed`` (a split's embeddings to one file) and ``vtp-bench search`` (top-k videos for a query)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def _eval_overrides(args: argparse.Namespace) -> list[str]:
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    return overrides
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from vtp_bench.embed import export_embeddings, paths
+
+    meta = export_embeddings(args.ckpt, args.dataset, args.out, split=args.split, allow_missing=args.allow_missing,
+                             overrides=_eval_overrides(args), trust_checkpoint=args.trust_checkpoint,
+                             accelerator=args.accelerator, devices=args.devices, ckpt_source=args.ckpt_source,
+                             method=args.method, experiment=args.experiment, name=args.name)
+    if meta is None or any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+        return
+    tensors, sidecar = paths(args.out)
+    m = meta["eval"]["metrics"]
+    print(f"{len(meta['video_ids'])} videos, {len(meta['text_ids'])} texts of {meta['dataset']}/{meta['split']} "
+          f"(t2v R@1 {m['t2v/R@1']:.1f}, scored by {meta['similarity']})")
+    if meta["num_missing"]:
+        print(f"note: {meta['num_missing']} videos were missing or unreadable and were left out")
+    print(f"embeddings written to {tensors}\nsidecar written to {sidecar}")
+
+
+def _load_module(args: argparse.Namespace, meta: dict[str, Any]) -> Any:
+    """The model that made the gallery, so the query is encoded (and scored) as the gallery was."""
+    from vtp_bench.embed import EmbeddingsError
+    from vtp_bench.evaluate import module_from_checkpoint, sha256_of
+
+    ckpt = Path(args.ckpt or meta["checkpoint"])
+    if not ckpt.is_file():
+        raise EmbeddingsError(f"checkpoint {ckpt} (the gallery's) does not exist; pass the same checkpoint with --ckpt")
+    if sha256_of(ckpt) != meta["checkpoint_sha256"]:
+        raise EmbeddingsError(f"{ckpt} is not the checkpoint that made the gallery ({meta['checkpoint']}, sha256 "
+                              f"{meta['checkpoint_sha256'][:12]}...): queries would be encoded by another model; pass "
+                              "that checkpoint, or re-export the gallery with `vtp-bench embed`")
+    load = meta.get("load", {})
+    module = module_from_checkpoint(ckpt, list(load.get("overrides", [])) + list(args.overrides),
+                                    args.trust_checkpoint, load.get("ckpt_source"), load.get("method"),
+                                    load.get("experiment"))
+    return module.eval()
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    import torch
+
+    from vtp_bench.embed import load_embeddings, paths
+    from vtp_bench.search import FaissParams, check_faiss_fits, exact_topk, faiss_topk, gallery_faiss, normalised
+
+    emb = load_embeddings(args.index)
+    module = _load_module(args, emb.meta)
+    with torch.no_grad():
+        query = module.method.encode_text({"text": list(args.query)}).detach().to("cpu")
+    if args.faiss:
+        check_faiss_fits(emb)
+        params = FaissParams(nlist=args.nlist, nprobe=args.nprobe, m=args.hnsw_m, ef_search=args.ef_search)
+        index, where, built = gallery_faiss(emb, paths(args.index)[0], args.faiss, params)
+        if built and not args.json:
+            print(f"faiss index ({args.faiss}) written to {where}")
+        scores, rows = faiss_topk(index, normalised(query.pooled), args.k, params)
+        scores, rows = scores.tolist(), rows.tolist()
+    else:
+        s, r = exact_topk(module.method, query, emb.video, args.k)
+        scores, rows = s.tolist(), r.tolist()
+    ids = emb.video_ids
+    hits = [[{"video_id": ids[i], "score": float(sc)} for sc, i in zip(srow, rrow) if i >= 0]
+            for srow, rrow in zip(scores, rows)]
+    if args.json:
+        print(json.dumps([{"query": q, "hits": h} for q, h in zip(args.query, hits)], indent=2))
+        return
+    for q, h in zip(args.query, hits):
+        print(f"query: {q}")
+        for rank, hit in enumerate(h, 1):
+            print(f"  {rank:>3}  {hit['score']:+.4f}  {hit['video_id']}")
+
+
+def add_embed_parsers(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("embed", help="write a split's video and text embeddings (safetensors + JSON sidecar)")
+    s.add_argument("--ckpt", required=True)
+    s.add_argument("--dataset", required=True, help="a registered dataset name, or a manifest .jsonl / folder")
+    s.add_argument("--split", default=None, help="default: test")
+    s.add_argument("--out", required=True, help="FILE.safetensors (FILE.json, the sidecar, is written next to it)")
+    s.add_argument("--name", default=None, help="the name of a dataset given as a path")
+    s.add_argument("--data-root", default=None, help="override data.root of the checkpoint's config")
+    s.add_argument("--allow-missing", action="store_true", help="embed the videos that exist; list the rest")
+    s.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary unpickling (trusted files only)")
+    s.add_argument("--ckpt-source", default=None, help="released checkpoint format (as for eval)")
+    s.add_argument("--method", default=None, help="for a released checkpoint: build this method at its defaults")
+    s.add_argument("--experiment", default=None, help="for a released checkpoint: build this experiment's model")
+    s.add_argument("--accelerator", default="auto", help="cpu | gpu | auto")
+    s.add_argument("--devices", type=int, default=1, help="encode on N devices (DDP): sharded, no padding")
+    s.add_argument("overrides", nargs="*", help="config overrides, e.g. data.num_workers=4")
+    s.set_defaults(func=cmd_embed)
+
+    s = sub.add_parser("search", help="top-k videos of an exported gallery for a text query")
+    s.add_argument("--index", required=True, help="the FILE.safetensors written by `vtp-bench embed`")
+    s.add_argument("--ckpt", default=None, help="the checkpoint that made the gallery (default: the one its sidecar "
+                   "names); it encodes the query, and a different file is refused")
+    s.add_argument("--query", "-q", required=True, action="append", help="a text query (repeat for several)")
+    s.add_argument("-k", type=int, default=10, help="how many videos (10)")
+    s.add_argument("--faiss", choices=["flat", "ivf", "hnsw"], default=None,
+                   help="search a faiss index (pip install faiss-cpu) instead of the exact scan: flat = exact inner "
+                        "product, ivf / hnsw = approximate, for millions of videos; pooled-cosine methods only")
+    s.add_argument("--nlist", type=int, default=0, help="ivf: k-means cells (0: sqrt(N), 1000 at 1M)")
+    s.add_argument("--nprobe", type=int, default=32, help="ivf: cells searched per query (32)")
+    s.add_argument("--hnsw-m", type=int, default=32, help="hnsw: links per node (32)")
+    s.add_argument("--ef-search", type=int, default=128, help="hnsw: search breadth (128)")
+    s.add_argument("--json", action="store_true", help="print the hits as JSON")
+    s.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary unpickling (trusted files only)")
+    s.add_argument("overrides", nargs="*", help="config overrides of the model (rarely needed)")
+    s.set_defaults(func=cmd_search)

@@ -1,0 +1,86 @@
+"""``vtp-bench data shard``: a manifest's (video, caption) pairs -> WebDataset tar shards plus an index.
+
+The layout is the one ``video2dataset`` writes (and open_clip reads): each sample is ``<key>.<ext>`` (the video or
+image bytes as they are on disk, e.g. after ``data compress``), ``<key>.txt`` (the caption) and ``<key>.json``
+(here: the manifest row), consecutive in the tar. ``index.json`` next to the shards lists every shard with its
+sample count: the reader (``data/shards.py``) needs the counts to give every rank the same number of steps.
+
+One sample per manifest row: a video with several captions is stored once per caption (WebVid and CC3M have
+one caption per video). Keys are the row's position in the manifest, zero-padded (``000000042``), so a shard
+sample and the manifest row share the index that seeds their frame sampling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from vtp_bench.data.manifest import read_manifest, resolve_path
+
+SHARD_PATTERN = "shard-%06d.tar"
+INDEX = "index.json"
+INSTALL_HINT = "pip install 'vtp_bench[shards]' (or: pip install webdataset)"
+
+
+def require_webdataset() -> Any:
+    """The ``webdataset`` module, or an error that says how to install it."""
+    try:
+        import webdataset
+    except ImportError:
+        raise ImportError(f"sharded data (data.format=webdataset, `vtp-bench data shard`) needs the webdataset "
+                          f"package: {INSTALL_HINT}") from None
+    return webdataset
+
+
+def default_shard_dir(manifest: Path) -> Path:
+    """Where training looks for a manifest's shards: ``<manifest dir>/shards/<split>/`` (for a registered dataset
+    ``<data.root>/<name>/shards/<split>/``), the split being the manifest's stem."""
+    return manifest.parent / "shards" / manifest.stem
+
+
+def sample_key(index: int) -> str:
+    return f"{index:09d}"
+
+
+def write_shards(manifest: Path, out: Path | None = None, shard_size: int = 1000,
+                 video_root: Path | None = None) -> dict[str, Any]:
+    """Write the shards and ``index.json``; returns the index. Rows whose file is missing are left out (listed
+    in the index: they have no bytes to store); files that exist are stored as they are, and an unreadable one
+    is skipped and counted by training, as with files. Earlier shards in ``out`` are replaced."""
+    wds = require_webdataset()
+    if shard_size < 1:
+        raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
+    manifest = Path(manifest)
+    rows = read_manifest(manifest)
+    out = Path(out) if out is not None else default_shard_dir(manifest)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in [*out.glob("shard-*.tar"), out / INDEX]:
+        old.unlink(missing_ok=True)
+    missing: list[str] = []
+    written = 0
+    with wds.ShardWriter(str(out / SHARD_PATTERN), maxcount=shard_size, maxsize=float("inf"), verbose=0) as sink:
+        for i, row in enumerate(rows):
+            path = resolve_path(row.path, manifest, video_root)
+            try:
+                data = path.read_bytes()
+            except OSError:
+                missing.append(row.video_id)
+                continue
+            ext = path.suffix.lower().lstrip(".") or "mp4"
+            sink.write({"__key__": sample_key(i), ext: data, "txt": row.text,
+                        "json": json.dumps(row.to_dict(), ensure_ascii=False).encode("utf-8")})
+            written += 1
+    counts = [shard_size] * (written // shard_size) + ([written % shard_size] if written % shard_size else [])
+    index = {
+        "format": "webdataset",
+        "manifest": str(manifest),
+        "samples": written,
+        "shards": [{"name": SHARD_PATTERN % i, "samples": n} for i, n in enumerate(counts)],
+        "missing": missing,
+    }
+    tmp = out / (INDEX + ".tmp")
+    tmp.write_text(json.dumps(index, indent=1))
+    os.replace(tmp, out / INDEX)
+    return index

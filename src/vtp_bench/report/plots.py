@@ -1,0 +1,169 @@
+"""Plots of a comparison: the main metric per method and dataset (chance drawn), and the runs' training curves.
+
+Horizontal bars, one panel per (dataset, split, task): method names sit on the y axis, so seven or more methods
+never overlap. Training curves: one panel per run (its loss terms per step, and validation t2v R@1 on a second
+axis), read from the ``metrics.csv`` of the run dir that holds each result's checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+from vtp_bench.report.protocol import ReportError
+from vtp_bench.report.table import MAIN_METRIC, TASK_LABELS, TASK_ORDER, checkpoint_label
+
+Result = dict[str, Any]
+# logged train/* quantities that are not loss terms (diagnostics on other scales): left off the curves
+NOT_LOSSES = ("lr", "logit_scale", "ratio", "codes", "perplexity", "matched", "unweighted", "acc")
+MAIN_LABEL = {"retrieval": "text-to-video R@1 (%)", "grounding": "R@1, IoU 0.5 (%)", "zeroshot_cls": "top-1 (%)"}
+
+
+def _plt():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def chance_of(result: Result) -> float | None:
+    """The main metric's chance level: 100 / videos (retrieval), the result's recorded chance otherwise."""
+    task = result.get("task", "retrieval")
+    if task == "retrieval":
+        return 100.0 / result["num_videos"] if result.get("num_videos") else None
+    if task == "grounding":
+        return (result.get("chance") or {}).get("R@1,IoU=0.5")
+    return result.get("chance_top1")
+
+
+def _save(fig: Any, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    _plt().close(fig)
+    return out
+
+
+def plot_results(results: list[Result], out: str | Path) -> Path:
+    """FILE.png: per (dataset, split, task) a panel of horizontal bars, the task's main metric per (method,
+    checkpoint) of the raw scores, its value printed at the bar's end, chance as a dashed line."""
+    plt = _plt()
+    groups: dict[tuple[str, str, str], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r["dataset"], r["split"], r.get("task", "retrieval")), []).append(r)
+    keys = sorted(groups, key=lambda g: (TASK_ORDER.index(g[2]) if g[2] in TASK_ORDER else 9, g[0], g[1]))
+    if not keys:
+        raise ReportError("no results to plot")
+    labels = list(dict.fromkeys(f"{r['method']}\n{checkpoint_label(r)}" for r in results))
+    n = len(keys)
+    size = (max(7.0, 2.0 + 3.6 * n), 1.6 + 0.55 * len(labels))
+    fig, axes = plt.subplots(1, n, figsize=size, sharey=True, squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        rs = {f"{r['method']}\n{checkpoint_label(r)}": r for r in groups[key]}
+        metric = MAIN_METRIC.get(key[2])
+        vals = [rs[lab]["metrics"].get(metric) if lab in rs else None for lab in labels]
+        ys = range(len(labels))
+        ax.barh(ys, [v or 0.0 for v in vals], color="tab:blue", height=0.6)
+        chances = [c for c in (chance_of(r) for r in groups[key]) if c is not None]
+        top = max([v for v in vals if v is not None] + chances + [1.0])
+        xmax = min(100.0, max(10.0, math.ceil(top * 1.25 / 10) * 10))
+        ax.set_xlim(0, xmax)
+        for y, v in zip(ys, vals):
+            ax.text((v or 0.0) + 0.01 * xmax, y, "n/a" if v is None else f"{v:.1f}", va="center", fontsize=8,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
+        chance = ""
+        if chances:
+            c = sum(chances) / len(chances)
+            ax.axvline(c, color="black", linestyle="--", linewidth=1)
+            chance = f"\nchance (dashed) {c:.1f}"
+        ax.set_xlabel(MAIN_LABEL.get(key[2], metric or "?"))
+        ax.set_title(f"{TASK_LABELS.get(key[2], key[2])}: {key[0]}/{key[1]}{chance}", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(list(range(len(labels))), labels, fontsize=8)
+    axes[0][0].invert_yaxis()
+    datasets = ", ".join(sorted({k[0] for k in keys}))
+    fig.suptitle(f"Main metric per method on {datasets}\n(raw scores; dashed line: chance level)", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, Path(out))
+
+
+def run_dir_of(result: Result) -> Path | None:
+    """The run dir of a result's checkpoint (``RUN/checkpoints/x.ckpt``), looked up from the working directory and
+    from the results file's folder upwards; None when there is none (released checkpoints)."""
+    ckpt = Path(str(result.get("checkpoint") or ""))
+    if ckpt.parent.name != "checkpoints":
+        return None
+    run = ckpt.parent.parent
+    bases = [Path.cwd()] + (list(Path(result["file"]).resolve().parents) if result.get("file") else [])
+    for base in bases:
+        if (base / run / "metrics.csv").is_file():
+            return base / run
+    return None
+
+
+def read_metrics_csv(path: Path) -> dict[str, dict[int, float]]:
+    """Column -> {step: value} of a run's metrics.csv; the last row of a step wins (runlog: kept across resume)."""
+    series: dict[str, dict[int, float]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if not row.get("step"):
+                continue
+            step = int(float(row["step"]))
+            for k, v in row.items():
+                if k in ("step", "epoch") or v in ("", None):
+                    continue
+                try:
+                    series.setdefault(k, {})[step] = float(v)
+                except ValueError:
+                    continue
+    return series
+
+
+def plot_curves(results: list[Result], out: str | Path, val_metric: str = "val/t2v/R@1") -> Path | None:
+    """FILE_curves.png beside FILE.png: one panel per run, its logged loss terms (``train/*``, left axis) and
+    ``val_metric`` (right axis, dots) over steps. None when no result's run dir has a metrics.csv."""
+    runs: dict[str, Path] = {}
+    for r in results:
+        d = run_dir_of(r)
+        if d is not None:
+            runs.setdefault(f"{r['method']} ({checkpoint_label(r)})", d)
+    if not runs:
+        return None
+    plt = _plt()
+    n = len(runs)
+    cols = min(4, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(7.0, 4.2 * cols), 0.6 + 3.3 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, (name, d) in zip(axes.flat, runs.items()):
+        series = read_metrics_csv(d / "metrics.csv")
+        losses = sorted((k for k in series if k.startswith("train/") and not any(w in k for w in NOT_LOSSES)),
+                        key=lambda k: (k != "train/loss", k))  # the total first: the same colour in every panel
+        for k in losses:
+            steps = sorted(series[k])
+            ax.plot(steps, [series[k][s] for s in steps], linewidth=1.8 if k == "train/loss" else 0.9,
+                    label=k.removeprefix("train/"))
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+        handles, labs = ax.get_legend_handles_labels()
+        if val_metric in series:
+            ax2 = ax.twinx()
+            steps = sorted(series[val_metric])
+            h = ax2.plot(steps, [series[val_metric][s] for s in steps], "o-", color="black", markersize=3,
+                         linewidth=1, label=f"{val_metric.removeprefix('val/')} (%)")
+            ax2.set_ylabel("val R@1 (%)")
+            ax2.set_ylim(0, 100)
+            handles, labs = handles + h, labs + [h[0].get_label()]
+        if handles:
+            ax.legend(handles, labs, fontsize=7, loc="best", framealpha=0.85)
+    fig.suptitle("Training curves\nloss terms per step (left axis), validation text-to-video R@1 (right axis, %)",
+                 fontsize=11)
+    fig.tight_layout()
+    out = Path(out)
+    return _save(fig, out.with_name(f"{out.stem}_curves{out.suffix or '.png'}"))

@@ -1,0 +1,234 @@
+"""The evaluation protocol of a result, the check that refuses to merge results scored differently, and the
+protocol footer printed under every table.
+
+A table may only hold results of the same (dataset, split, task) that were scored the same way: same test file,
+same number of queries and videos, frames, sampler, decoder, input size, retrieval protocol / v2t policy, grounding
+candidates, class prompts. Re-ranking is not part of it: a re-ranked row is a labelled extra of its raw row.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from vtp_bench.report.results import task_of
+
+Result = dict[str, Any]
+
+
+class ReportError(ValueError):
+    """Results that cannot be put in one table (duplicates, unknown task, bad format name)."""
+
+
+class ProtocolMismatchError(ReportError):
+    """Results of one (dataset, split, task) evaluated under different protocols."""
+
+
+def _proto(key: str) -> Callable[[Result], Any]:
+    return lambda r: (r.get("protocol") or {}).get(key)
+
+
+def _sha(r: Result) -> Any:
+    return (r.get("manifest_sha256") or "")[:12] or None
+
+
+# field name -> how to read it from a results JSON (missing in older files: None)
+COMMON_FIELDS: dict[str, Callable[[Result], Any]] = {
+    "test file sha256": _sha,
+    "num_videos": lambda r: r.get("num_videos"),
+    "frames": lambda r: r.get("frames"),
+    "sampler": lambda r: r.get("sampler"),
+    "decoder": lambda r: r.get("decoder"),
+    "img_size": lambda r: r.get("img_size"),
+    "decode_size": lambda r: r.get("decode_size"),
+}
+TASK_FIELDS: dict[str, dict[str, Callable[[Result], Any]]] = {
+    "retrieval": {
+        "num_queries": lambda r: r.get("num_queries"),
+        "protocol": _proto("name"),
+        "v2t": _proto("v2t"),
+        "excluded": lambda r: len((r.get("protocol") or {}).get("excluded") or []),
+    },
+    "zeroshot_cls": {
+        "num_classes": lambda r: r.get("num_classes"),
+        "prompt_template": lambda r: r.get("prompt_template"),
+    },
+    "grounding": {
+        "num_queries": lambda r: r.get("num_queries"),
+        "clip_seconds": lambda r: r.get("clip_seconds"),
+        "max_moment_clips": lambda r: r.get("max_moment_clips"),
+        "moment_score": lambda r: r.get("moment_score"),
+    },
+}
+
+
+def protocol_fields() -> list[str]:
+    return list(dict.fromkeys([*COMMON_FIELDS, *(f for fs in TASK_FIELDS.values() for f in fs)]))
+
+
+def check_per_row(per_row: Sequence[str]) -> None:
+    unknown = [f for f in per_row if f not in protocol_fields()]
+    if unknown:
+        raise ReportError(f"--per-row: unknown protocol field {unknown[0]!r} (fields: {', '.join(protocol_fields())})")
+
+
+def protocol_of(result: Result, per_row: Sequence[str] = ()) -> dict[str, Any]:
+    """The fields that must agree for two results of one (dataset, split, task) to share a table, less the
+    ``per_row`` ones (allowed to differ: shown as a column of the table)."""
+    fields = {**COMMON_FIELDS, **TASK_FIELDS.get(task_of(result), {})}
+    return {name: read(result) for name, read in fields.items() if name not in per_row}
+
+
+def group_key(result: Result) -> tuple[str, str, str]:
+    return (result["dataset"], result["split"], task_of(result))
+
+
+def _name(result: Result) -> str:
+    return Path(result.get("file") or result.get("experiment") or result["method"]).name
+
+
+def _frozen(proto: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, repr(v)) for k, v in proto.items())
+
+
+def protocol_variants(results: list[Result], per_row: Sequence[str] = ()) -> list[list[Result]]:
+    """Results of one group, split by protocol (first-seen order)."""
+    variants: dict[tuple, list[Result]] = {}
+    for r in results:
+        variants.setdefault(_frozen(protocol_of(r, per_row)), []).append(r)
+    return list(variants.values())
+
+
+def describe_differences(variants: list[list[Result]], per_row: Sequence[str] = ()) -> list[str]:
+    """One line per differing field: ``frames: 4 (a.json) vs 8 (b.json)``."""
+    protos = [protocol_of(v[0], per_row) for v in variants]
+    lines = []
+    for field in protos[0]:
+        values = [p[field] for p in protos]
+        if len({repr(v) for v in values}) > 1:
+            parts = [f"{v} ({', '.join(_name(r) for r in var)})" for v, var in zip(values, variants)]
+            lines.append(f"{field}: {' vs '.join(parts)}")
+    return lines
+
+
+def check_protocols(results: list[Result], split: bool = False, per_row: Sequence[str] = ()) -> list[list[Result]]:
+    """The results as protocol-consistent sets, one per table. Default: one set, or ProtocolMismatchError naming
+    every differing field with its values and files. ``split``: set i holds every group's i-th protocol variant.
+    ``per_row``: fields allowed to differ (the table shows them per row), e.g. frames when each method is scored
+    at its own frame count."""
+    check_per_row(per_row)
+    groups: dict[tuple[str, str, str], list[Result]] = defaultdict(list)
+    for r in results:
+        groups[group_key(r)].append(r)
+    per_group = {k: protocol_variants(v, per_row) for k, v in groups.items()}
+    mixed = {k: v for k, v in per_group.items() if len(v) > 1}
+    if mixed and not split:
+        msg = ["results evaluated under different protocols are not merged into one table:"]
+        for (dataset, sp, task), variants in mixed.items():
+            msg.append(f"  {dataset}/{sp} {task}:")
+            msg += [f"    {line}" for line in describe_differences(variants, per_row)]
+        msg.append("re-evaluate them under one protocol, or pass --split-protocols for one table per protocol, or "
+                   "--per-row FIELD to show a field that may differ (e.g. frames) as a column of the table")
+        raise ProtocolMismatchError("\n".join(msg))
+    n = max(len(v) for v in per_group.values())
+    return [[r for variants in per_group.values() if i < len(variants) for r in variants[i]] for i in range(n)]
+
+
+def variant_titles(tables: list[list[Result]], per_row: Sequence[str] = ()) -> list[str]:
+    """For split tables: what sets each table apart (the fields that differ between the tables' results)."""
+    out = []
+    for rs in tables:
+        parts = []
+        for key in dict.fromkeys(group_key(r) for r in rs):
+            mine = protocol_of(next(r for r in rs if group_key(r) == key), per_row)
+            others = [protocol_of(r, per_row) for t in tables for r in t if group_key(r) == key and t is not rs]
+            diff = [f"{f}={v}" for f, v in mine.items() if any(repr(o[f]) != repr(v) for o in others)]
+            if diff:
+                parts.append(f"{key[0]}/{key[1]} {key[2]}: {', '.join(diff)}")
+        out.append("; ".join(parts) or "protocol as below")
+    return out
+
+
+# --- footer --------------------------------------------------------------------------------------------------
+
+def _size(r: Result) -> str:
+    decode = r.get("decode_size")
+    how = f"decoded at short side {decode}" if decode else "decoded at native size"
+    return f"{r.get('img_size')} px input ({how})"
+
+
+def _rerank_text(rr: dict[str, Any]) -> str:
+    if rr.get("name") == "dual_softmax":
+        return f"dual_softmax (S * softmax(S / {rr.get('temperature')}) over the other side; transductive)"
+    if rr.get("name") == "qbnorm":
+        return (f"qbnorm (dynamic inverted softmax, beta={rr.get('beta')}, k={rr.get('k')}, bank of "
+                f"{rr.get('bank_size')} training captions; t2v only)")
+    return str(rr.get("name"))
+
+
+def group_line(rs: list[Result], per_row: Sequence[str] = ()) -> str:
+    """One footer line for one (dataset, split, task): its protocol (shared by its results, checked before)."""
+    r = rs[0]
+    dataset, split, task = group_key(r)
+    val = lambda f: "per-row" if f in per_row else r.get(f)  # noqa: E731
+    frames = f"{val('frames')} frames ({val('sampler')} sampler), {val('decoder')} decoder, "
+    frames += _size(r) if not {"img_size", "decode_size"} & set(per_row) else "input size per row"
+    sha = f"test file sha256 {_sha(r)}" if _sha(r) else "test file not recorded"
+    if task == "retrieval":
+        p = r.get("protocol") or {}
+        nq, nv = r.get("num_queries"), r.get("num_videos")
+        per = f"{nq / nv:.3g} caption(s) per video" if nq and nv else "captions per video unknown"
+        excluded = len(p.get("excluded") or [])
+        what = (f"{nq} queries x {nv} videos ({per}; every caption is a t2v query; v2t {p.get('v2t', '?')}-wise), "
+                f"protocol {p.get('name', 'vtp_bench')}" + (f", {excluded} videos excluded by it" if excluded else ""))
+        reranks = sorted({_rerank_text((x.get("protocol") or {}).get("rerank") or {})
+                          for x in rs if x.get("metrics_reranked")})
+        what += "; re-ranking: none (raw scores)" + (f"; extra rows re-ranked with {', '.join(reranks)}"
+                                                      if reranks else "")
+    elif task == "grounding":
+        chance = (r.get("chance") or {}).get("R@1,IoU=0.5")
+        what = (f"{r.get('num_queries')} queries in {r.get('num_videos')} videos, {r.get('clip_seconds')} s clips, "
+                f"moments of up to {r.get('max_moment_clips') or 'all'} clips scored by {r.get('moment_score')}"
+                + (f", chance R@1 IoU0.5 {chance:.1f}" if chance is not None else ""))
+    elif task == "zeroshot_cls":
+        chance = r.get("chance_top1")
+        what = (f"{r.get('num_videos')} videos, {r.get('num_classes')} classes, prompt {r.get('prompt_template')!r}"
+                + (f", chance top-1 {chance:.1f}" if chance is not None else ""))
+    else:
+        what = ""
+    missing = sum(x.get("num_missing") or 0 for x in rs)
+    gone = f"; {missing} unreadable videos left out (allow_missing)" if missing else ""
+    return f"{dataset}/{split} {task}: {what}; {frames}; {sha}{gone}"
+
+
+def load_line(results: list[Result]) -> str:
+    """Checkpoint load report: our own checkpoints load every tensor; released ones say what was not loaded."""
+    own = sorted({r.get("checkpoint", "?") for r in results if not r.get("checkpoint_load")})
+    parts = [f"{len(own)} vtp_bench checkpoint(s), every tensor loaded"] if own else []
+    seen = set()
+    for r in results:
+        rep = r.get("checkpoint_load")
+        if rep and r.get("checkpoint") not in seen:
+            seen.add(r.get("checkpoint"))
+            parts.append(f"{Path(r.get('checkpoint', '?')).name} ({rep.get('source')}): {rep.get('loaded')} tensors "
+                         f"loaded, {len(rep.get('untouched') or [])} model tensors not in the file, "
+                         f"{len(rep.get('ignored') or [])} file tensors not used")
+    return "checkpoints: " + "; ".join(parts)
+
+
+def footer_lines(results: list[Result], per_row: Sequence[str] = ()) -> list[str]:
+    """Per dataset: one line per (split, task) and the checkpoint load report."""
+    by_dataset: dict[str, dict[tuple, list[Result]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        by_dataset[r["dataset"]][group_key(r)].append(r)
+    lines = []
+    order = ("retrieval", "grounding", "zeroshot_cls")
+    for dataset, groups in by_dataset.items():
+        lines.append(f"Protocol, {dataset}:")
+        keys = sorted(groups, key=lambda g: (order.index(g[2]) if g[2] in order else 9, g[1]))
+        lines += [f"- {group_line(groups[k], per_row)}" for k in keys]
+        if per_row:
+            lines.append(f"- allowed to differ between rows (shown per row): {', '.join(per_row)}")
+        lines.append(f"- {load_line([r for rs in groups.values() for r in rs])}")
+    return lines
