@@ -58,6 +58,7 @@ PAPER = {
     "frozen": "frozen_synth_paper", "miles": "miles_webvid", "regionlearner": "regionlearner_webvid",
     "demovlp": "demovlp_webvid", "locvtp": "locvtp_webvid", "clip4clip": "clip4clip_msrvtt",
     "promptswitch": "promptswitch_msrvtt",
+    "grounding_head": "locvtp_charades_grounding",  # the head's training setting (backbone: its checkpoint, or random)
 }
 # dense bf16 tensor-core peak (TFLOP/s, no sparsity) by a substring of torch.cuda.get_device_name
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "H800": 989.0, "A100": 312.0, "A800": 312.0, "L40S": 362.0,
@@ -221,7 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods or [n for n in METHODS.names() if METHODS.get(n).__module__.startswith("vtp_bench.methods.")]
     load = os.getloadavg()[0]
     start = time.perf_counter()
-    rows = [bench_method(m, args, device) for m in methods]
+    rows, failed = [], {}
+    for m in methods:  # one method failing (e.g. out of memory) does not lose the others' rows
+        try:
+            rows.append(bench_method(m, args, device))
+        except Exception as e:  # noqa: BLE001 - reported in the table
+            failed[m] = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+            print(f"{m}: failed: {failed[m]}", file=sys.stderr, flush=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     total = time.perf_counter() - start
 
     gpu = device.type == "cuda"
@@ -249,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     calls = ", ".join(f"{r['method']} {r['fused_attention_calls'] if r['fused_attention_calls'] is not None else 'n/a'}"
                       for r in rows)
     lines += ["", f"Fused attention kernel calls per step (ours; 0 under the explicit switch, checked): {calls}."]
+    if failed:
+        lines += ["", "Failed here (the error each gave):", ""] + [f"- **{m}**: `{err}`" for m, err in failed.items()]
     table = "\n".join(lines)
     print(table)
     if args.write:
