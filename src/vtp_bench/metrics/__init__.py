@@ -3,7 +3,7 @@
 
 from vtp_bench.metrics.classification import PROMPT_TEMPLATE, PROMPT_TEMPLATES, class_prompts, zeroshot_metrics
 from vtp_bench.metrics.grounding import grounding_metrics
-from vtp_bench.metrics.retrieval import retrieval_metrics
+from vtp_bench.metrics.retrieval import retrieval_metrics, retrieval_metrics_from_embeddings
 
 __all__ = ["PROMPT_TEMPLATE", "PROMPT_TEMPLATES", "class_prompts", "grounding_metrics", "retrieval_metrics",
-           "zeroshot_metrics"]
+           "retrieval_metrics_from_embeddings", "zeroshot_metrics"]

@@ -53,15 +53,14 @@ def _check(candidates: Tensor, scores: Tensor, gt: Tensor, recalls: Sequence[int
         raise ValueError(f"recalls must be positive integers, got {list(recalls)}")
 
 
-def _nms_top(cands: Tensor, scores: Tensor, nms_thresh: float, top: int) -> tuple[Tensor, Tensor]:
-    """The first ``top`` kept moments per query of greedy NMS: [Q, top, 2] and a validity mask [Q, top].
+# ranked candidates NMS looks at first, then again for the queries that kept fewer than ``top`` there
+_PREFIXES = (16, 128)
 
-    Greedy NMS keeps the best remaining candidate and drops those overlapping it by more than the threshold,
-    so its first ``top`` picks do not depend on what happens later: ``top`` rounds, each over all queries.
-    """
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-    ranked = torch.gather(cands, 1, order[..., None].expand(-1, -1, 2))
-    q, k = scores.shape
+
+def _greedy(ranked: Tensor, nms_thresh: float, top: int) -> tuple[Tensor, Tensor]:
+    """Greedy NMS over candidates already ranked best first, [Q, K, 2]: the first ``top`` kept moments
+    [Q, top, 2] and a validity mask [Q, top]; ``top`` rounds, each over all queries."""
+    q, k = ranked.shape[:2]
     alive = torch.ones(q, k, dtype=torch.bool)
     kept = torch.zeros(q, top, 2, dtype=torch.float64)
     valid = torch.zeros(q, top, dtype=torch.bool)
@@ -74,6 +73,28 @@ def _nms_top(cands: Tensor, scores: Tensor, nms_thresh: float, top: int) -> tupl
         valid[:, n] = has
         alive[rows, first] = False
         alive &= ~(moment_iou(ranked, pick[:, None, :]) > nms_thresh) | ~has[:, None]
+    return kept, valid
+
+
+def _nms_top(cands: Tensor, scores: Tensor, nms_thresh: float, top: int) -> tuple[Tensor, Tensor]:
+    """The first ``top`` kept moments per query of greedy NMS: [Q, top, 2] and a validity mask [Q, top].
+
+    Greedy NMS keeps the best remaining candidate and drops those overlapping it by more than the threshold,
+    so its first picks depend only on the candidates ranked above them: NMS over the first W ranked candidates
+    gives the same picks as over all of them wherever it finds ``top`` there. W grows through ``_PREFIXES``, then
+    all candidates, for the queries still short of ``top`` (most need few: the work follows the hard ones).
+    """
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    ranked = torch.gather(cands, 1, order[..., None].expand(-1, -1, 2))
+    q, k = scores.shape
+    kept = torch.zeros(q, top, 2, dtype=torch.float64)
+    valid = torch.zeros(q, top, dtype=torch.bool)
+    todo = torch.arange(q)
+    for w in [p for p in _PREFIXES if p < k] + [k]:
+        kept[todo], valid[todo] = _greedy(ranked[todo, :w], nms_thresh, top)
+        todo = todo[~valid[todo, -1]]
+        if todo.numel() == 0:
+            break
     return kept, valid
 
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["retrieval_metrics"]
+__all__ = ["retrieval_metrics", "retrieval_metrics_from_embeddings"]
 
 _TEMP_BYTES = 200 * 2**20  # target size of the per-chunk temporaries
 _EXACT_F32 = 2**24  # float32 counts exactly up to here
@@ -90,6 +90,36 @@ def _step(chunk_size: int | None, per_line_bytes: int) -> int:
     return max(1, _TEMP_BYTES // max(1, per_line_bytes))
 
 
+def _check_options(v2t_mode: str, ties: str, median: str, ks: Sequence[int]) -> tuple[int, ...]:
+    if v2t_mode not in ("caption", "group"):
+        raise ValueError(f"v2t_mode must be 'caption' or 'group', got {v2t_mode!r}")
+    if ties not in ("expected", "optimistic"):
+        raise ValueError(f"ties must be 'expected' or 'optimistic', got {ties!r}")
+    if median not in ("numpy", "lower"):
+        raise ValueError(f"median must be 'numpy' or 'lower', got {median!r}")
+    ks = tuple(int(K) for K in ks)
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks must be positive integers, got {ks}")
+    return ks
+
+
+def _check_gt(text_to_video: Tensor, nt: int, nv: int, device: torch.device, what: str) -> tuple[Tensor, Tensor]:
+    """``text_to_video`` as long on ``device`` and the number of captions of each video, or a clear error."""
+    t2v = torch.as_tensor(text_to_video)
+    if t2v.is_floating_point() or t2v.is_complex() or t2v.dtype == torch.bool:
+        raise ValueError(f"text_to_video must hold integer video indices, got dtype {t2v.dtype}")
+    if t2v.shape != (nt,):
+        raise ValueError(f"text_to_video must have shape [{nt}] ({what}), got {tuple(t2v.shape)}")
+    t2v = t2v.to(device=device, dtype=torch.long)
+    lo, hi = int(t2v.min()), int(t2v.max())
+    if lo < 0 or hi >= nv:
+        raise ValueError(f"text_to_video holds indices in [{lo}, {hi}], outside the {nv} videos [0, {nv})")
+    caps = torch.bincount(t2v, minlength=nv)
+    if bool((caps == 0).any()):
+        raise ValueError(f"{int((caps == 0).sum())} of {nv} videos have no caption: the test set is broken")
+    return t2v, caps
+
+
 @torch.no_grad()
 def retrieval_metrics(
     sim: Tensor,
@@ -128,15 +158,7 @@ def retrieval_metrics(
             caption (a broken test set), or an unknown option.
     """
     # ---- validation -----------------------------------------------------------------------------------------
-    if v2t_mode not in ("caption", "group"):
-        raise ValueError(f"v2t_mode must be 'caption' or 'group', got {v2t_mode!r}")
-    if ties not in ("expected", "optimistic"):
-        raise ValueError(f"ties must be 'expected' or 'optimistic', got {ties!r}")
-    if median not in ("numpy", "lower"):
-        raise ValueError(f"median must be 'numpy' or 'lower', got {median!r}")
-    ks = tuple(int(K) for K in ks)
-    if not ks or min(ks) < 1:
-        raise ValueError(f"ks must be positive integers, got {ks}")
+    ks = _check_options(v2t_mode, ties, median, ks)
     if not isinstance(sim, Tensor):
         sim = torch.as_tensor(sim)
     if sim.ndim != 2:
@@ -148,20 +170,7 @@ def retrieval_metrics(
     nt, nv = sim.shape
     if nt == 0 or nv == 0:
         raise ValueError(f"empty similarity matrix of shape {tuple(sim.shape)}")
-    t2v = torch.as_tensor(text_to_video)
-    if t2v.is_floating_point() or t2v.is_complex() or t2v.dtype == torch.bool:
-        raise ValueError(f"text_to_video must hold integer video indices, got dtype {t2v.dtype}")
-    if t2v.shape != (nt,):
-        raise ValueError(
-            f"text_to_video must have shape [{nt}] (one GT video per row of sim), got {tuple(t2v.shape)}"
-        )
-    t2v = t2v.to(device=sim.device, dtype=torch.long)
-    lo, hi = int(t2v.min()), int(t2v.max())
-    if lo < 0 or hi >= nv:
-        raise ValueError(f"text_to_video holds indices in [{lo}, {hi}], outside the {nv} videos [0, {nv})")
-    caps = torch.bincount(t2v, minlength=nv)
-    if bool((caps == 0).any()):
-        raise ValueError(f"{int((caps == 0).sum())} of {nv} videos have no caption: the test set is broken")
+    t2v, caps = _check_gt(text_to_video, nt, nv, sim.device, "one GT video per row of sim")
     step = _step(chunk_size, nv * 4)
     nan = _count_nan(sim, step)
     if nan:
@@ -222,6 +231,115 @@ def retrieval_metrics(
             out = buf[:, :w]
             g[a : a + step] = torch.gt(grouped, ref, out=out).sum(0)
             ge[a : a + step] = torch.ge(grouped, ref, out=out).sum(0)
+        del buf, grouped_buf
+        rank, hits = _rank_and_hits(g, ge - g, torch.ones_like(g), ties, ks)
+    metrics.update(_summarise("v2t", rank, hits, median))
+    return metrics
+
+
+@torch.no_grad()
+def retrieval_metrics_from_embeddings(
+    text: Tensor,
+    video: Tensor,
+    text_to_video: Tensor,
+    *,
+    v2t_mode: str = "caption",
+    ties: str = "expected",
+    median: str = "numpy",
+    chunk_size: int | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, float]:
+    """``retrieval_metrics(text @ video.T, text_to_video, ...)`` without the matrix: the scores are computed in
+    blocks of rows (t2v, caption-mode v2t) or columns (group-mode v2t), so memory stays at the embeddings plus
+    ~400 MB of temporaries whatever the number of queries (100,000 x 100,000 float32 would be 40 GB).
+
+    For a method whose similarity is a plain dot product of embeddings (normalise them first for cosine).
+    The counts are the same as the matrix path's wherever a block's product equals the corresponding entries
+    of ``text @ video.T`` (always when the products are exact, e.g. quantised embeddings; otherwise the two may
+    differ only where BLAS rounds a block differently from the whole, in the last bit of a score). Every
+    comparison is between scores of the same block computation, so a GT score always ties with itself.
+
+    Args:
+        text: [num_texts, D] text embeddings; video: [num_videos, D]; same dtype and device (the scores are in
+            that dtype; integer input is scored as float64).
+        text_to_video, v2t_mode, ties, median, chunk_size, ks: as ``retrieval_metrics``.
+    """
+    ks = _check_options(v2t_mode, ties, median, ks)
+    text, video = torch.as_tensor(text), torch.as_tensor(video)
+    if text.ndim != 2 or video.ndim != 2 or text.shape[1] != video.shape[1]:
+        raise ValueError(f"text and video must be [N, D] with the same D, got {tuple(text.shape)} and "
+                         f"{tuple(video.shape)}")
+    if text.is_complex() or video.is_complex():
+        raise ValueError("embeddings must be real-valued")
+    if not text.is_floating_point():
+        text = text.to(torch.float64)
+    if not video.is_floating_point():
+        video = video.to(torch.float64)
+    if text.dtype != video.dtype or text.device != video.device:
+        raise ValueError(f"text and video embeddings differ in dtype/device: {text.dtype}/{text.device} vs "
+                         f"{video.dtype}/{video.device}")
+    nt, nv = text.shape[0], video.shape[0]
+    if nt == 0 or nv == 0:
+        raise ValueError(f"empty embeddings: {nt} texts, {nv} videos")
+    dev = text.device
+    t2v, caps = _check_gt(text_to_video, nt, nv, dev, "one GT video per text embedding")
+    video_t = video.T
+
+    # ---- text -> video: row blocks; the GT score is read from the block itself -----------------------------
+    step = _step(chunk_size, nv * 4)
+    g = torch.empty(nt, dtype=torch.long, device=dev)
+    ge = torch.empty(nt, dtype=torch.long, device=dev)
+    gt = torch.empty(nt, dtype=text.dtype, device=dev)
+    buf = _counts_buffer((min(step, nt), nv), nv, dev)
+    nan = 0
+    for a in range(0, nt, step):
+        block = text[a : a + step] @ video_t
+        nan += int(torch.isnan(block).sum())
+        b = block.shape[0]
+        gt[a : a + b] = block[torch.arange(b, device=dev), t2v[a : a + b]]
+        out = buf[:b]
+        g[a : a + b] = torch.gt(block, gt[a : a + b, None], out=out).sum(1)
+        ge[a : a + b] = torch.ge(block, gt[a : a + b, None], out=out).sum(1)
+        del block  # before the next product is allocated: one block alive at a time
+    if nan:
+        raise ValueError(f"text @ video.T holds {nan} NaN values; a NaN similarity cannot be ranked")
+    rank, hits = _rank_and_hits(g, ge - g, torch.ones_like(g), ties, ks)
+    metrics = _summarise("t2v", rank, hits, median)
+
+    # ---- video -> text ----------------------------------------------------------------------------------------
+    g = torch.zeros(nv, dtype=torch.long, device=dev)
+    ge = torch.zeros(nv, dtype=torch.long, device=dev)
+    if v2t_mode == "caption" or bool((caps == 1).all()):
+        # the same row blocks again (same shapes, same values), each adding its texts' counts to every column
+        best = torch.full((nv,), float("-inf"), dtype=text.dtype, device=dev)
+        best = best.scatter_reduce(0, t2v, gt, reduce="amax")
+        k = torch.zeros(nv, dtype=torch.long, device=dev).scatter_add(0, t2v, (gt == best[t2v]).long())
+        for a in range(0, nt, step):
+            block = text[a : a + step] @ video_t
+            out = buf[: block.shape[0]]
+            g += torch.gt(block, best[None, :], out=out).sum(0).long()
+            ge += torch.ge(block, best[None, :], out=out).sum(0).long()
+            del block
+        del buf
+        rank, hits = _rank_and_hits(g, ge - g, k, ties, ks)
+    else:
+        # column blocks [nt, w] of every text against w query videos, grouped as in retrieval_metrics
+        del buf
+        step = _step(chunk_size, nv * (text.element_size() + 4) + nt * text.element_size())
+        width = min(step, nv)
+        grouped_buf = torch.empty((nv, width), dtype=text.dtype, device=dev)
+        buf = _counts_buffer((nv, width), nv, dev)
+        for a in range(0, nv, step):
+            block = text @ video_t[:, a : a + step]
+            w = block.shape[1]
+            grouped = grouped_buf[:, :w]
+            grouped.fill_(float("-inf"))
+            grouped.scatter_reduce_(0, t2v[:, None].expand(nt, w), block, reduce="amax")
+            cols = torch.arange(w, device=dev)
+            ref = grouped[a + cols, cols][None, :]
+            out = buf[:, :w]
+            g[a : a + w] = torch.gt(grouped, ref, out=out).sum(0)
+            ge[a : a + w] = torch.ge(grouped, ref, out=out).sum(0)
         del buf, grouped_buf
         rank, hits = _rank_and_hits(g, ge - g, torch.ones_like(g), ties, ks)
     metrics.update(_summarise("v2t", rank, hits, median))
