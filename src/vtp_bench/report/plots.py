@@ -17,7 +17,8 @@ from vtp_bench.report.table import MAIN_METRIC, TASK_LABELS, TASK_ORDER, checkpo
 
 Result = dict[str, Any]
 # logged train/* quantities that are not loss terms (diagnostics on other scales): left off the curves
-NOT_LOSSES = ("lr", "logit_scale", "ratio", "codes", "perplexity", "matched", "unweighted", "acc")
+NOT_LOSSES = ("lr", "logit_scale", "ratio", "codes", "perplexity", "matched", "unweighted", "acc",
+              "data_time", "data_share")  # train/data_*: the input pipeline's wait (data_time.py), not a loss
 MAIN_LABEL = {"retrieval": "text-to-video R@1 (%)", "grounding": "R@1, IoU 0.5 (%)", "zeroshot_cls": "top-1 (%)"}
 
 
@@ -122,9 +123,13 @@ def read_metrics_csv(path: Path) -> dict[str, dict[int, float]]:
     return series
 
 
-def plot_curves(results: list[Result], out: str | Path, val_metric: str = "val/t2v/R@1") -> Path | None:
-    """FILE_curves.png beside FILE.png: one panel per run, its logged loss terms (``train/*``, left axis) and
-    ``val_metric`` (right axis, dots) over steps. None when no result's run dir has a metrics.csv."""
+VAL_METRICS = ("val/t2v/R@1", "val/R@1,IoU=0.5", "val/top1")  # the first one a run logged is drawn
+
+
+def plot_curves(results: list[Result], out: str | Path, val_metrics: tuple[str, ...] = VAL_METRICS) -> Path | None:
+    """FILE_curves.png beside FILE.png: one panel per run, its logged loss terms (``train/*``, left axis) and its
+    main validation metric (right axis, dots: retrieval t2v R@1, else grounding R@1 IoU0.5 for a run that validates
+    on grounding, else zero-shot top-1) over steps. None when no result's run dir has a metrics.csv."""
     runs: dict[str, Path] = {}
     for r in results:
         d = run_dir_of(r)
@@ -152,17 +157,19 @@ def plot_curves(results: list[Result], out: str | Path, val_metric: str = "val/t
         ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)
         handles, labs = ax.get_legend_handles_labels()
-        if val_metric in series:
+        val_metric = next((m for m in val_metrics if m in series), None)
+        if val_metric is not None:
             ax2 = ax.twinx()
             steps = sorted(series[val_metric])
             h = ax2.plot(steps, [series[val_metric][s] for s in steps], "o-", color="black", markersize=3,
                          linewidth=1, label=f"{val_metric.removeprefix('val/')} (%)")
-            ax2.set_ylabel("val R@1 (%)")
+            ax2.set_ylabel("validation (%)")
             ax2.set_ylim(0, 100)
             handles, labs = handles + h, labs + [h[0].get_label()]
         if handles:
             ax.legend(handles, labs, fontsize=7, loc="best", framealpha=0.85)
-    fig.suptitle("Training curves\nloss terms per step (left axis), validation text-to-video R@1 (right axis, %)",
+    fig.suptitle("Training curves\nloss terms per step (left axis); validation (right axis, %): text-to-video R@1, "
+                 "or R@1 at IoU 0.5 for a grounding head",
                  fontsize=11)
     fig.tight_layout()
     out = Path(out)
