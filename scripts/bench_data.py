@@ -36,6 +36,9 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchdoc import write_section  # noqa: E402
 import torch.nn.functional as F
 
 from vtp_bench.data.compress import compress_video
@@ -320,15 +323,7 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        doc = Path(args.write)
-        text = doc.read_text()
-        block = f"<!-- bench-data:start -->\n{table}\n<!-- bench-data:end -->"
-        if "<!-- bench-data:start -->" in text:
-            text = re.sub(r"<!-- bench-data:start -->.*?<!-- bench-data:end -->", lambda _: block, text, flags=re.S)
-        else:
-            text = text.rstrip() + "\n\n## Video decoding (`make bench-data`)\n\n" + block + "\n"
-        doc.write_text(text)
-        print(f"written to {doc}")
+        write_section(args.write, "data", 'Video decoding (`make bench-data`)', table)
     return 0
 
 

@@ -17,7 +17,6 @@ import argparse
 import os
 import platform
 import random
-import re
 import sys
 import tarfile
 import time
@@ -25,6 +24,9 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchdoc import write_section  # noqa: E402
 
 from vtp_bench.config import load_config
 from vtp_bench.data.dataset import MixedDataset, VideoTextDataset, collate, decode_clip
@@ -37,7 +39,6 @@ from vtp_bench.data.transforms import VideoTransform
 from vtp_bench.data.video import VideoBytes
 
 CACHE = Path(os.environ.get("VTP_BENCH_CACHE", "/tmp/vtp_bench_input"))
-START, END = "<!-- bench-input:start -->", "<!-- bench-input:end -->"
 
 
 def prepare(manifest: Path, clips: int, shard_size: int) -> tuple[Path, Path]:
@@ -206,15 +207,7 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        doc = Path(args.write)
-        text = doc.read_text() if doc.is_file() else "# Benchmarks\n"
-        block = f"{START}\n{table}\n{END}"
-        if START in text:
-            text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-        else:
-            text = text.rstrip() + "\n\n## Input pipeline: files vs shards (`make bench`)\n\n" + block + "\n"
-        doc.write_text(text)
-        print(f"written to {doc}")
+        write_section(args.write, "input", "Input pipeline: files vs shards (`make bench`)", table)
     return 0
 
 

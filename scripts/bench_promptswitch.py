@@ -21,13 +21,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchdoc import write_section  # noqa: E402
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import Tensor, nn
@@ -170,17 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        doc = Path(args.write)
-        text_md = doc.read_text()
-        block = f"<!-- bench-promptswitch:start -->\n{table}\n<!-- bench-promptswitch:end -->"
-        if "<!-- bench-promptswitch:start -->" in text_md:
-            text_md = re.sub(r"<!-- bench-promptswitch:start -->.*?<!-- bench-promptswitch:end -->",
-                             lambda _: block, text_md, flags=re.S)
-        else:
-            text_md = (text_md.rstrip() + "\n\n## Prompt Switch: offline video embeddings vs text-conditioned "
-                       "pooling (`make bench`)\n\n`scripts/bench_promptswitch.py`.\n\n" + block + "\n")
-        doc.write_text(text_md)
-        print(f"written to {doc}")
+        write_section(args.write, "promptswitch", 'Prompt Switch: offline video embeddings vs text-conditioned pooling (`make bench`)', table)
     return 0
 
 

@@ -16,13 +16,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import resource
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchdoc import write_section  # noqa: E402
 
 from vtp_bench.search import FaissParams, build_faiss, faiss_topk, import_faiss
 
@@ -119,17 +121,7 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        doc = Path(args.write)
-        text = doc.read_text()
-        block = f"<!-- bench-search:start -->\n{table}\n<!-- bench-search:end -->"
-        if "<!-- bench-search:start -->" in text:
-            text = re.sub(r"<!-- bench-search:start -->.*?<!-- bench-search:end -->", lambda _: block, text,
-                          flags=re.S)
-        else:
-            text = (text.rstrip() + "\n\n## Search: faiss IVF against exact, 1M vectors "
-                    "(`python scripts/bench_search.py --write docs/benchmarks.md`)\n\n" + block + "\n")
-        doc.write_text(text)
-        print(f"written to {doc}")
+        write_section(args.write, "search", 'Search: faiss IVF against exact, 1M vectors (`python scripts/bench_search.py --write docs/benchmarks.md`)', table)
     return 0
 
 

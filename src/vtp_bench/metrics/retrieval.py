@@ -15,7 +15,7 @@ with t = K - g, so a constant matrix scores chance (R@1 = 100/N), never 100.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -80,6 +80,33 @@ def _summarise(prefix: str, rank: Tensor, hits: dict[int, Tensor], median: str) 
     out[f"{prefix}/MeanR"] = float(rank.mean()) + 1.0
     out[f"{prefix}/num_queries"] = float(n)
     return out
+
+
+def _group_v2t(columns: Callable[[int, int], Tensor], t2v: Tensor, nv: int, dtype: torch.dtype, step: int,
+               ties: str, ks: Sequence[int]) -> tuple[Tensor, dict[int, Tensor]]:
+    """Group-wise video -> text ranks. ``columns(a, b)`` gives the scores [num_texts, b - a] of every text against
+    videos a..b-1 (a slice of the matrix, or a block computed from embeddings). For that chunk of query videos,
+    grouped[u, j] = max over u's captions c of score[c, a + j]; query j's GT is the row u = a + j, ranked among
+    all videos."""
+    nt, dev = t2v.numel(), t2v.device
+    g = torch.empty(nv, dtype=torch.long, device=dev)
+    ge = torch.empty(nv, dtype=torch.long, device=dev)
+    width = min(step, nv)
+    grouped_buf = torch.empty((nv, width), dtype=dtype, device=dev)
+    buf = _counts_buffer((nv, width), nv, dev)
+    for a in range(0, nv, step):
+        block = columns(a, a + step)
+        w = block.shape[1]
+        grouped = grouped_buf[:, :w]
+        grouped.fill_(float("-inf"))
+        grouped.scatter_reduce_(0, t2v[:, None].expand(nt, w), block, reduce="amax")
+        cols = torch.arange(w, device=dev)
+        ref = grouped[a + cols, cols][None, :]
+        out = buf[:, :w]
+        g[a : a + w] = torch.gt(grouped, ref, out=out).sum(0)
+        ge[a : a + w] = torch.ge(grouped, ref, out=out).sum(0)
+        del block
+    return _rank_and_hits(g, ge - g, torch.ones_like(g), ties, ks)
 
 
 def _step(chunk_size: int | None, per_line_bytes: int) -> int:
@@ -212,27 +239,8 @@ def retrieval_metrics(
         del buf
         rank, hits = _rank_and_hits(g, ge - g, k, ties, ks)
     else:
-        # Group-wise: for a chunk of query videos (columns), grouped[u, j] = max over u's captions c of
-        # sim[c, a + j]; query j's GT is the row u = a + j, ranked among all videos.
-        g = torch.empty(nv, dtype=torch.long, device=dev)
-        ge = torch.empty(nv, dtype=torch.long, device=dev)
         step = _step(chunk_size, nv * (sim.element_size() + 4))
-        width = min(step, nv)
-        grouped_buf = torch.empty((nv, width), dtype=sim.dtype, device=dev)
-        buf = _counts_buffer((nv, width), nv, dev)
-        for a in range(0, nv, step):
-            block = sim[:, a : a + step]
-            w = block.shape[1]
-            grouped = grouped_buf[:, :w]
-            grouped.fill_(float("-inf"))
-            grouped.scatter_reduce_(0, t2v[:, None].expand(nt, w), block, reduce="amax")
-            cols = torch.arange(w, device=dev)
-            ref = grouped[a + cols, cols][None, :]
-            out = buf[:, :w]
-            g[a : a + step] = torch.gt(grouped, ref, out=out).sum(0)
-            ge[a : a + step] = torch.ge(grouped, ref, out=out).sum(0)
-        del buf, grouped_buf
-        rank, hits = _rank_and_hits(g, ge - g, torch.ones_like(g), ties, ks)
+        rank, hits = _group_v2t(lambda a, b: sim[:, a:b], t2v, nv, sim.dtype, step, ties, ks)
     metrics.update(_summarise("v2t", rank, hits, median))
     return metrics
 
@@ -326,21 +334,6 @@ def retrieval_metrics_from_embeddings(
         # column blocks [nt, w] of every text against w query videos, grouped as in retrieval_metrics
         del buf
         step = _step(chunk_size, nv * (text.element_size() + 4) + nt * text.element_size())
-        width = min(step, nv)
-        grouped_buf = torch.empty((nv, width), dtype=text.dtype, device=dev)
-        buf = _counts_buffer((nv, width), nv, dev)
-        for a in range(0, nv, step):
-            block = text @ video_t[:, a : a + step]
-            w = block.shape[1]
-            grouped = grouped_buf[:, :w]
-            grouped.fill_(float("-inf"))
-            grouped.scatter_reduce_(0, t2v[:, None].expand(nt, w), block, reduce="amax")
-            cols = torch.arange(w, device=dev)
-            ref = grouped[a + cols, cols][None, :]
-            out = buf[:, :w]
-            g[a : a + w] = torch.gt(grouped, ref, out=out).sum(0)
-            ge[a : a + w] = torch.ge(grouped, ref, out=out).sum(0)
-        del buf, grouped_buf
-        rank, hits = _rank_and_hits(g, ge - g, torch.ones_like(g), ties, ks)
+        rank, hits = _group_v2t(lambda a, b: text @ video_t[:, a:b], t2v, nv, text.dtype, step, ties, ks)
     metrics.update(_summarise("v2t", rank, hits, median))
     return metrics
