@@ -39,6 +39,7 @@ train: setup
 #   $(VENV)/bin/python scripts/bench_train.py --device cuda --dtype bf16 [--compile] --write docs/benchmarks.md
 BENCH_CACHE ?= /tmp/vtp_bench_data
 bench: setup bench-data
+	test -f $(DEMO_DATA)/train.jsonl || $(VTP) data synth --out $(DEMO_DATA) --videos $(DEMO_VIDEOS) --seed 0
 	$(VENV)/bin/python scripts/bench_train.py --write docs/benchmarks.md
 	$(VENV)/bin/python scripts/bench_metrics.py --write docs/benchmarks.md
 	$(VENV)/bin/python scripts/bench_eval.py --write docs/benchmarks.md

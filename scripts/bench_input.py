@@ -8,7 +8,7 @@ shards = ``ShardTrainSet`` (data.format=webdataset, written by ``vtp-bench data 
 frames (4, rand), same transform (frozen_synth: 64 px), batch 32. Clock: from the first batch to the last
 (worker start-up excluded), best of ``--repeats`` passes.
 
-    python scripts/bench_input.py [--write docs/benchmarks.md] [--manifest /work/data/synth/train.jsonl]
+    python scripts/bench_input.py [--write docs/benchmarks.md] [--manifest data/synth/train.jsonl]
 """
 
 from __future__ import annotations
@@ -139,8 +139,8 @@ def model_rate(cfg, steps: int, device: str) -> tuple[float, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--manifest", default="/work/data/synth/train.jsonl" if Path("/work/data/synth").is_dir()
-                    else "data/synth/train.jsonl")
+    ap.add_argument("--manifest", default="data/synth/train.jsonl",
+                    help="the training manifest whose videos are read (make bench generates data/synth)")
     ap.add_argument("--clips", type=int, default=640)
     ap.add_argument("--shard-size", type=int, default=64)
     ap.add_argument("--workers", type=int, nargs="+", default=None, help="default: 0 1 2 (and 8 16 on >= 16 cores)")
