@@ -305,8 +305,8 @@ def test_similarity_and_loss_equal_a_per_pair_loop():
                for i in range(n)) / n
     v2t = -sum(math.log(math.exp(direct[j, j] / tau) / sum(math.exp(direct[i, j] / tau) for i in range(n)))
                for j in range(n)) / n
-    assert float(terms["nce_t2v"]) == pytest.approx(t2v, rel=1e-9)
-    assert float(terms["nce_v2t"]) == pytest.approx(v2t, rel=1e-9)
+    assert terms["nce_t2v"].item() == pytest.approx(t2v, rel=1e-9)
+    assert terms["nce_v2t"].item() == pytest.approx(v2t, rel=1e-9)
 
 
 # ------------------------------------------------------------------------------------- paper size
