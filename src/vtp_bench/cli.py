@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from vtp_bench.cli_args import add_checkpoint_args, checkpoint_overrides
+
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from vtp_bench.config import ConfigError
@@ -61,16 +63,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from vtp_bench.distributed import is_launch_rank_zero
     from vtp_bench.evaluate import evaluate
     from vtp_bench.report import format_table
 
-    overrides = list(args.overrides)
-    if args.data_root:
-        overrides.append(f"data.root={args.data_root}")
-    if args.ckpt_non_strict:
-        overrides.append("init.strict=false")
-    if args.temporal_fix:
-        overrides.append(f"init.temporal_fix={args.temporal_fix}")
+    overrides = checkpoint_overrides(args)
     for key in ("v2t", "protocol", "rerank"):
         if getattr(args, key):
             overrides.append(f"eval.{key}={getattr(args, key)}")
@@ -78,7 +75,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
                       overrides=overrides, trust_checkpoint=args.trust_checkpoint,
                       accelerator=args.accelerator, devices=args.devices, ckpt_source=args.ckpt_source,
                       method=args.method, experiment=args.experiment, task=args.task, name=args.name)
-    if any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+    if not is_launch_rank_zero():
         return  # one table, from the launching process
     if result.get("checkpoint_load"):
         from vtp_bench.models.checkpoints import describe_load
@@ -122,13 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("eval", help="score a checkpoint on a dataset split")
-    s.add_argument("--ckpt", required=True)
-    s.add_argument("--dataset", required=True, help="a registered dataset name (e.g. synth, msrvtt_1ka), or your own "
-                   "data: a manifest .jsonl or a folder of <split>.jsonl files")
-    s.add_argument("--name", default=None, help="the name of a dataset given as a path, in results and tables "
-                   "(default: the file's or folder's stem)")
-    s.add_argument("--split", default=None, help="default: the task's split for the dataset (test; the "
-                   "synthetic dataset's grounding videos for --task grounding)")
+    add_checkpoint_args(s, "score")
     s.add_argument("--task", default="retrieval", help="retrieval | zeroshot_cls | grounding (registered tasks)")
     s.add_argument("--v2t", choices=["caption", "group"], default=None,
                    help="retrieval: video-to-text caption-wise (default, Frozen family) or group-wise (CLIP4Clip)")
@@ -138,22 +129,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retrieval: also report re-ranked metrics (metrics_reranked; the raw ones stay primary): "
                         "dual softmax, or QB-Norm with a querybank of training captions (eval.qbnorm_* keys)")
     s.add_argument("--out", default=None, help="write the results JSON here")
-    s.add_argument("--data-root", default=None, help="override data.root of the checkpoint's config")
-    s.add_argument("--allow-missing", action="store_true", help="score the videos that exist; count the rest")
-    s.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary unpickling (trusted files only)")
-    s.add_argument("--ckpt-source", default=None,
-                   help="released checkpoint format: frozen (also MILES, RegionLearner) | openai | open_clip | "
-                        "hf_clip; detected from the keys when not given")
-    s.add_argument("--ckpt-non-strict", action="store_true",
-                   help="released checkpoint: keys the model has no place for (e.g. RegionLearner's quantizer when "
-                        "scoring with --method frozen) are listed instead of refused")
-    s.add_argument("--temporal-fix", choices=["zeros", "interp", "bilinear"], default=None,
-                   help="released checkpoint with fewer frames than the model: how temporal_embed grows (zeros)")
-    s.add_argument("--method", default=None, help="for a released checkpoint: build this method at its defaults")
-    s.add_argument("--experiment", default=None, help="for a released checkpoint: build this experiment's model")
-    s.add_argument("--accelerator", default="auto", help="cpu | gpu | auto")
-    s.add_argument("--devices", type=int, default=1, help="evaluate on N devices (DDP): sharded, no padding")
-    s.add_argument("overrides", nargs="*", help="config overrides, e.g. data.num_workers=0")
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("compare", help="one table from result files or run dirs")

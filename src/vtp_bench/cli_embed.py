@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-
-def _eval_overrides(args: argparse.Namespace) -> list[str]:
-    overrides = list(args.overrides)
-    if args.data_root:
-        overrides.append(f"data.root={args.data_root}")
-    return overrides
+from vtp_bench.cli_args import add_checkpoint_args, checkpoint_overrides
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
+    from vtp_bench.distributed import is_launch_rank_zero
     from vtp_bench.embed import export_embeddings, paths
 
     meta = export_embeddings(args.ckpt, args.dataset, args.out, split=args.split, allow_missing=args.allow_missing,
-                             overrides=_eval_overrides(args), trust_checkpoint=args.trust_checkpoint,
+                             overrides=checkpoint_overrides(args), trust_checkpoint=args.trust_checkpoint,
                              accelerator=args.accelerator, devices=args.devices, ckpt_source=args.ckpt_source,
                              method=args.method, experiment=args.experiment, name=args.name)
-    if meta is None or any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+    if meta is None or not is_launch_rank_zero():
         return
     tensors, sidecar = paths(args.out)
     m = meta["eval"]["metrics"]
@@ -88,20 +83,8 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 def add_embed_parsers(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("embed", help="write a split's video and text embeddings (safetensors + JSON sidecar)")
-    s.add_argument("--ckpt", required=True)
-    s.add_argument("--dataset", required=True, help="a registered dataset name, or a manifest .jsonl / folder")
-    s.add_argument("--split", default=None, help="default: test")
+    add_checkpoint_args(s, "embed")
     s.add_argument("--out", required=True, help="FILE.safetensors (FILE.json, the sidecar, is written next to it)")
-    s.add_argument("--name", default=None, help="the name of a dataset given as a path")
-    s.add_argument("--data-root", default=None, help="override data.root of the checkpoint's config")
-    s.add_argument("--allow-missing", action="store_true", help="embed the videos that exist; list the rest")
-    s.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary unpickling (trusted files only)")
-    s.add_argument("--ckpt-source", default=None, help="released checkpoint format (as for eval)")
-    s.add_argument("--method", default=None, help="for a released checkpoint: build this method at its defaults")
-    s.add_argument("--experiment", default=None, help="for a released checkpoint: build this experiment's model")
-    s.add_argument("--accelerator", default="auto", help="cpu | gpu | auto")
-    s.add_argument("--devices", type=int, default=1, help="encode on N devices (DDP): sharded, no padding")
-    s.add_argument("overrides", nargs="*", help="config overrides, e.g. data.num_workers=4")
     s.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("search", help="top-k videos of an exported gallery for a text query")

@@ -32,13 +32,12 @@ class ShardSampler(Sampler[int]):
         return self.end - self.start
 
 
-class ResumableSampler(Sampler[int]):
-    def __init__(self, length: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0,
-                 shuffle: bool = True) -> None:
-        self.length, self.batch_size, self.rank, self.world = length, batch_size, rank, world
-        self.seed, self.shuffle = seed, shuffle
-        self.epoch = 0
-        self.skip_batches = 0
+class EpochPosition:
+    """Where a training data order stands: its epoch and the batches a resume skips at the start of it. Every
+    training order (the map-style samplers, the shard reader) keeps it the same way."""
+
+    epoch: int = 0
+    skip_batches: int = 0
 
     def set_epoch(self, epoch: int, skip_batches: int | None = None) -> None:
         """Lightning calls ``set_epoch(epoch)`` every epoch; a resume sets ``skip_batches`` first, and the
@@ -48,6 +47,15 @@ class ResumableSampler(Sampler[int]):
         elif epoch != self.epoch:
             self.skip_batches = 0
         self.epoch = epoch
+
+
+class ResumableSampler(EpochPosition, Sampler[int]):
+    def __init__(self, length: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0,
+                 shuffle: bool = True) -> None:
+        self.length, self.batch_size, self.rank, self.world = length, batch_size, rank, world
+        self.seed, self.shuffle = seed, shuffle
+        self.epoch = 0
+        self.skip_batches = 0
 
     def _indices(self) -> list[int]:
         if self.shuffle:
@@ -69,7 +77,7 @@ class ResumableSampler(Sampler[int]):
 MIX_MODES = ("round_robin", "proportional")
 
 
-class MixedBatchSampler(Sampler[list[int]]):
+class MixedBatchSampler(EpochPosition, Sampler[list[int]]):
     """Batches for training on several datasets at once: every batch comes from one dataset, and which
     dataset a step reads is a function of (seed, epoch, step) only, so every rank reads the same dataset at
     the same step without communicating (ranks that read different datasets would gather tensors of
@@ -101,14 +109,6 @@ class MixedBatchSampler(Sampler[list[int]]):
                              f"on {world} rank(s); lower data.batch_size")
         self.epoch = 0
         self.skip_batches = 0
-
-    def set_epoch(self, epoch: int, skip_batches: int | None = None) -> None:
-        """As ``ResumableSampler.set_epoch``: a resume's ``skip_batches`` holds for that epoch only."""
-        if skip_batches is not None:
-            self.skip_batches = skip_batches
-        elif epoch != self.epoch:
-            self.skip_batches = 0
-        self.epoch = epoch
 
     @property
     def sampler(self) -> "MixedBatchSampler":

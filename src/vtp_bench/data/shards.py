@@ -52,7 +52,7 @@ from vtp_bench.data.dataset import DecodeOptions, collate, load_item
 from vtp_bench.data.inputs import FRAME_TIMES, VIDEO, ItemInputs
 from vtp_bench.data.manifest import COLUMNS, ManifestError, ManifestRow
 from vtp_bench.data.regions import RegionReadError
-from vtp_bench.data.samplers import MixedBatchSampler
+from vtp_bench.data.samplers import EpochPosition, MixedBatchSampler
 from vtp_bench.data.shard_write import INDEX, default_shard_dir
 from vtp_bench.data.transforms import VideoTransform
 from vtp_bench.data.video import VideoBytes, VideoReadError
@@ -275,7 +275,7 @@ def _identity(batch: Any) -> Any:
     return batch
 
 
-class ShardTrainSet(IterableDataset):
+class ShardTrainSet(EpochPosition, IterableDataset):
     """Batches (already collated) of one epoch on one rank; see the module notes for how it is cut."""
 
     def __init__(self, parts: list[ShardPart], batch_size: int, seed: int = 0, mode: str = "round_robin",
@@ -293,14 +293,6 @@ class ShardTrainSet(IterableDataset):
         self.rank, self.world, self.lanes = rank, world, max(1, num_workers)
         self.schedule()  # a dataset without a full batch per rank is an error now, not in a worker
         return self
-
-    def set_epoch(self, epoch: int, skip_batches: int | None = None) -> None:
-        """As ``ResumableSampler.set_epoch``: a resume's ``skip_batches`` holds for that epoch only."""
-        if skip_batches is not None:
-            self.skip_batches = skip_batches
-        elif epoch != self.epoch:
-            self.skip_batches = 0
-        self.epoch = epoch
 
     def schedule(self) -> list[int]:
         """The dataset of every step of this epoch (``MixedBatchSampler``'s, the same on every rank)."""

@@ -1,0 +1,45 @@
+"""The arguments of every command that loads a checkpoint and reads a dataset split (``eval``, ``embed``): one
+definition, so a released checkpoint loads the same way whatever the command."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_checkpoint_args(s: argparse.ArgumentParser, verb: str) -> None:
+    """``--ckpt`` and its loading options, the dataset and split, devices and ``key=value`` overrides."""
+    s.add_argument("--ckpt", required=True)
+    s.add_argument("--dataset", required=True, help="a registered dataset name (e.g. synth, msrvtt_1ka), or your own "
+                   "data: a manifest .jsonl or a folder of <split>.jsonl files")
+    s.add_argument("--name", default=None, help="the name of a dataset given as a path, in results and tables "
+                   "(default: the file's or folder's stem)")
+    s.add_argument("--split", default=None, help="default: the task's split for the dataset (test; the "
+                   "synthetic dataset's grounding videos for --task grounding)")
+    s.add_argument("--data-root", default=None, help="override data.root of the checkpoint's config")
+    s.add_argument("--allow-missing", action="store_true", help=f"{verb} the videos that exist; count the rest")
+    s.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary unpickling (trusted files only)")
+    s.add_argument("--ckpt-source", default=None,
+                   help="released checkpoint format: frozen (also MILES, RegionLearner) | openai | open_clip | "
+                        "hf_clip; detected from the keys when not given")
+    s.add_argument("--ckpt-non-strict", action="store_true",
+                   help="released checkpoint: keys the model has no place for (e.g. RegionLearner's quantizer when "
+                        "scoring with --method frozen) are listed instead of refused")
+    s.add_argument("--temporal-fix", choices=["zeros", "interp", "bilinear"], default=None,
+                   help="released checkpoint with fewer frames than the model: how temporal_embed grows (zeros)")
+    s.add_argument("--method", default=None, help="for a released checkpoint: build this method at its defaults")
+    s.add_argument("--experiment", default=None, help="for a released checkpoint: build this experiment's model")
+    s.add_argument("--accelerator", default="auto", help="cpu | gpu | auto")
+    s.add_argument("--devices", type=int, default=1, help=f"{verb} on N devices (DDP): sharded, no padding")
+    s.add_argument("overrides", nargs="*", help="config overrides, e.g. data.num_workers=0")
+
+
+def checkpoint_overrides(args: argparse.Namespace) -> list[str]:
+    """The config overrides those options stand for, after the user's own ``key=value`` ones."""
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    if args.ckpt_non_strict:
+        overrides.append("init.strict=false")
+    if args.temporal_fix:
+        overrides.append(f"init.temporal_fix={args.temporal_fix}")
+    return overrides
