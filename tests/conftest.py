@@ -55,3 +55,30 @@ def annotations_dir() -> Path:
     if os.environ.get("CI"):
         pytest.fail(msg + "; CI is set, so this is a failure, not a skip")
     pytest.skip(msg)
+
+
+def assert_per_query_means(result: dict) -> int:
+    """A results JSON's ``per_query`` recomputes its metrics: every metric that is a mean over items is the mean of
+    its per-item list (to 1e-9), MedR the median of the ranks, mean per-class accuracy the mean over classes of the
+    per-class mean of top-1; each list is as long as its ids. Returns the number of metrics checked."""
+    import numpy as np
+
+    pq, metrics = result["per_query"], result["metrics"]
+    checked = 0
+    for key, value in metrics.items():
+        if key.endswith("num_queries"):
+            continue
+        if key.endswith("/MedR"):
+            ranks = pq[key[: -len("MedR")] + "rank"]
+            assert float(np.median(ranks)) == pytest.approx(value, abs=1e-9), key
+        elif key == "mean_class_acc":
+            top1, labels = np.array(pq["top1"]), np.array(pq["labels"])
+            per_class = [top1[labels == c].mean() for c in np.unique(labels)]
+            assert float(np.mean(per_class)) == pytest.approx(value, abs=1e-9), key
+        else:
+            assert float(np.mean(pq[key])) == pytest.approx(value, abs=1e-9), key
+        ids = pq[f"{key.split('/')[0]}/ids" if "/" in key else "ids"]
+        assert len(ids) == len(pq[key[: -len("MedR")] + "rank" if key.endswith("/MedR") else
+                                  ("top1" if key == "mean_class_acc" else key)]), key
+        checked += 1
+    return checked

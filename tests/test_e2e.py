@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import annotations_dir
+from conftest import annotations_dir, assert_per_query_means
 from vtp_bench.cli import main
 from vtp_bench.data.manifest import read_manifest
 from vtp_bench.data.synthetic import generate_synthetic
@@ -77,10 +77,18 @@ def test_compare_prints_table(trained, data_root, tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", str(out.parent), "--format", "csv"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("method,checkpoint,rerank,synth/test/retrieval/t2v/R@1")
-    assert lines[1].startswith("frozen,frozen_synth/t/last,none,")
+    assert lines[0].startswith("method,checkpoint,rerank,seeds,synth/test/retrieval/t2v/R@1,")
+    assert lines[1].startswith("frozen,frozen_synth/t/last,none,1,")
     # re-ranked metrics beside the raw ones (which stay identical), and another frame count refused by compare
     raw = json.loads(out.read_text())
+    # the training seed, run version and cost of the checkpoint, and per-item outcomes that recompute the metrics
+    summary = json.loads((run / "summary.json").read_text())
+    assert raw["seed"] == summary["seed"] == 0 and raw["run_version"] == summary["run_version"] == "t"
+    assert raw["cost"]["optimizer_steps"] == summary["cost"]["optimizer_steps"] == summary["global_step"] > 0
+    assert raw["cost"]["samples_seen"] == summary["global_step"] * 4  # batch 4, one process
+    assert 0 < raw["cost"]["trainable_params"] < raw["cost"]["total_params"]  # the text tower is frozen
+    assert raw["cost"]["train_wall_s"] > 0
+    assert assert_per_query_means(raw) == 10
     for rerank in ("dual_softmax", "qbnorm"):
         main(["eval", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--dataset", "synth", "--out",
               str(tmp_path / "res" / f"frozen_{rerank}.json"), "--data-root", str(data_root), "--rerank", rerank,
@@ -190,3 +198,21 @@ def test_eval_on_real_msvd_annotations_converted_with_video_root(trained, data_r
     res = json.loads(out.read_text())
     assert res["num_videos"] == 5 and res["num_missing"] == 1
     assert res["num_queries"] == sum(len(captions[v]) for v in ids[1:]) > 5
+
+
+def test_train_seeds_one_run_per_seed(data_root, tmp_path, capsys):
+    """``train --seeds 0,1``: one run dir per seed, each summary with its seed; the weights differ."""
+    args = ["train", "frozen_synth", *TINY, f"data.root={data_root}", f"run.dir={tmp_path}", "run.version=s",
+            "trainer.max_steps=2", "--seeds", "0,1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "seed 0: " in out and "seed 1: " in out
+    runs = [tmp_path / "frozen_synth" / f"s-seed{k}" for k in (0, 1)]
+    assert [json.loads((r / "summary.json").read_text())["seed"] for r in runs] == [0, 1]
+    assert [json.loads((r / "summary.json").read_text())["run_version"] for r in runs] == ["s-seed0", "s-seed1"]
+    digests = [json.loads((r / "summary.json").read_text())["weights_sha256_per_rank"] for r in runs]
+    assert digests[0] != digests[1]
+    for bad in ("0,x", "1,1", ""):
+        with pytest.raises(SystemExit):
+            main(["train", "frozen_synth", "--seeds", bad])
+    assert "--seeds" in capsys.readouterr().err

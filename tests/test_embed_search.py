@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import oracle
-from conftest import tiny_config
+from conftest import assert_per_query_means, tiny_config
 from test_oracle import oracle_checkpoint
 from vtp_bench.cli import main
 from vtp_bench.config import to_dict
@@ -102,6 +102,10 @@ def test_pooled_export_scored_with_numpy_equals_eval(coded_oracle, synth, tmp_pa
     for k in (1, 5, 10):
         assert metrics[f"t2v/R@{k}"] == pytest.approx(100 * (ranks <= k).mean())
     assert meta["eval"]["metrics"] == metrics and meta["similarity"] == "pooled_cosine"
+    # the sidecar's per-item outcomes are the ranks computed here from the exported tensors, in text order
+    assert meta["per_query"]["t2v/rank"] == [float(r) for r in ranks]
+    assert meta["per_query"]["t2v/ids"] == meta["text_ids"] and "per_query" not in meta["eval"]
+    assert assert_per_query_means({"metrics": metrics, "per_query": meta["per_query"]}) == 10
     assert [meta["video_ids"][i] for i in gt] == [r.video_id for r in coded_oracle["rows"]]
     assert meta["text_ids"] == [r.text_id for r in coded_oracle["rows"]]
     assert meta["checkpoint_sha256"] and meta["manifest_sha256"] == json.loads(res.read_text())["manifest_sha256"]

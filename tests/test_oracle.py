@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import oracle
+from conftest import assert_per_query_means
 from conftest import PACKAGE_METHODS, tiny_config
 from vtp_bench.cli import main
 from vtp_bench.config import config_from_dict, to_dict
@@ -118,6 +119,16 @@ def test_oracle_planted_permutation_gives_the_exact_ranks(coded, tmp_path):
     want = _expected(coded["planted"], coded["video_code"], _named(coded["planted"]), N)
     assert 0 < want["t2v/R@1"] < 100 and want["t2v/MedR"] > 1  # the planted shifts really move ranks
     _assert_metrics(res["metrics"], want)
+    # each caption's own rank in closed form (shift s: rank N - s + 1, 1 for s = 0), in manifest order, and the
+    # per-query lists recompute every metric, both directions, caption- and group-wise
+    shifts = {r.text_id: (oracle.caption_code(r.text) - coded["video_code"][r.video_id]) % N for r in coded["planted"]}
+    assert res["per_query"]["t2v/ids"] == [r.text_id for r in coded["planted"]]
+    assert res["per_query"]["t2v/rank"] == [float(N - shifts[t] + 1 if shifts[t] else 1)
+                                            for t in res["per_query"]["t2v/ids"]]
+    assert res["per_query"]["v2t/ids"] == list(dict.fromkeys(r.video_id for r in coded["planted"]))
+    assert assert_per_query_means(res) == 10
+    group = _eval(ckpt, "msvd", coded["planted_root"], tmp_path / "g.json", "--v2t", "group")
+    assert group["protocol"]["v2t"] == "group" and assert_per_query_means(group) == 10
 
 
 def test_oracle_two_process_eval_is_exact(coded, tmp_path):

@@ -75,9 +75,14 @@ def test_csv_and_latex_parse_back():
     text = format_table(res, "csv")
     rows = list(csv.reader(io.StringIO("".join(line + "\n" for line in text.splitlines()
                                                if not line.startswith("#")))))
-    assert rows[0][:3] == ["method", "checkpoint", "rerank"] and rows[0][3] == "synth/test/retrieval/t2v/R@1"
-    assert len(rows) == 3 and all(len(r) == 11 for r in rows)
-    assert rows[2][3] == "20.0*" and rows[1][3] == "12.0" and rows[2][6] == "2.0*" and rows[1][6] == "3.0"
+    assert rows[0][:5] == ["method", "checkpoint", "rerank", "seeds", "synth/test/retrieval/t2v/R@1"]
+    assert rows[0][5:7] == ["synth/test/retrieval/t2v/R@1_lo", "synth/test/retrieval/t2v/R@1_hi"]
+    assert rows[0][-5:] == ["trainable_params", "total_params", "samples_seen", "optimizer_steps", "train_wall_s"]
+    assert len(rows) == 3 and all(len(r) == 4 + 8 * 3 + 5 for r in rows)
+    col = {h: i for i, h in enumerate(rows[0])}
+    r1, medr = col["synth/test/retrieval/t2v/R@1"], col["synth/test/retrieval/t2v/MedR"]
+    assert rows[2][r1] == "20.0*" and rows[1][r1] == "12.0" and rows[2][medr] == "2.0*" and rows[1][medr] == "3.0"
+    assert rows[1][r1 + 1] == rows[1][r1 + 2] == ""  # no per-item outcomes: no interval
     assert any(line.startswith("# - synth/test retrieval") for line in text.splitlines())
 
     tex = format_table(res, "latex")
@@ -149,8 +154,18 @@ def test_duplicates_and_bad_inputs(tmp_path):
     f.write_text("{}")
     with pytest.raises(ValueError, match="not a vtp_bench results file"):
         collect_results([f])
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ReportError, match="does not exist"):
         collect_results([tmp_path / "missing"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ReportError, match="no results JSON found"):
+        collect_results([empty])
+    nosplit = tmp_path / "nosplit.json"
+    nosplit.write_text(json.dumps({k: v for k, v in _ret("frozen", 1.0).items() if k != "split"}))
+    with pytest.raises(ReportError, match="without 'split'"):
+        collect_results([nosplit])
+    # through the CLI: one sentence, exit 2, no traceback
+    assert main(["compare", str(empty)]) == 2
 
 
 def test_released_checkpoint_load_in_footer():

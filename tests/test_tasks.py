@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import oracle
+from conftest import assert_per_query_means
 from test_oracle import oracle_checkpoint
 from vtp_bench.cli import main
 from vtp_bench.data.manifest import ManifestRow, write_manifest
@@ -52,6 +53,7 @@ def test_zeroshot_classification_known_answer(coded_classes, tmp_path):
     assert 0 < want["top1"] < 100 and want["mean_class_acc"] != want["top1"]
     for k, v in want.items():
         assert res["metrics"][k] == pytest.approx(v), k
+    assert assert_per_query_means(res) == 3 and res["per_query"]["ids"] == [f"v{i:02d}" for i in range(12)]
 
 
 def test_zeroshot_template_from_the_config_and_unreadable_videos(coded_classes, tmp_path, capsys):
@@ -198,6 +200,10 @@ def test_grounding_known_answer(coded_grounding, tmp_path):
     for m in (0.1, 0.3, 0.5, 0.7):
         assert got[f"R@1,IoU={m}"] == pytest.approx(100 * sum(i > m for i in ious) / len(ious)), m
     assert got["mIoU"] == pytest.approx(100 * sum(ious) / len(ious))
+    res2 = json.loads(out2.read_text())
+    assert assert_per_query_means(res2) == len(got)
+    assert res2["per_query"]["mIoU"] == pytest.approx([100 * i for i in ious])  # in query order
+    assert res2["per_query"]["ids"] == [r.text_id for r in rows]
 
 
 def test_moment_scores_closed_form():

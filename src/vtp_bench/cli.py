@@ -47,18 +47,44 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from vtp_bench.config import load_config
-    from vtp_bench.train import train
+    from vtp_bench.train import TrainError, train, train_seeds
 
     cfg = load_config(args.experiment, args.overrides)
-    summary = train(cfg, resume=args.resume)
-    if not summary["is_global_zero"]:
+    if args.seeds:
+        if args.resume:
+            raise TrainError("--seeds starts new runs; resume one seed's run with --resume and its run.version")
+        for summary in train_seeds(cfg, args.seeds):
+            if summary["is_global_zero"]:
+                print(f"seed {summary['seed']}: ", end="")
+                _print_summary(summary, cfg.eval.val_task)
         return
+    summary = train(cfg, resume=args.resume)
+    if summary["is_global_zero"]:
+        _print_summary(summary, cfg.eval.val_task)
+
+
+def _seed_list(text: str) -> list[int]:
+    """``0,1,2`` or ``0-4`` (inclusive) -> the training seeds of ``train --seeds``."""
+    try:
+        if "-" in text.strip("-"):
+            lo, hi = (int(x) for x in text.split("-", 1))
+            seeds = list(range(lo, hi + 1))
+        else:
+            seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: give integers, e.g. 0,1,2 or 0-4") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: give distinct integers, e.g. 0,1,2 or 0-4")
+    return seeds
+
+
+def _print_summary(summary: dict, val_task: str) -> None:
     m = summary["val_metrics"]
     if "t2v/R@1" in m:
         print(f"final validation: t2v R@1 {m['t2v/R@1']:.1f}  R@5 {m['t2v/R@5']:.1f}  "
               f"R@10 {m['t2v/R@10']:.1f}  MedR {m['t2v/MedR']:.1f}")
     elif m:  # another validation task (eval.val_task): its metrics as they come
-        print("final validation (" + cfg.eval.val_task + "): " + "  ".join(f"{k} {v:.1f}" for k, v in m.items()))
+        print("final validation (" + val_task + "): " + "  ".join(f"{k} {v:.1f}" for k, v in m.items()))
     print(f"run dir: {summary['run_dir']}\ncheckpoint: {summary['checkpoint']}")
 
 
@@ -89,11 +115,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from vtp_bench.report import collect_results, format_table, plot_curves, plot_results
+    from vtp_bench.report import ReportError, collect_results, format_table, plot_curves, plot_results
+    from vtp_bench.report.significance import Settings
 
     results = collect_results(args.paths)
     per_row = [f for arg in args.per_row for f in arg.split(",") if f]
-    print(format_table(results, args.format, split_protocols=args.split_protocols, per_row=per_row), end="")
+    if args.n_boot < 1 or args.n_perm < 1:
+        raise ReportError(f"--n-boot and --n-perm must be >= 1, got {args.n_boot} and {args.n_perm}")
+    settings = Settings(n_boot=args.n_boot, n_perm=args.n_perm)
+    print(format_table(results, args.format, split_protocols=args.split_protocols, per_row=per_row,
+                       settings=settings), end="")
     if args.plot:
         bars, curves = plot_results(results, args.plot), plot_curves(results, args.plot)
         print(f"plots written to {bars}" + (f" and {curves}" if curves else " (no training curves: no run dir with "
@@ -116,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resume from a checkpoint path, or (no value) from last.ckpt of run.version, or of the "
                         "newest run when run.version is not set: same data order, optimizer, scheduler, RNG and "
                         "method state; the run continues in the checkpoint's run dir")
+    s.add_argument("--seeds", type=_seed_list, default=None, metavar="0,1,2",
+                   help="one run per training seed (0,1,2 or 0-4), in run dirs <run.version>-seed<k> (seed<k> when no "
+                        "run.version is set); `compare` folds their results into one row with a seeds column")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("eval", help="score a checkpoint on a dataset split")
@@ -134,8 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("compare", help="one table from result files or run dirs")
     s.add_argument("paths", nargs="+")
     s.add_argument("--format", choices=["markdown", "csv", "latex"], default="markdown",
-                   help="markdown (best in bold), csv (best with a trailing *, footer as # lines), latex (booktabs, "
-                        "best in \\textbf, footer as %% lines)")
+                   help="markdown (value ±half-width of its 95 %% interval; rows not significantly worse than the "
+                        "best in bold), csv (a trailing *, <col>_lo / <col>_hi, footer as # lines), latex (booktabs, "
+                        "\\textbf, footer as %% lines)")
+    s.add_argument("--n-boot", type=int, default=10_000, metavar="N",
+                   help="bootstrap resamples of each interval (default 10000)")
+    s.add_argument("--n-perm", type=int, default=10_000, metavar="N",
+                   help="random sign flips of each paired permutation test (default 10000; exact below 2^n)")
     s.add_argument("--split-protocols", action="store_true",
                    help="results of one dataset/split/task scored under different protocols (frames, sampler, "
                         "v2t policy, ...): one table per protocol instead of refusing")

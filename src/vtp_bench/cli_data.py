@@ -10,9 +10,25 @@ from pathlib import Path
 def cmd_synth(args: argparse.Namespace) -> None:
     from vtp_bench.data.synthetic import generate_synthetic
 
-    summary = generate_synthetic(Path(args.out), num_videos=args.videos, seed=args.seed,
-                                 grounding_videos=args.grounding_videos)
+    from vtp_bench.config import ConfigError
+
+    try:
+        summary = generate_synthetic(Path(args.out), num_videos=args.videos, seed=args.seed,
+                                     grounding_videos=args.grounding_videos, splits=args.splits)
+    except ValueError as e:  # counts or splits that cannot be generated: a sentence, not a traceback
+        raise ConfigError(f"data synth: {e}") from None
     print(json.dumps(summary, indent=2, default=str))
+
+
+def _splits(text: str) -> tuple[float, ...] | tuple[int, ...]:
+    parts = text.split(",")
+    try:
+        if all(p.strip().isdigit() for p in parts):
+            return tuple(int(p) for p in parts)
+        return tuple(float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--splits {text!r}: three counts (700,100,500) or fractions "
+                                         "(0.8,0.1,0.1)") from None
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -103,6 +119,9 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--videos", type=int, default=1000)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--grounding-videos", type=int, default=40)
+    d.add_argument("--splits", type=_splits, default=(0.8, 0.1, 0.1), metavar="TRAIN,VAL,TEST",
+                   help="video counts summing to --videos (e.g. 700,100,500: a test split large enough for narrow "
+                        "intervals) or fractions summing to 1 (default 0.8,0.1,0.1)")
     d.set_defaults(func=cmd_synth)
 
     formats = "\n".join(f"  {n:<22} {' '.join(CONVERTERS.get(n).inputs):<50} {CONVERTERS.get(n).description}"

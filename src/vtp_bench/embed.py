@@ -140,7 +140,9 @@ def export_embeddings(ckpt: str | Path, dataset: str, out: str | Path, split: st
         "texts": list(eset.texts),
         "num_missing": result.get("num_missing", 0),
         "missing": list(eset.missing),
-        "eval": result,
+        "seed": result.get("seed"),
+        "per_query": result.get("per_query"),  # each query's outcome of the metrics in eval (report.stats)
+        "eval": {k: v for k, v in result.items() if k != "per_query"},
         "vtp_bench_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

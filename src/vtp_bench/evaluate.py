@@ -63,6 +63,7 @@ def module_from_checkpoint(
             config = to_dict(apply_overrides(config_from_dict(config), overrides))
         module = VTPModule(config)
         module.load_state_dict(ckpt["state_dict"])
+        module.checkpoint_step = ckpt.get("global_step")
         return module
     if source == "vtp_bench":
         raise CheckpointError(f"{path} is not a vtp_bench checkpoint (no hyper_parameters.config)")
@@ -71,6 +72,32 @@ def module_from_checkpoint(
     module.official_load_report = load_official(module.method, ckpt, source, temporal_fix=init.temporal_fix,
                                                 strict=init.strict)
     return module
+
+
+def training_record(ckpt: str | Path, module: VTPModule) -> dict[str, Any]:
+    """The scored checkpoint's training seed, run version and cost (``train.training_cost``, from the run's
+    ``summary.json`` beside ``checkpoints/``), so a results file says what its numbers cost and which seed made
+    them. A released checkpoint has neither seed nor run (None); its parameters are counted from the model."""
+    from vtp_bench.models.params import parameter_counts
+
+    cost: dict[str, Any] = parameter_counts(module.method)
+    if getattr(module, "official_load_report", None) is not None:
+        return {"seed": None, "run_version": None, "cost": cost}
+    path = Path(ckpt)
+    run_dir = path.resolve().parent.parent if path.parent.name == "checkpoints" else None
+    summary: dict[str, Any] = {}
+    if run_dir is not None and (run_dir / "summary.json").is_file():
+        try:
+            summary = json.loads((run_dir / "summary.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            summary = {}
+    cost.update({k: v for k, v in (summary.get("cost") or {}).items() if k not in cost})
+    step = getattr(module, "checkpoint_step", None)
+    if step is not None and cost.get("optimizer_steps") not in (None, step):  # an earlier checkpoint of the run
+        per_step = cost.get("samples_seen", 0) / max(1, cost["optimizer_steps"])
+        cost.update(optimizer_steps=int(step), samples_seen=int(per_step * step), train_wall_s=None)
+    version = summary.get("run_version") or (run_dir.name if run_dir else module.cfg.run.version)
+    return {"seed": int(module.cfg.seed), "run_version": version, "cost": cost}
 
 
 def evaluate(
@@ -113,6 +140,7 @@ def evaluate(
         "checkpoint": str(ckpt),
         "checkpoint_source": getattr(getattr(module, "official_load_report", None), "source", "vtp_bench"),
         "checkpoint_load": getattr(getattr(module, "official_load_report", None), "to_dict", dict)(),
+        **training_record(ckpt, module),
         "dataset": src.name,
         "split": src.split if src.from_path else dm.eval_split,
         "manifest": str(src.manifest),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -13,7 +14,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from vtp_bench.config import to_dict
+from vtp_bench.config import apply_overrides, to_dict
 from vtp_bench.data.catalog import locate
 from vtp_bench.data.datamodule import VideoTextDataModule
 from vtp_bench.data_time import DataTime
@@ -122,6 +123,30 @@ def build_trainer(cfg: DictConfig, run_dir: Path | None, **overrides: Any) -> L.
     return L.Trainer(default_root_dir=str(run_dir), callbacks=callbacks, logger=loggers, **kwargs)
 
 
+def training_cost(cfg: DictConfig, module: VTPModule, trainer: L.Trainer, wall_s: float, resumed: bool
+                  ) -> dict[str, Any]:
+    """What a run cost, for the comparison table: parameters, optimizer steps, training samples seen (steps x
+    batch x ranks x accumulation: every loader drops its last partial batch) and the wall time of ``fit`` (of this
+    process only when resumed)."""
+    from vtp_bench.models.params import parameter_counts
+
+    steps = int(trainer.global_step)
+    accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1) or 1)
+    return {**parameter_counts(module.method), "optimizer_steps": steps,
+            "samples_seen": steps * int(cfg.data.batch_size) * int(trainer.world_size) * accumulate,
+            "train_wall_s": round(wall_s, 1), "wall_since_resume": resumed, "world_size": int(trainer.world_size)}
+
+
+def train_seeds(cfg: DictConfig, seeds: list[int]) -> list[dict[str, Any]]:
+    """One run per training seed, each in its own run dir: ``<run.version or "seed">-seed<k>`` (``seed<k>`` when
+    no version is set), so that ``compare`` can fold them into one row (the results differ only in ``seed``)."""
+    summaries = []
+    for k in seeds:
+        version = f"{cfg.run.version}-seed{k}" if cfg.run.version else f"seed{k}"
+        summaries.append(train(apply_overrides(cfg, [f"seed={int(k)}", f"run.version={version}"])))
+    return summaries
+
+
 def train(cfg: DictConfig, resume: str | None = None) -> dict[str, Any]:
     """Fit, then validate the final weights; returns a summary (run dir, checkpoint, metrics, skipped videos)."""
     # frozen towers stay in eval mode on purpose (no dropout in fixed features): not worth a warning
@@ -153,10 +178,15 @@ def train(cfg: DictConfig, resume: str | None = None) -> dict[str, Any]:
         print(f"init from {cfg.init.checkpoint}: {init_report.summary()}", flush=True)
     if resume_path is not None and trainer.is_global_zero:
         print(f"resuming from {resume_path}", flush=True)
+    t_fit = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=resume_path)
+    wall = time.perf_counter() - t_fit
     run_dir = next(c for c in trainer.callbacks if isinstance(c, RunDirSync)).run_dir
     skipped = sorted(set(module.skipped_videos))
     summary = {
+        "seed": int(cfg.seed),
+        "run_version": run_dir.name,
+        "cost": training_cost(cfg, module, trainer, wall, resume_path is not None),
         "run_dir": str(run_dir),
         "checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
         "global_step": trainer.global_step,

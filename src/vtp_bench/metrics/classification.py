@@ -51,7 +51,8 @@ def zeroshot_metrics(
     topk: Sequence[int] = (1, 5),
     *,
     ties: str = "expected",
-) -> dict[str, float]:
+    return_per_query: bool = False,
+) -> dict[str, float] | tuple[dict[str, float], dict[str, list[float]]]:
     """Top-k accuracies and the mean per-class (top-1) accuracy, in percent.
 
     Args:
@@ -60,6 +61,9 @@ def zeroshot_metrics(
         labels: [num_videos] integer class index of each video, in ``[0, num_classes)``.
         topk: the k of the ``top{k}`` keys; k larger than the number of classes scores 100.
         ties: ``"expected"`` (uniformly random tie-breaking, in expectation; default) or ``"optimistic"``.
+        return_per_query: also return each video's outcome, ``top{k}`` (100 x P(hit), whose mean is the metric)
+            and ``labels`` (its class: ``mean_class_acc`` is the mean over classes of the per-class mean of
+            ``top1``), in row order.
 
     Returns:
         ``{"top1": ..., "top5": ..., "mean_class_acc": ...}`` (one ``top{k}`` per k) as Python floats.
@@ -113,4 +117,8 @@ def zeroshot_metrics(
     per_class = torch.zeros(nc, dtype=torch.float64).scatter_add_(0, lab_cpu, top1)
     present = counts > 0
     out["mean_class_acc"] = float(100.0 * (per_class[present] / counts[present]).mean())
-    return out
+    if not return_per_query:
+        return out
+    per_query: dict[str, list[float]] = {f"top{k}": (100.0 * hit(k)).tolist() for k in ks}
+    per_query["labels"] = lab_cpu.tolist()
+    return out, per_query

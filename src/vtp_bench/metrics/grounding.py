@@ -105,29 +105,35 @@ def grounding_metrics(
     nms_thresh: float = 0.5,
     recalls: Sequence[int] = (1, 5),
     ious: Sequence[float] = (0.1, 0.3, 0.5, 0.7),
-) -> dict[str, float]:
+    return_per_query: bool = False,
+) -> dict[str, float] | tuple[dict[str, float], dict[str, list[float]]]:
     """``candidates`` [Q, K, 2] and ``gt`` [Q, 2] in seconds, ``scores`` [Q, K] (higher = better).
 
     Returns percentages under ``"R@{n},IoU={m}"`` for every n in ``recalls`` and m in ``ious`` (e.g.
     ``"R@1,IoU=0.5"``), and ``"mIoU"``. See the module docstring for the exact conventions.
+    ``return_per_query``: ``(metrics, per_query)``, each query's outcome under the same keys (0 or 100 for a
+    recall, 100 x the top moment's IoU for mIoU), in query order, so that their means are the metrics.
     """
     candidates, scores, gt = (torch.as_tensor(x).detach().cpu().double() for x in (candidates, scores, gt))
     _check(candidates, scores, gt, recalls)
     recalls = [int(r) for r in recalls]
     top = max(recalls)
     q, k = scores.shape
-    hits = {(r, m): 0 for r in recalls for m in ious}
-    miou_sum = 0.0
+    hit_parts: dict[tuple[int, float], list[Tensor]] = {(r, m): [] for r in recalls for m in ious}
+    iou_parts: list[Tensor] = []
     step = max(1, _CHUNK_ELEMENTS // k)
     for a in range(0, q, step):
         kept, valid = _nms_top(candidates[a : a + step], scores[a : a + step], nms_thresh, top)
         iou = torch.where(valid, moment_iou(kept, gt[a : a + step, None, :]), torch.full_like(valid, -1.0,
                                                                                                 dtype=torch.float64))
-        miou_sum += float(iou[:, 0].clamp_min(0).sum())
+        iou_parts.append(iou[:, 0].clamp_min(0))
         for r in recalls:
             best = iou[:, :r].max(dim=1).values
             for m in ious:
-                hits[(r, m)] += int((best > m).sum())
-    out = {f"R@{r},IoU={m:g}": 100.0 * hits[(r, m)] / q for r in recalls for m in ious}
-    out["mIoU"] = 100.0 * miou_sum / q
-    return out
+                hit_parts[(r, m)].append((best > m).double())
+    per_query = {f"R@{r},IoU={m:g}": 100.0 * torch.cat(hit_parts[(r, m)]) for r in recalls for m in ious}
+    per_query["mIoU"] = 100.0 * torch.cat(iou_parts)
+    out = {k: float(v.sum()) / q for k, v in per_query.items()}
+    if not return_per_query:
+        return out
+    return out, {k: v.tolist() for k, v in per_query.items()}

@@ -82,6 +82,24 @@ def _summarise(prefix: str, rank: Tensor, hits: dict[int, Tensor], median: str) 
     return out
 
 
+def _per_query(prefix: str, rank: Tensor, hits: dict[int, Tensor]) -> dict[str, list[float]]:
+    """Each query's outcome under the metric's own key, so that the mean of ``[prefix/R@K]`` is R@K and the mean
+    of ``[prefix/MeanR]`` is MeanR; ``prefix/rank`` (1-based, the same values as MeanR's) gives MedR as its median
+    (``median="numpy"``; the lower middle value for ``"lower"``), e.g. on a bootstrap resample."""
+    out = {f"{prefix}/R@{K}": (100.0 * p).tolist() for K, p in hits.items()}
+    out[f"{prefix}/MeanR"] = (rank + 1.0).tolist()
+    out[f"{prefix}/rank"] = out[f"{prefix}/MeanR"]
+    return out
+
+
+def _finish(parts: list[tuple[str, Tensor, dict[int, Tensor]]], median: str, return_per_query: bool
+            ) -> dict[str, float] | tuple[dict[str, float], dict[str, list[float]]]:
+    metrics = {k: v for prefix, rank, hits in parts for k, v in _summarise(prefix, rank, hits, median).items()}
+    if not return_per_query:
+        return metrics
+    return metrics, {k: v for prefix, rank, hits in parts for k, v in _per_query(prefix, rank, hits).items()}
+
+
 def _group_v2t(columns: Callable[[int, int], Tensor], t2v: Tensor, nv: int, dtype: torch.dtype, step: int,
                ties: str, ks: Sequence[int]) -> tuple[Tensor, dict[int, Tensor]]:
     """Group-wise video -> text ranks. ``columns(a, b)`` gives the scores [num_texts, b - a] of every text against
@@ -157,7 +175,8 @@ def retrieval_metrics(
     median: str = "numpy",
     chunk_size: int | None = None,
     ks: Sequence[int] = (1, 5, 10),
-) -> dict[str, float]:
+    return_per_query: bool = False,
+) -> dict[str, float] | tuple[dict[str, float], dict[str, list[float]]]:
     """Text-to-video and video-to-text R@K, MedR, MeanR of a similarity matrix.
 
     Args:
@@ -175,10 +194,14 @@ def retrieval_metrics(
             ``"lower"`` (torch.median: CLIP4Clip's multi-sentence t2v ``tensor_text_to_video_metrics``).
         chunk_size: rows (t2v) / columns (v2t) per chunk; default sizes the temporaries to ~200 MB.
         ks: the K of R@K.
+        return_per_query: also return each query's outcome (texts in row order for t2v, videos in column order
+            for v2t): ``{t2v,v2t}/R@K`` (100 x P(hit), so their mean is the metric), ``/MeanR`` and ``/rank``
+            (1-based rank; MedR is its median). What a bootstrap interval or a paired test resamples.
 
     Returns:
         Python floats: ``{t2v,v2t}/R@K`` in percent (expected hit rate x 100), ``{t2v,v2t}/MedR`` and
-        ``/MeanR`` 1-based (perfect = 1.0), and ``{t2v,v2t}/num_queries`` (texts, resp. videos).
+        ``/MeanR`` 1-based (perfect = 1.0), and ``{t2v,v2t}/num_queries`` (texts, resp. videos); with
+        ``return_per_query``, ``(metrics, per_query)``.
 
     Raises:
         ValueError: wrong shapes, NaN in ``sim`` (with the count), GT indices out of range, a video without any
@@ -217,8 +240,7 @@ def retrieval_metrics(
         g[a : a + step] = torch.gt(block, ref, out=out).sum(1)
         ge[a : a + step] = torch.ge(block, ref, out=out).sum(1)
     del buf
-    rank, hits = _rank_and_hits(g, ge - g, torch.ones_like(g), ties, ks)
-    metrics = _summarise("t2v", rank, hits, median)
+    t2v_part = ("t2v", *_rank_and_hits(g, ge - g, torch.ones_like(g), ties, ks))
 
     # ---- video -> text ----------------------------------------------------------------------------------------
     if v2t_mode == "caption" or bool((caps == 1).all()):
@@ -241,8 +263,7 @@ def retrieval_metrics(
     else:
         step = _step(chunk_size, nv * (sim.element_size() + 4))
         rank, hits = _group_v2t(lambda a, b: sim[:, a:b], t2v, nv, sim.dtype, step, ties, ks)
-    metrics.update(_summarise("v2t", rank, hits, median))
-    return metrics
+    return _finish([t2v_part, ("v2t", rank, hits)], median, return_per_query)
 
 
 @torch.no_grad()
@@ -256,7 +277,8 @@ def retrieval_metrics_from_embeddings(
     median: str = "numpy",
     chunk_size: int | None = None,
     ks: Sequence[int] = (1, 5, 10),
-) -> dict[str, float]:
+    return_per_query: bool = False,
+) -> dict[str, float] | tuple[dict[str, float], dict[str, list[float]]]:
     """``retrieval_metrics(text @ video.T, text_to_video, ...)`` without the matrix: the scores are computed in
     blocks of rows (t2v, caption-mode v2t) or columns (group-mode v2t), so memory stays at the embeddings plus
     ~400 MB of temporaries whatever the number of queries (100,000 x 100,000 float32 would be 40 GB).
@@ -270,7 +292,7 @@ def retrieval_metrics_from_embeddings(
     Args:
         text: [num_texts, D] text embeddings; video: [num_videos, D]; same dtype and device (the scores are in
             that dtype; integer input is scored as float64).
-        text_to_video, v2t_mode, ties, median, chunk_size, ks: as ``retrieval_metrics``.
+        text_to_video, v2t_mode, ties, median, chunk_size, ks, return_per_query: as ``retrieval_metrics``.
     """
     ks = _check_options(v2t_mode, ties, median, ks)
     text, video = torch.as_tensor(text), torch.as_tensor(video)
@@ -311,8 +333,7 @@ def retrieval_metrics_from_embeddings(
         del block  # before the next product is allocated: one block alive at a time
     if nan:
         raise ValueError(f"text @ video.T holds {nan} NaN values; a NaN similarity cannot be ranked")
-    rank, hits = _rank_and_hits(g, ge - g, torch.ones_like(g), ties, ks)
-    metrics = _summarise("t2v", rank, hits, median)
+    t2v_part = ("t2v", *_rank_and_hits(g, ge - g, torch.ones_like(g), ties, ks))
 
     # ---- video -> text ----------------------------------------------------------------------------------------
     g = torch.zeros(nv, dtype=torch.long, device=dev)
@@ -335,5 +356,4 @@ def retrieval_metrics_from_embeddings(
         del buf
         step = _step(chunk_size, nv * (text.element_size() + 4) + nt * text.element_size())
         rank, hits = _group_v2t(lambda a, b: text @ video_t[:, a:b], t2v, nv, text.dtype, step, ties, ks)
-    metrics.update(_summarise("v2t", rank, hits, median))
-    return metrics
+    return _finish([t2v_part, ("v2t", rank, hits)], median, return_per_query)

@@ -12,6 +12,13 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def parameter_counts(module: nn.Module) -> dict[str, int]:
+    """Trainable and total parameters (shared tensors once): the model-size half of what a result cost."""
+    params = list(module.parameters())
+    return {"trainable_params": sum(p.numel() for p in params if p.requires_grad),
+            "total_params": sum(p.numel() for p in params)}
+
+
 def preset_param_counts() -> list[tuple[str, str, int]]:
     rows = []
     for name in ENCODERS.names():

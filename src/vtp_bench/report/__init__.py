@@ -2,7 +2,9 @@
 
 - ``results``: finding and reading results files (``collect_results``).
 - ``protocol``: the evaluation protocol of a result, the merge check, the footer.
-- ``table``: rows (method, checkpoint, re-ranking) x column groups (dataset, split, task); best per column marked.
+- ``rows``: rows (method, checkpoint, re-ranking), the training seeds of one experiment folded into one row.
+- ``table``: rows x column groups (dataset, split, task), each cell with its interval; the rows not significantly
+  worse than the column's best marked (``significance``, on the statistics of ``stats``).
 - ``plots``: the main metric per method and dataset (chance drawn), and training curves from the runs' metrics.csv.
 """
 

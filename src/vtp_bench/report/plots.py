@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from vtp_bench.report.protocol import ReportError
-from vtp_bench.report.table import MAIN_METRIC, TASK_LABELS, TASK_ORDER, checkpoint_label
+from vtp_bench.report.protocol import ReportError, group_key
+from vtp_bench.report.table import MAIN_METRIC, TASK_LABELS, checkpoint_label
 
 Result = dict[str, Any]
 # logged train/* quantities that are not loss terms (diagnostics on other scales): left off the curves
@@ -51,30 +51,37 @@ def _save(fig: Any, out: Path) -> Path:
 def plot_results(results: list[Result], out: str | Path) -> Path:
     """FILE.png: per (dataset, split, task) a panel of horizontal bars, the task's main metric per (method,
     checkpoint) of the raw scores, its value printed at the bar's end, chance as a dashed line."""
+    from vtp_bench.report.significance import Settings, interval
+    from vtp_bench.report.table import build_table
+
     plt = _plt()
-    groups: dict[tuple[str, str, str], list[Result]] = {}
-    for r in results:
-        groups.setdefault((r["dataset"], r["split"], r.get("task", "retrieval")), []).append(r)
-    keys = sorted(groups, key=lambda g: (TASK_ORDER.index(g[2]) if g[2] in TASK_ORDER else 9, g[0], g[1]))
-    if not keys:
+    if not results:
         raise ReportError("no results to plot")
-    labels = list(dict.fromkeys(f"{r['method']}\n{checkpoint_label(r)}" for r in results))
+    table = build_table(results)
+    rows = [r for r in table.rows if r.rerank == "none"]
+    keys = table.groups
+    labels = [f"{r.method}\n{r.checkpoint}" + (f" ({r.seeds} seeds)" if r.seeds > 1 else "") for r in rows]
     n = len(keys)
     size = (max(7.0, 2.0 + 3.6 * n), 1.6 + 0.55 * len(labels))
     fig, axes = plt.subplots(1, n, figsize=size, sharey=True, squeeze=False)
     for ax, key in zip(axes[0], keys):
-        rs = {f"{r['method']}\n{checkpoint_label(r)}": r for r in groups[key]}
         metric = MAIN_METRIC.get(key[2])
-        vals = [rs[lab]["metrics"].get(metric) if lab in rs else None for lab in labels]
+        cells = [r.cells.get((key, metric)) for r in rows]
+        vals = [c.value if c else None for c in cells]
+        ivs = [interval(c, Settings(n_boot=2000)) if c else None for c in cells]
         ys = range(len(labels))
-        ax.barh(ys, [v or 0.0 for v in vals], color="tab:blue", height=0.6)
-        chances = [c for c in (chance_of(r) for r in groups[key]) if c is not None]
-        top = max([v for v in vals if v is not None] + chances + [1.0])
+        err = [[v - iv[0] if iv else 0.0 for v, iv in zip(vals, ivs)],
+               [iv[1] - v if iv else 0.0 for v, iv in zip(vals, ivs)]]
+        err = [[max(0.0, e) if v is not None else 0.0 for e, v in zip(side, vals)] for side in err]
+        ax.barh(ys, [v or 0.0 for v in vals], color="tab:blue", height=0.6, xerr=err, capsize=3,
+                error_kw={"elinewidth": 1})
+        chances = [c for c in (chance_of(r) for r in results if group_key(r) == key) if c is not None]
+        top = max([iv[1] for iv in ivs if iv] + [v for v in vals if v is not None] + chances + [1.0])
         xmax = min(100.0, max(10.0, math.ceil(top * 1.25 / 10) * 10))
         ax.set_xlim(0, xmax)
-        for y, v in zip(ys, vals):
-            ax.text((v or 0.0) + 0.01 * xmax, y, "n/a" if v is None else f"{v:.1f}", va="center", fontsize=8,
-                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
+        for y, v, iv in zip(ys, vals, ivs):
+            ax.text((iv[1] if iv else v or 0.0) + 0.01 * xmax, y, "n/a" if v is None else f"{v:.1f}", va="center",
+                    fontsize=8, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
         chance = ""
         if chances:
             c = sum(chances) / len(chances)
@@ -86,7 +93,8 @@ def plot_results(results: list[Result], out: str | Path) -> Path:
     axes[0][0].set_yticks(list(range(len(labels))), labels, fontsize=8)
     axes[0][0].invert_yaxis()
     datasets = ", ".join(sorted({k[0] for k in keys}))
-    fig.suptitle(f"Main metric per method on {datasets}\n(raw scores; dashed line: chance level)", fontsize=11)
+    fig.suptitle(f"Main metric per method on {datasets}\n(raw scores, mean over seeds; whiskers: 95 % bootstrap "
+                 "interval; dashed line: chance level)", fontsize=11)
     fig.tight_layout()
     return _save(fig, Path(out))
 
@@ -130,11 +138,16 @@ def plot_curves(results: list[Result], out: str | Path, val_metrics: tuple[str, 
     """FILE_curves.png beside FILE.png: one panel per run, its logged loss terms (``train/*``, left axis) and its
     main validation metric (right axis, dots: retrieval t2v R@1, else grounding R@1 IoU0.5 for a run that validates
     on grounding, else zero-shot top-1) over steps. None when no result's run dir has a metrics.csv."""
-    runs: dict[str, Path] = {}
-    for r in results:
-        d = run_dir_of(r)
-        if d is not None:
-            runs.setdefault(f"{r['method']} ({checkpoint_label(r)})", d)
+    from vtp_bench.report.table import build_table
+
+    runs: dict[str, Path] = {}  # one panel per table row: a row of several seeds draws its first seed's run
+    for row in build_table(results).rows if results else []:
+        for r in sorted(row.results, key=lambda r: (r.get("seed") is None, r.get("seed"))):
+            d = run_dir_of(r)
+            if d is not None:
+                seed = f", seed {r['seed']} of {row.seeds}" if row.seeds > 1 else ""
+                runs.setdefault(f"{row.method} ({checkpoint_label(r)}{seed})", d)
+                break
     if not runs:
         return None
     plt = _plt()

@@ -12,13 +12,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from vtp_bench.report.results import task_of
+from vtp_bench.report.results import ReportError, task_of
 
 Result = dict[str, Any]
-
-
-class ReportError(ValueError):
-    """Results that cannot be put in one table (duplicates, unknown task, bad format name)."""
 
 
 class ProtocolMismatchError(ReportError):

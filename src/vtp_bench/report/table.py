@@ -1,9 +1,14 @@
 """The comparison table: a row per (method, checkpoint[, re-ranking]), a column group per (dataset, split, task).
 
-Best per column: the highest value (lowest for MedR) among the raw-score rows, as displayed (one decimal), ties all
-marked; nothing is marked in a column with fewer than two values. Re-ranked rows are labelled extras and never
-marked. Markdown and LaTeX mark in bold; CSV appends ``*`` to the value. A protocol footer follows every table
-(``#`` comment lines in CSV, ``%`` comment lines in LaTeX).
+Results that differ only in the training seed (same method, experiment, re-ranking and protocol) fold into one row
+with a ``seeds`` column: the cell is the mean over seeds. A cell of a result with per-item outcomes (``per_query``)
+shows its 95 % interval (``report.significance``) and is marked when it is not significantly worse than its
+column's best: a paired permutation test on the items both rows scored, Holm-corrected over the rows compared
+with the best. Results without per-item outcomes (older files) are marked only when equal to the best value as
+displayed. Nothing is marked in a column with fewer than two values. Re-ranked rows are labelled extras and never
+marked. Markdown and LaTeX mark in bold; CSV appends ``*`` to the value and gives the interval as ``<col>_lo`` /
+``<col>_hi``. What each row cost (parameters, samples seen, steps, training time) follows the metrics. A protocol
+footer follows every table (``#`` comment lines in CSV, ``%`` comment lines in LaTeX).
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
-from vtp_bench.report.protocol import (ReportError, check_protocols, footer_lines, group_key, protocol_of,
-                                       variant_titles)
-from vtp_bench.report.results import task_of
+from vtp_bench.report.protocol import ReportError, check_protocols, footer_lines, variant_titles
+from vtp_bench.report.rows import Row, build_rows, checkpoint_label, task_columns_known
+from vtp_bench.report.significance import Marks, Settings, interval, mark_column
+
+__all__ = ["COLUMNS", "FORMATS", "MAIN_METRIC", "TASK_LABELS", "TASK_ORDER", "Row", "Table", "build_table",
+           "checkpoint_label", "format_table"]
 
 Result = dict[str, Any]
 FORMATS = ("markdown", "csv", "latex")
@@ -30,24 +37,9 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
 }
 LOWER_IS_BETTER = {"t2v/MedR", "v2t/MedR"}
 MAIN_METRIC = {"retrieval": "t2v/R@1", "grounding": "R@1,IoU=0.5", "zeroshot_cls": "top1"}
-
-
-def checkpoint_label(result: Result) -> str:
-    """``runs/EXP/VERSION/checkpoints/last.ckpt`` -> ``EXP/VERSION/last``; any other file: its name."""
-    p = Path(str(result.get("checkpoint") or result.get("experiment") or "?"))
-    if p.parent.name == "checkpoints" and len(p.parts) >= 4:
-        return f"{p.parts[-4]}/{p.parts[-3]}/{p.stem}"
-    return p.name
-
-
-@dataclass
-class Row:
-    method: str
-    checkpoint: str
-    rerank: str = "none"
-    cells: dict[tuple[tuple[str, str, str], str], float] = field(default_factory=dict)
-    per_row: dict[str, list[Any]] = field(default_factory=dict)  # protocol fields shown per row (values seen)
-    files: dict[tuple[str, str, str], str] = field(default_factory=dict)
+# (cost key in a results JSON, column label, CSV column)
+COST_COLUMNS = [("params", "params (trainable/total)", None), ("samples_seen", "samples seen", "samples_seen"),
+                ("optimizer_steps", "steps", "optimizer_steps"), ("train_wall_s", "train min", "train_wall_s")]
 
 
 @dataclass
@@ -57,10 +49,21 @@ class Table:
     results: list[Result]
     title: str = ""
     per_row: tuple[str, ...] = ()
+    settings: Settings = field(default_factory=Settings)
+    _marks: Marks | None = None
 
     @property
     def reranked(self) -> bool:
         return any(r.rerank != "none" for r in self.rows)
+
+    @property
+    def seeded(self) -> bool:
+        """Whether the results record training seeds (then the table has a ``seeds`` column)."""
+        return any(r.get("seed") is not None for r in self.results)
+
+    @property
+    def costed(self) -> bool:
+        return any(r.cost() for r in self.rows)
 
     def columns(self) -> list[tuple[tuple[str, str, str], str, str]]:
         """(group, metric key, label) in order; a label is prefixed by its dataset/split when two groups of the
@@ -71,72 +74,119 @@ class Table:
             out += [(g, key, f"{g[0]}/{g[1]} {label}" if shared else label) for key, label in COLUMNS[g[2]]]
         return out
 
+    def marks(self) -> Marks:
+        """Intervals of every cell (set on the cells) and the marked cells (report.significance), computed once."""
+        if self._marks is None:
+            for r in self.rows:
+                for cell in r.cells.values():
+                    cell.interval = interval(cell, self.settings)
+            self._marks = Marks()
+            for j, (g, key, label) in enumerate(self.columns()):
+                mark_column(self.rows, (g, key), j, label, key in LOWER_IS_BETTER, self.settings, self._marks)
+        return self._marks
+
     def best(self) -> set[tuple[int, int]]:
-        """(row index, column index) of the best value per column (see module doc)."""
-        marked = set()
-        for j, (g, key, _) in enumerate(self.columns()):
-            vals = [(i, round(r.cells[(g, key)], 1)) for i, r in enumerate(self.rows)
-                    if r.rerank == "none" and (g, key) in r.cells]
-            if len(vals) < 2:
-                continue
-            pick = min if key in LOWER_IS_BETTER else max
-            target = pick(v for _, v in vals)
-            marked |= {(i, j) for i, v in vals if v == target}
-        return marked
+        """(row index, column index) of every marked cell (see module doc)."""
+        return self.marks().cells
 
 
-def build_table(results: list[Result], title: str = "", per_row: Sequence[str] = ()) -> Table:
-    unknown = sorted({task_of(r) for r in results} - set(COLUMNS))
-    if unknown:
-        raise ReportError(f"results of an unknown task {unknown[0]!r} (known: {', '.join(COLUMNS)})")
-    groups = sorted({group_key(r) for r in results}, key=lambda g: (TASK_ORDER.index(g[2]), g[0], g[1]))
-    rows: dict[tuple[str, str, str], Row] = {}
-    for r in results:
-        entries = [("none", r.get("metrics") or {})]
-        if r.get("metrics_reranked"):
-            entries.append((((r.get("protocol") or {}).get("rerank") or {}).get("name", "reranked"),
-                            r["metrics_reranked"]))
-        g = group_key(r)
-        for rerank, metrics in entries:
-            key = (r["method"], checkpoint_label(r), rerank)
-            row = rows.setdefault(key, Row(*key))
-            cells = {(g, k): float(metrics[k]) for k, _ in COLUMNS[g[2]] if metrics.get(k) is not None}
-            if g in row.files:
-                if all(row.cells.get(c) == v for c, v in cells.items()):
-                    continue  # the same raw scores twice (one checkpoint evaluated with two re-rankings)
-                raise ReportError(f"two results for {key[0]} {key[1]} on {g[0]}/{g[1]} {g[2]}: {row.files[g]} and "
-                                  f"{r.get('file', '?')} (keep one)")
-            row.files[g] = r.get("file", "?")
-            proto = protocol_of(r)
-            for f in per_row:
-                if proto.get(f) not in row.per_row.setdefault(f, []):
-                    row.per_row[f].append(proto.get(f))
-            row.cells.update(cells)
-    return Table(groups, list(rows.values()), results, title, tuple(per_row))
+def build_table(results: list[Result], title: str = "", per_row: Sequence[str] = (),
+                settings: Settings | None = None) -> Table:
+    task_columns_known(results, COLUMNS)
+    groups = sorted({(r["dataset"], r["split"], r.get("task", "retrieval")) for r in results},
+                    key=lambda g: (TASK_ORDER.index(g[2]), g[0], g[1]))
+    rows = build_rows(results, COLUMNS, tuple(per_row))
+    return Table(groups, rows, results, title, tuple(per_row), settings or Settings())
 
 
 def _fmt(v: float | None) -> str:
     return "" if v is None else f"{v:.1f}"
 
 
-def _cells(table: Table) -> tuple[list[str], list[list[str]], list[list[bool]]]:
+def _count(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def _cost_cells(row: Row) -> list[str]:
+    c = row.cost()
+    params = (f"{_count(c['trainable_params'])}/{_count(c['total_params'])}"
+              if "trainable_params" in c and "total_params" in c else "")
+    wall = c.get("train_wall_s")
+    return [params, _count(c["samples_seen"]) if "samples_seen" in c else "",
+            f"{c['optimizer_steps']:.0f}" if "optimizer_steps" in c else "",
+            f"{wall / 60:.1f}" if wall is not None else ""]
+
+
+def _lead(table: Table, r: Row) -> list[str]:
+    return ([r.method, r.checkpoint] + ([r.rerank] if table.reranked else []) + ([str(r.seeds)] if table.seeded
+            else []) + ["/".join(map(str, r.per_row[f])) for f in table.per_row])
+
+
+def _cells(table: Table, plus_minus: str = " ±") -> tuple[list[str], list[list[str]], list[list[bool]]]:
+    """Header, body and marks; a cell with an interval reads ``value<plus_minus>half-width``."""
     cols = table.columns()
-    lead_head = ["method", "checkpoint"] + (["rerank"] if table.reranked else []) + list(table.per_row)
-    head = lead_head + [c[2] for c in cols]
+    lead_head = (["method", "checkpoint"] + (["rerank"] if table.reranked else []) + (["seeds"] if table.seeded
+                 else []) + list(table.per_row))
+    cost_head = [label for _, label, _ in COST_COLUMNS] if table.costed else []
+    head = lead_head + [c[2] for c in cols] + cost_head
     best = table.best()
     body, flags = [], []
     for i, r in enumerate(table.rows):
-        lead = [r.method, r.checkpoint] + ([r.rerank] if table.reranked else []) + [
-            "/".join(map(str, r.per_row[f])) for f in table.per_row]
-        body.append(lead + [_fmt(r.cells.get((g, k))) for g, k, _ in cols])
-        flags.append([False] * len(lead) + [(i, j) in best for j in range(len(cols))])
+        lead = _lead(table, r)
+        cells = []
+        for g, k, _ in cols:
+            cell = r.cells.get((g, k))
+            text = _fmt(cell.value if cell else None)
+            if cell is not None and cell.interval is not None:
+                text += f"{plus_minus}{(cell.interval[1] - cell.interval[0]) / 2:.1f}"
+            cells.append(text)
+        cost = _cost_cells(r) if table.costed else []
+        body.append(lead + cells + cost)
+        flags.append([False] * len(lead) + [(i, j) in best for j in range(len(cols))] + [False] * len(cost))
     return head, body, flags
 
 
-def _legend(table: Table) -> str:
+def _legend(table: Table) -> list[str]:
+    """What the columns, the ± and the marks mean, and how many items each test had."""
     parts = [f"{TASK_LABELS[t]} on {d}/{s} ({', '.join(lab for _, lab in COLUMNS[t])})" for d, s, t in table.groups]
-    return ("Columns: " + "; ".join(parts) + ". Percent, except MedR (rank, lower is better); best raw value per "
-            "column in bold.")
+    medr = any(t == "retrieval" for _, _, t in table.groups)
+    lines = ["Columns: " + "; ".join(parts) + ". Percent" + (", except MedR (rank, lower is better)" if medr else "")
+             + "."]
+    marks = table.marks()
+    n_boot, n_perm = table.settings.n_boot, table.settings.n_perm
+    if marks.items:
+        lines.append(f"± : half-width of the 95 % percentile bootstrap interval over the test items ({n_boot:,} "
+                     "resamples" + ("; a row of several seeds: hierarchical bootstrap, seeds and items resampled"
+                                   if any(r.seeds > 1 for r in table.rows) else "") + ").")
+        lines.append("Bold: every row not significantly worse than the column's best: two-sided paired permutation "
+                     f"test ({n_perm:,} random sign flips, exact below 2^n) of the per-item outcomes"
+                     + (" averaged over each row's seeds" if any(r.seeds > 1 for r in table.rows) else "")
+                     + ", on the items both rows scored, p >= 0.05 after Holm's correction over the rows compared "
+                     "with the best" + ("; MedR columns are tested on the per-item ranks" if medr else "") + ".")
+        counts: dict[str, list[str]] = {}
+        for label, n in marks.items.items():
+            counts.setdefault(str(n), []).append(label)
+        lines.append("Items per test: " + "; ".join(f"{n} ({', '.join(labels)})" for n, labels in counts.items())
+                     + ".")
+    else:
+        lines.append("Bold: the best raw value per column (these results carry no per-item outcomes, so no "
+                     "interval or test).")
+    if marks.unpaired:
+        lines.append(f"Not paired ({', '.join(sorted(marks.unpaired))}): some rows were scored on other items than "
+                     "the best; they are marked when their interval reaches the best's.")
+    if marks.unmarked_without_items and marks.items:
+        lines.append(f"Without per-item outcomes ({', '.join(sorted(marks.unmarked_without_items))}): such rows are "
+                     "marked only when equal to the best as displayed.")
+    if table.seeded:
+        lines.append("seeds: training runs folded into the row (same method, experiment and protocol); a cell is "
+                     "the mean over them.")
+    if table.costed:
+        lines.append("Cost: parameters trainable/total; samples seen = optimizer steps x batch x ranks "
+                     "(x accumulation); steps; train min = wall time of training, per run (mean over seeds).")
+    return lines
 
 
 def to_markdown(table: Table) -> str:
@@ -144,29 +194,46 @@ def to_markdown(table: Table) -> str:
     body = [[f"**{c}**" if f else c for c, f in zip(row, fl)] for row, fl in zip(body, flags)]
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    sep = "|" + "|".join("-" * (w + 2) if i < len(head) - len(table.columns()) else "-" * (w + 1) + ":"
-                         for i, w in enumerate(widths)) + "|"
+    n_lead = len(head) - len(table.columns()) - (len(COST_COLUMNS) if table.costed else 0)
+    sep = "|" + "|".join("-" * (w + 2) if i < n_lead else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
     title = f"**{table.title}**\n\n" if table.title else ""
     foot = "\n".join(footer_lines(table.results, table.per_row))
-    return f"{title}{line(head)}\n{sep}\n" + "\n".join(line(r) for r in body) + f"\n\n{_legend(table)}\n\n{foot}\n"
+    legend = "\n".join(_legend(table))
+    return f"{title}{line(head)}\n{sep}\n" + "\n".join(line(r) for r in body) + f"\n\n{legend}\n\n{foot}\n"
 
 
 def to_csv(table: Table) -> str:
-    head, body, flags = _cells(table)
+    """One column per metric with its ``_lo`` / ``_hi`` interval columns; ``rerank``, ``seeds`` and the cost columns
+    are always there (a stable schema)."""
+    table.marks()
     cols = table.columns()
-    n_lead = len(head) - len(cols)
-    head = ["method", "checkpoint", "rerank"] + [f"{g[0]}/{g[1]}/{g[2]}/{k}" for g, k, _ in cols]
-    if not table.reranked:  # the CSV schema always has the rerank column
-        body = [r[:2] + ["none"] + r[2:] for r in body]
-        flags = [f[:2] + [False] + f[2:] for f in flags]
-    head = head[:3] + list(table.per_row) + head[3:]
-    body = [[f"{c}*" if f else c for c, f in zip(row, fl)] for row, fl in zip(body, flags)]
+    best = table.best()
+    head = ["method", "checkpoint", "rerank", "seeds", *table.per_row]
+    for g, k, _ in cols:
+        name = f"{g[0]}/{g[1]}/{g[2]}/{k}"
+        head += [name, f"{name}_lo", f"{name}_hi"]
+    head += ["trainable_params", "total_params", "samples_seen", "optimizer_steps", "train_wall_s"]
+    body = []
+    for i, r in enumerate(table.rows):
+        out = [r.method, r.checkpoint, r.rerank, str(r.seeds)] + ["/".join(map(str, r.per_row[f]))
+                                                                  for f in table.per_row]
+        for j, (g, k, _) in enumerate(cols):
+            cell = r.cells.get((g, k))
+            value = _fmt(cell.value if cell else None) + ("*" if (i, j) in best else "")
+            lo, hi = cell.interval if cell is not None and cell.interval is not None else (None, None)
+            out += [value, "" if lo is None else f"{lo:.2f}", "" if hi is None else f"{hi:.2f}"]
+        c = r.cost()
+        out += ["" if c.get(k) is None else f"{c[k]:.0f}" for k in ("trainable_params", "total_params",
+                                                                    "samples_seen", "optimizer_steps")]
+        out.append("" if c.get("train_wall_s") is None else f"{c['train_wall_s']:.1f}")
+        body.append(out)
     buf = io.StringIO()
     if table.title:
         buf.write(f"# {table.title}\n")
     csv.writer(buf, lineterminator="\n").writerows([head, *body])
-    buf.write("".join(f"# {line}\n" for line in ["best raw value per column marked with a trailing *",
-                                                   *footer_lines(table.results, table.per_row)]))
+    lines = [line.replace("Bold: ", "Marked with a trailing *: ") for line in _legend(table)]
+    lines += footer_lines(table.results, table.per_row)
+    buf.write("".join(f"# {line}\n" for line in lines))
     return buf.getvalue()
 
 
@@ -178,12 +245,16 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
 
 
+_PM = "\x00"  # stands for the ± until the cell is escaped
+
+
 def to_latex(table: Table) -> str:
-    head, body, flags = _cells(table)
+    head, body, flags = _cells(table, plus_minus=_PM)
     cols = table.columns()
-    n_lead = len(head) - len(cols)
+    n_cost = len(COST_COLUMNS) if table.costed else 0
+    n_lead = len(head) - len(cols) - n_cost
     out = [f"% {latex_escape(table.title)}"] if table.title else []
-    out += [r"\begin{tabular}{" + "l" * n_lead + "r" * len(cols) + "}", r"\toprule"]
+    out += [r"\begin{tabular}{" + "l" * n_lead + "r" * (len(cols) + n_cost) + "}", r"\toprule"]
     spans, rules, start = [], [], n_lead + 1
     for g in table.groups:
         n = len(COLUMNS[g[2]])
@@ -195,28 +266,30 @@ def to_latex(table: Table) -> str:
     out.append(" & ".join(latex_escape(h) for h in head) + r" \\")
     out.append(r"\midrule")
     for row, fl in zip(body, flags):
-        out.append(" & ".join(rf"\textbf{{{latex_escape(c)}}}" if f else latex_escape(c) for c, f in zip(row, fl))
-                   + r" \\")
+        cells = [latex_escape(c).replace(_PM, r"{\scriptsize$\pm$") + ("}" if _PM in c else "") for c in row]
+        out.append(" & ".join(rf"\textbf{{{c}}}" if f else c for c, f in zip(cells, fl)) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}"]
-    out += [f"% {latex_escape(line)}" for line in [_legend(table), *footer_lines(table.results, table.per_row)]]
+    out += [f"% {latex_escape(line)}" for line in [*_legend(table), *footer_lines(table.results, table.per_row)]]
     return "\n".join(out) + "\n"
 
 
 RENDER = {"markdown": to_markdown, "csv": to_csv, "latex": to_latex}
 
 
-def tables_of(results: list[Result], split_protocols: bool = False, per_row: Sequence[str] = ()) -> list[Table]:
+def tables_of(results: list[Result], split_protocols: bool = False, per_row: Sequence[str] = (),
+              settings: Settings | None = None) -> list[Table]:
     """Protocol-consistent tables (refused, or split with ``split_protocols``; see report.protocol)."""
     sets = check_protocols(results, split=split_protocols, per_row=per_row)
     titles = variant_titles(sets, per_row) if len(sets) > 1 else [""]
-    return [build_table(rs, f"Table {i + 1} of {len(sets)}: {t}" if len(sets) > 1 else "", per_row)
+    return [build_table(rs, f"Table {i + 1} of {len(sets)}: {t}" if len(sets) > 1 else "", per_row, settings)
             for i, (rs, t) in enumerate(zip(sets, titles))]
 
 
 def format_table(results: list[Result], fmt: str = "markdown", split_protocols: bool = False,
-                 per_row: Sequence[str] = ()) -> str:
+                 per_row: Sequence[str] = (), settings: Settings | None = None) -> str:
     """The comparison table(s) in markdown, CSV or LaTeX (booktabs), each followed by its protocol footer.
-    ``per_row``: protocol fields allowed to differ between rows, shown as columns (report.protocol)."""
+    ``per_row``: protocol fields allowed to differ between rows, shown as columns (report.protocol).
+    ``settings``: bootstrap resamples, permutations and their random seed (``report.significance``)."""
     if fmt not in RENDER:
         raise ReportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    return "\n".join(RENDER[fmt](t) for t in tables_of(results, split_protocols, per_row))
+    return "\n".join(RENDER[fmt](t) for t in tables_of(results, split_protocols, per_row, settings))

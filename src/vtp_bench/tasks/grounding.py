@@ -133,7 +133,7 @@ class Grounding(EvalTask):
                 cands[j, : len(bounds)] = bounds
                 scores[j, : len(bounds)] = span_scores[row]
         gt = torch.tensor(eset.gt, dtype=torch.float64)
-        metrics = grounding_metrics(cands, scores, gt)
+        metrics, per_query = grounding_metrics(cands, scores, gt, return_per_query=True)
         # chance: a moment drawn uniformly from each query's candidates (the R@1 / mIoU of random scores)
         real = torch.isfinite(scores)
         iou = moment_iou(cands, gt[:, None, :])
@@ -142,5 +142,6 @@ class Grounding(EvalTask):
         chance["mIoU"] = 100.0 * float((iou * real).sum(1).div(real.sum(1)).mean())
         info = {"num_queries": q, "num_videos": len(eset.video_ids), "num_clips": first[-1],
                 "clip_seconds": eset.clip_seconds, "max_moment_clips": cfg.eval.grounding_max_clips,
-                "moment_score": cfg.eval.grounding_score, "candidates_per_video_max": k_max, "chance": chance}
+                "moment_score": cfg.eval.grounding_score, "candidates_per_video_max": k_max, "chance": chance,
+                "per_query": {**per_query, "ids": list(eset.text_ids)}}
         return metrics, info

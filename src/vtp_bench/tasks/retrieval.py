@@ -57,9 +57,11 @@ class Retrieval(EvalTask):
         proto = protocol(cfg)
         text = scorer.encode_texts(eset.texts, cfg.data.eval_batch_size)
         sim = similarity(scorer, text, clips)
-        metrics = retrieval_metrics(sim, eset.text_to_video, v2t_mode=proto["v2t"])
+        metrics, per_query = retrieval_metrics(sim, eset.text_to_video, v2t_mode=proto["v2t"], return_per_query=True)
+        per_query.update({"t2v/ids": list(eset.text_ids), "v2t/ids": list(eset.video_ids)})
         info = {"num_queries": len(eset.texts), "num_videos": len(eset.video_ids),
-                "protocol": {**proto, "excluded": eset.excluded, "rerank": {"name": cfg.eval.rerank}}}
+                "protocol": {**proto, "excluded": eset.excluded, "rerank": {"name": cfg.eval.rerank}},
+                "per_query": per_query}
         if cfg.eval.rerank != "none":  # an extra: the raw metrics stay "metrics"
             info["metrics_reranked"], info["protocol"]["rerank"] = rerank_metrics(scorer, clips, sim, eset, cfg)
         return metrics, info

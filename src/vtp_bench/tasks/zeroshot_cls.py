@@ -72,7 +72,7 @@ class ZeroShotClassification(EvalTask):
         template = prompt_template(cfg, eset.classes)
         prompts = class_prompts(eset.classes.names, template)
         text = scorer.encode_texts(prompts, cfg.data.eval_batch_size)
-        metrics = zeroshot_metrics(similarity(scorer, text, clips).t(), eset.labels)
+        metrics, per_query = zeroshot_metrics(similarity(scorer, text, clips).t(), eset.labels, return_per_query=True)
         info = {"num_videos": len(eset.video_ids), "num_classes": len(prompts), "prompt_template": template,
-                "chance_top1": 100.0 / len(prompts)}
+                "chance_top1": 100.0 / len(prompts), "per_query": {**per_query, "ids": list(eset.video_ids)}}
         return metrics, info
