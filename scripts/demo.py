@@ -97,7 +97,7 @@ def main() -> int:
                     for task, split in TASKS:
                         out = results_dir / f"{exp}.seed{s['seed']}.{task}.json"
                         evaluate(s["checkpoint"], "synth", split=split, out=out, task=task,
-                                 overrides=[f"data.root={args.data}"])
+                                 overrides=[f"data.root={args.data}"], overwrite=True)  # re-runs replace results/
                         files.append(out)
         except Exception as e:  # noqa: BLE001 (reported with its log, then the demo stops)
             print(f"[{i}/{len(exps)}] {exp}: failed ({type(e).__name__}: {e}); see {log}", flush=True)

@@ -60,3 +60,31 @@ def test_data_root_from_env_and_training_error(tmp_path, monkeypatch, capsys):
     assert main(["train", "frozen_synth", "data.train=[webvid,cc3m]", "trainer.accelerator=cpu"]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path}/webvid/train.jsonl" in err and "vtp-bench data convert webvid results_2M_train.csv" in err
+
+
+def test_a_manifest_named_by_its_split_takes_its_folders_name(tmp_path):
+    """``mydata/test.jsonl`` is the test split of mydata: its tables read ``mydata/test``, not ``test/test``."""
+    data = tmp_path / "mydata"
+    (data / "videos").mkdir(parents=True)
+    for split in ("test", "val"):
+        write_manifest(data / f"{split}.jsonl", [ManifestRow("v1", "videos/v1.mp4", "a cat", "v1_0", split)])
+    src = locate(str(data / "test.jsonl"), tmp_path, "test")
+    assert (src.name, src.split, src.from_path) == ("mydata", "test", True)
+    assert locate(str(data / "val.jsonl"), tmp_path, "test").name == "mydata"  # whatever split is asked for
+    assert locate(str(data), tmp_path, "test").name == "mydata"  # the folder of <split>.jsonl: the same name
+    # a stem that is its rows' split, though not a usual split name; and a stem of its own keeps its name
+    write_manifest(data / "test1.jsonl", [ManifestRow("v1", "videos/v1.mp4", "a cat", "v1_0", "test1")])
+    assert locate(str(data / "test1.jsonl"), tmp_path, "test").name == "mydata"
+    write_manifest(data / "gallery.jsonl", [ManifestRow("v1", "videos/v1.mp4", "a cat", "v1_0", "test")])
+    assert locate(str(data / "gallery.jsonl"), tmp_path, "test").name == "gallery"
+    assert locate(str(data / "test.jsonl"), tmp_path, "test", label="mine").name == "mine"
+    # a benchmark's own folder never lends its name to a path (no table calls other data by a benchmark's name):
+    # the file keeps its stem (as grounding_head_synth's ${data.root}/synth/grounding_train.jsonl); a stem that is
+    # a benchmark's name needs --name
+    bench = tmp_path / "msvd"
+    (bench / "videos").mkdir(parents=True)
+    write_manifest(bench / "test.jsonl", [ManifestRow("v1", "videos/v1.mp4", "a cat", "v1_0", "test")])
+    assert locate(str(bench / "test.jsonl"), tmp_path, "test").name == "test"
+    write_manifest(data / "msvd.jsonl", [ManifestRow("v1", "videos/v1.mp4", "a cat", "v1_0", "test")])
+    with pytest.raises(DataNotFoundError, match="its name would be 'msvd'"):
+        locate(str(data / "msvd.jsonl"), tmp_path, "test")

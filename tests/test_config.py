@@ -129,3 +129,15 @@ def test_a_method_config_choice_is_checked(monkeypatch):
     assert load_config("frozen_synth", ["method.name=picky_test", "method.pool=mean"]).method.pool == "mean"
     with pytest.raises(ConfigError, match=r"'method.pool': 'max'; choose one of: cls, mean"):
         load_config("frozen_synth", ["method.name=picky_test", "method.pool=max"])
+
+
+@pytest.mark.parametrize("override", ["trainer.max_steps=abc", "data.batch_size=-4", "data.batch_size=0",
+                                      "data.num_frames=0", "data.num_frames=-2", "data.img_size=0", "optim.lr=-1",
+                                      "optim.lr=nan", "trainer.max_steps=-5", "trainer.max_steps=0"])
+def test_values_no_run_can_use_are_refused_before_a_run_dir(override, tmp_path, capsys):
+    from vtp_bench.cli import main
+
+    assert main(["train", "frozen_synth", override, f"run.dir={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"bad value for config key '{override.split('=')[0]}'" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()

@@ -109,3 +109,17 @@ def test_compress_keeps_names_apart_and_refuses_other_settings(tmp_path):
     write_manifest(tmp_path / "clash.jsonl", rows + [ManifestRow("c", "v/x.mkv.mp4", "c", "c_0", "train")])
     with pytest.raises(ManifestError, match="would both be written"):
         compress_manifest(tmp_path / "clash.jsonl", tmp_path / "out2", progress=False)
+
+
+def test_data_synth_refuses_negative_counts_and_warns_of_empty_splits(tmp_path, capsys):
+    from vtp_bench.cli import main
+
+    assert main(["data", "synth", "--out", str(tmp_path / "a"), "--videos", "-3"]) == 2
+    assert "num_videos and grounding_videos must be >= 0" in capsys.readouterr().err
+    assert main(["data", "synth", "--out", str(tmp_path / "b"), "--videos", "5", "--grounding-videos", "0"]) == 0
+    assert "WARNING: the val, test split(s)" in capsys.readouterr().err
+    assert main(["data", "synth", "--out", str(tmp_path / "c"), "--videos", "6", "--splits", "2,2,2",
+                 "--grounding-videos", "0"]) == 0
+    assert "WARNING" not in capsys.readouterr().err
+    assert main(["data", "synth", "--out", str(tmp_path / "d"), "--videos", "6", "--splits", "2,2,3"]) == 2
+    assert "must be >= 0 and sum to num_videos=6" in capsys.readouterr().err

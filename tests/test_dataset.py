@@ -86,3 +86,38 @@ def test_decode_options_scale_in_the_decoder_and_items_name_their_dataset(tmp_pa
         assert len(mixed) == 2 and mixed[0]["dataset"] == "webvid"
         item = mixed[1]  # global index 1 = the second dataset's item 0
         assert seen[-1] == shape and item["dataset"] == "cc3m" and item["index"] == 0
+
+
+def test_eval_loader_items_are_the_deterministic_eval_transform_of_the_decoded_frames(tmp_path):
+    """What the evaluation encodes, checked at the pixels: each test item equals the uniform frames of its video,
+    centre-cropped to the short side's square, resized bilinearly and normalised with ImageNet's statistics (written
+    out here), on every pass; a training transform (random crop, flip) in the eval loader fails this."""
+    import torch.nn.functional as F
+
+    from conftest import tiny_config
+    from vtp_bench.data.datamodule import VideoTextDataModule
+    from vtp_bench.data.synthetic import generate_synthetic
+    from vtp_bench.data.video import read_frames_timed
+
+    generate_synthetic(tmp_path / "synth", num_videos=20, seed=5, grounding_videos=0, progress=False)
+    cfg = tiny_config("frozen", f"data.root={tmp_path}", "data.img_size=40", "data.crop_scale=[0.3,0.5]",
+                      "data.hflip=true", "data.eval_batch_size=3", "data.num_workers=0")
+    dm = VideoTextDataModule(cfg, eval_split="test")
+    dm.setup("test")
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    passes = [[b for b in dm.test_dataloader()] for _ in range(2)]
+    seen = 0
+    for batch, again in zip(*passes):
+        assert torch.equal(batch["video"], again["video"])
+        for video, vid in zip(batch["video"], batch["video_id"]):
+            i = dm.test_set.video_ids.index(vid)
+            frames, _, _ = read_frames_timed(dm.test_set.video_paths[i], cfg.data.num_frames, sampling="uniform")
+            x = frames.permute(0, 3, 1, 2).float() / 255.0
+            h, w = x.shape[-2:]
+            s = min(h, w)
+            x = x[..., (h - s) // 2: (h - s) // 2 + s, (w - s) // 2: (w - s) // 2 + s]
+            x = (F.interpolate(x, size=(40, 40), mode="bilinear", align_corners=False) - mean) / std
+            assert torch.allclose(video[: len(x)], x, atol=1e-5), vid
+            seen += 1
+    assert seen == len(dm.test_set.video_ids) == 2  # every test video, once

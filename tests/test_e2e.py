@@ -216,3 +216,16 @@ def test_train_seeds_one_run_per_seed(data_root, tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(["train", "frozen_synth", "--seeds", bad])
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_eval_options_that_do_not_fit_a_vtp_bench_checkpoint(trained, data_root, tmp_path, capsys):
+    run, _ = trained
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    base = ["eval", "--ckpt", ckpt, "--dataset", "synth", "--data-root", str(data_root)]
+    assert main(base + ["--method", "promptswitch"]) == 2
+    assert "vtp_bench checkpoint of method 'frozen'" in capsys.readouterr().err
+    assert main(base + ["method.name=promptswitch"]) == 2
+    assert "holds a 'frozen' model" in capsys.readouterr().err
+    assert main(base + ["method.embed_dim=12"]) == 2
+    assert "weights do not fit" in capsys.readouterr().err
+    assert main(base + ["--method", "frozen", "--out", str(tmp_path / "r.json")]) == 0  # its own method: fine

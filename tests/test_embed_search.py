@@ -215,3 +215,13 @@ def test_allow_missing_with_nothing_readable_says_so(coded_oracle, synth, tmp_pa
                  "--allow-missing"]) == 2
     err = capsys.readouterr().err
     assert "nothing readable is left to score" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, says", [(["-q", ""], "empty query"), (["-q", "x", "-k", "0"], "1 or more"),
+                                        (["-q", "x", "-k", "-3"], "1 or more"), (["-q", "x", "-k", "a"], "integer")])
+def test_search_refuses_an_empty_query_and_k_below_one(args, says, tmp_path, capsys):
+    from vtp_bench.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["search", "--index", str(tmp_path / "none.safetensors"), *args])
+    assert e.value.code == 2 and says in capsys.readouterr().err

@@ -161,3 +161,29 @@ def test_rows_are_frozen():
     r = ManifestRow(**GOOD)
     with pytest.raises(AttributeError):
         r.text = "changed"  # type: ignore[misc]
+
+
+def test_one_video_id_with_two_paths_is_refused_naming_both_lines(tmp_path):
+    """Two files under one video_id were merged silently (a caption scored against the other file)."""
+    from vtp_bench.data.manifest import ManifestError, read_manifest
+
+    p = tmp_path / "test.jsonl"
+    rows = [{"video_id": "a", "path": "a.mp4", "text": "one", "text_id": "a_0", "split": "test"},
+            {"video_id": "b", "path": "b.mp4", "text": "two", "text_id": "b_0", "split": "test"},
+            {"video_id": "a", "path": "a.mp4", "text": "three", "text_id": "a_1", "split": "test"},  # a second caption: fine
+            {"video_id": "a", "path": "c.mp4", "text": "four", "text_id": "a_2", "split": "test"}]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ManifestError, match=r"line 4: video_id 'a' has path 'c.mp4', but line 1 gives it 'a.mp4'"):
+        read_manifest(p)
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    assert len(read_manifest(p)) == 3
+
+
+def test_an_empty_test_split_is_refused(tmp_path):
+    from vtp_bench.data.dataset import RetrievalSet
+    from vtp_bench.data.manifest import ManifestError
+
+    p = tmp_path / "test.jsonl"
+    p.write_text("")
+    with pytest.raises(ManifestError, match="holds no rows, so there is nothing to score"):
+        RetrievalSet.from_manifest(p)

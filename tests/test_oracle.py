@@ -184,3 +184,15 @@ def test_method_similarity_ranks_the_oracle_exactly(name, coded, tmp_path, monke
     ckpt = _save(VTPModule(to_dict(tiny_config(name, *EVAL))), tmp_path / f"{name}.ckpt")
     res = _eval(ckpt, "msvd", coded["planted_root"], tmp_path / "r.json")
     _assert_metrics(res["metrics"], _expected(coded["planted"], coded["video_code"], _named(coded["planted"]), N))
+
+
+def test_an_evaluation_that_scores_nothing_writes_nothing(coded, tmp_path, monkeypatch, capsys):
+    """A loader that yields no batch used to exit 0 with ``"metrics": {}`` in the results file."""
+    from vtp_bench.data.datamodule import VideoTextDataModule
+
+    ckpt = oracle_checkpoint(tmp_path / "oracle.ckpt", N)
+    monkeypatch.setattr(VideoTextDataModule, "test_dataloader", lambda self: [])
+    out = tmp_path / "r.json"
+    assert main(["eval", "--ckpt", str(ckpt), "--dataset", "msvd", "--data-root", str(coded["root"]), "--out",
+                 str(out)]) == 2
+    assert not out.exists() and "scored nothing" in capsys.readouterr().err

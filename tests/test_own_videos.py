@@ -64,7 +64,7 @@ def test_from_folder_then_eval_by_path(videos, checkpoint, tmp_path, capsys):
     assert main(["eval", "--ckpt", str(checkpoint), "--dataset", str(manifest), "--out", str(out),
                  "data.num_frames=4"]) == 0
     res = json.loads(out.read_text())
-    assert res["dataset"] == "test" and res["num_videos"] == 4 and res["num_queries"] == 5
+    assert res["dataset"] == "my_gallery" and res["num_videos"] == 4 and res["num_queries"] == 5  # its folder
     assert res["manifest"] == str(manifest)
     assert res["manifest_sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
     # the folder holding <split>.jsonl, and a name of one's own
@@ -132,3 +132,22 @@ def test_train_on_a_manifest_path(videos, tmp_path):
                  "run.version=mine"]) == 0
     summary = json.loads((runs / "frozen_synth" / "mine" / "summary.json").read_text())
     assert summary["global_step"] == 1 and summary["steps_per_dataset"] == {"train_set": 1}
+
+
+def test_captions_csv_from_excel_latin1_and_blank(videos, tmp_path, capsys):
+    """A byte-order mark (Excel's CSV UTF-8) reads as UTF-8; Latin-1 and a blank caption are refused with the line
+    and the fix (a blank caption used to drop its video with exit 0)."""
+    caps = _captions(tmp_path / "caps.csv")
+    out = tmp_path / "m.jsonl"
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + caps.read_bytes())
+    assert main(["data", "from-folder", str(videos), "--captions", str(bom), "--out", str(out)]) == 0
+    assert len(read_manifest(out)) == 5
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(caps.read_bytes().replace(b"a big rabbit", "a big rabbit caf\u00e9".encode("latin-1")))
+    assert main(["data", "from-folder", str(videos), "--captions", str(latin), "--out", str(tmp_path / "l.jsonl")]) == 2
+    assert "not UTF-8 text" in capsys.readouterr().err
+    blank = tmp_path / "blank.csv"
+    blank.write_text(caps.read_text().replace("a cartoon rabbit wakes up", "  "))
+    assert main(["data", "from-folder", str(videos), "--captions", str(blank), "--out", str(tmp_path / "b.jsonl")]) == 2
+    assert "line 4: empty 'video' or 'caption'" in capsys.readouterr().err

@@ -428,3 +428,29 @@ def test_viz_regions_draws_a_png_from_a_trained_checkpoint(tmp_path):
     assert maps["frames"].shape == (4, 32, 32, 3) and 0 <= maps["frames"].min() <= maps["frames"].max() <= 1
     assert main(["viz", "regions", "--ckpt", str(ckpt), "--video", str(tmp_path / "nope.mp4"), "--out",
                  str(out)]) == 2
+
+
+def test_viz_code_panel_has_a_legend(tmp_path, monkeypatch):
+    """The code-index column says which colour is which codebook entry: the most frequent codes are named, the rest
+    counted as one grey; a colour is never shared by two named codes."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from vtp_bench.viz import draw_regions
+
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 300, (3, 7, 7))
+    codes[:, :2] = 5  # the most frequent code
+    maps = {"frames": rng.random((3, 28, 28, 3)), "codes": codes, "masks": rng.standard_normal((3, 2, 7, 7))}
+    figures = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: (figures.append(fig), close(fig)))
+    out = draw_regions(maps, tmp_path / "regions.png", title="clip.mp4")
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    (fig,) = figures
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 1 and legends[0].get_title().get_text().startswith("code index")
+    labels = [t.get_text() for t in legends[0].get_texts()]
+    assert labels[0] == "code 5" and labels[-1] == f"{len(np.unique(codes)) - (len(labels) - 1)} other codes"
+    colours = [tuple(h.get_facecolor()) for h in legends[0].legend_handles]
+    assert len(set(colours)) == len(colours)

@@ -193,3 +193,34 @@ def test_plots_written(tmp_path, monkeypatch):
     s = read_metrics_csv(run / "metrics.csv")
     assert s["train/loss"] == {4: 3.0, 9: 2.0, 14: 1.5} and s["val/t2v/R@1"] == {9: 20.0, 14: 35.0}
     assert plot_curves([_ret("x", 1.0, checkpoint="/nowhere/x.pth")], tmp_path / "n.png") is None
+
+
+def test_plots_of_one_method_are_not_flat_and_their_titles_fit(tmp_path, monkeypatch):
+    """One method's bar PNG is at least 400 px tall (it was a 236 px strip), and each figure's two-line title lies
+    inside the figure (the curves' subtitle ran past a one-panel figure's edges), for one run and for five."""
+    from PIL import Image
+
+    import vtp_bench.report.plots as plots
+
+    methods = ["frozen", "miles", "clip4clip", "demovlp", "locvtp"]
+    for m in methods:
+        run = tmp_path / "runs" / f"{m}_x" / "v0"
+        run.mkdir(parents=True)
+        (run / "metrics.csv").write_text("epoch,step,train/loss,val/t2v/R@1\n0,4,3.0,\n0,9,2.0,20.0\n")
+    monkeypatch.chdir(tmp_path)
+    save, checked = plots._save, []
+
+    def save_checked(fig, out):
+        fig.canvas.draw()
+        box, title = fig.bbox, fig._suptitle.get_window_extent()
+        assert box.x0 <= title.x0 and title.x1 <= box.x1 and box.y0 <= title.y0 and title.y1 <= box.y1, out.name
+        checked.append(out.name)
+        return save(fig, out)
+
+    monkeypatch.setattr(plots, "_save", save_checked)
+    for n in (1, 5):
+        res = [_ret(m, 10.0 + i) for i, m in enumerate(methods[:n])]
+        plot_results(res, tmp_path / f"n{n}.png")
+        plot_curves(res, tmp_path / f"n{n}.png")
+    assert checked == ["n1.png", "n1_curves.png", "n5.png", "n5_curves.png"]
+    assert Image.open(tmp_path / "n1.png").size[1] >= 400

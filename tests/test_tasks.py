@@ -80,7 +80,7 @@ def test_zeroshot_template_from_the_config_and_unreadable_videos(coded_classes, 
         assert res["metrics"][k] == pytest.approx(v), k
     # the template is applied: "clip 0 {}" makes every prompt name clip 0, so all classes tie for every video and
     # the expected-value tie rule gives exactly chance
-    assert main(args + ["--allow-missing", "--out", str(out), "eval.prompt_template=clip 0 {}"]) == 0
+    assert main(args + ["--allow-missing", "--out", str(out), "--overwrite", "eval.prompt_template=clip 0 {}"]) == 0
     res = json.loads(out.read_text())
     assert res["prompt_template"] == "clip 0 {}"
     assert res["metrics"]["top1"] == pytest.approx(100 / C) and res["metrics"]["top5"] == 100.0
@@ -234,3 +234,17 @@ def test_pooled_moment_scores_are_the_cosine_of_the_mean_clip():
     for k, (i, j) in enumerate(spans.tolist()):
         mean = F.normalize(clips[i: j + 1], dim=-1).mean(0)
         assert torch.allclose(got[:, k], F.cosine_similarity(text, mean[None]), atol=1e-6)
+
+
+def test_synth_grounding_default_is_the_held_out_split(tmp_path):
+    """``eval --task grounding --dataset synth`` scores the held-out grounding videos, none of which a grounding head
+    trains or validates on (it used to score every grounding video, the head's training videos included)."""
+    from vtp_bench.data.manifest import read_manifest
+    from vtp_bench.data.synthetic import generate_synthetic
+    from vtp_bench.tasks.grounding import Grounding
+
+    generate_synthetic(tmp_path, num_videos=0, grounding_videos=10, progress=False)
+    split = Grounding().default_split("synth")
+    held_out = {r.video_id for r in read_manifest(tmp_path / f"{split}.jsonl")}
+    trained = {r.video_id for k in ("train", "val") for r in read_manifest(tmp_path / f"grounding_{k}.jsonl")}
+    assert split == "grounding_test" and held_out and not held_out & trained

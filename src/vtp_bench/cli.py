@@ -1,4 +1,4 @@
-"""``vtp-bench``: list | train | eval | compare | embed | search | data (synth, convert, ...: see cli_data) | viz.
+"""``vtp-bench``: list | train | eval | compare | embed | search | data (synth, convert, from-folder, ...) | viz.
 
 Errors a user can fix (unknown names or keys, missing data, unreadable checkpoints) print one message that
 says what to do, with exit status 2; anything else is a bug and keeps its traceback.
@@ -12,31 +12,33 @@ import sys
 from pathlib import Path
 
 from vtp_bench.cli_args import add_checkpoint_args, checkpoint_overrides
+from vtp_bench.quiet import quiet_lightning, status
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from vtp_bench.atomic import AtomicWriteError  # a file that could not be written (disk full): which and why
     from vtp_bench.config import ConfigError
     from vtp_bench.data.catalog import DataNotFoundError
     from vtp_bench.data.dataset import MissingVideosError
     from vtp_bench.data.manifest import ManifestError  # also FromFolderError
     from vtp_bench.data.video import VideoReadError
-    from vtp_bench.evaluate import CheckpointError
+    from vtp_bench.evaluate import CheckpointError, EvaluationError
     from vtp_bench.registry import RegistryError
     from vtp_bench.report import ReportError  # results that cannot share a table (protocols differ, duplicates)
     from vtp_bench.train import TrainError
 
     return (ConfigError, RegistryError, DataNotFoundError, ManifestError, MissingVideosError, VideoReadError,
-            CheckpointError, TrainError, ReportError)
+            CheckpointError, EvaluationError, TrainError, ReportError, AtomicWriteError)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from vtp_bench.config import list_experiments
-    from vtp_bench.registry import DATASETS, ENCODERS, METHODS, TASKS
+    from vtp_bench.registry import DATASETS, ENCODERS, METHODS, TASKS, list_experiments
 
-    print("methods:     " + ", ".join(METHODS.names()))
-    print("encoders:    " + ", ".join(ENCODERS.names()))
-    print("datasets:    " + ", ".join(DATASETS.names()))
-    print("tasks:       " + ", ".join(TASKS.names()))
+    # the names as the modules' source declares them: listing imports no torch and no model code
+    print("methods:     " + ", ".join(METHODS.declared_names()))
+    print("encoders:    " + ", ".join(ENCODERS.declared_names()))
+    print("datasets:    " + ", ".join(DATASETS.declared_names()))
+    print("tasks:       " + ", ".join(TASKS.declared_names()))
     print("experiments: " + ", ".join(list_experiments()))
     if args.params:
         from vtp_bench.models.params import preset_param_table
@@ -58,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                 print(f"seed {summary['seed']}: ", end="")
                 _print_summary(summary, cfg.eval.val_task)
         return
-    summary = train(cfg, resume=args.resume)
+    summary = train(cfg, resume=args.resume, overrides=args.overrides)  # a resume keeps the run's own config
     if summary["is_global_zero"]:
         _print_summary(summary, cfg.eval.val_task)
 
@@ -89,6 +91,7 @@ def _print_summary(summary: dict, val_task: str) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    status(f"loading {args.ckpt} (the code, the model and its weights) ...")
     from vtp_bench.distributed import is_launch_rank_zero
     from vtp_bench.evaluate import evaluate
     from vtp_bench.report import format_table
@@ -100,18 +103,21 @@ def cmd_eval(args: argparse.Namespace) -> None:
     result = evaluate(args.ckpt, args.dataset, split=args.split, out=args.out, allow_missing=args.allow_missing,
                       overrides=overrides, trust_checkpoint=args.trust_checkpoint,
                       accelerator=args.accelerator, devices=args.devices, ckpt_source=args.ckpt_source,
-                      method=args.method, experiment=args.experiment, task=args.task, name=args.name)
+                      method=args.method, experiment=args.experiment, task=args.task, name=args.name,
+                      overwrite=args.overwrite)
     if not is_launch_rank_zero():
         return  # one table, from the launching process
     if result.get("checkpoint_load"):
         from vtp_bench.models.checkpoints import describe_load
 
         print(describe_load(result["checkpoint_load"]))
-    print(format_table([result]))
+    from vtp_bench.report.significance import Settings
+
+    print(format_table([result], settings=Settings(n_boot=2_000)))  # one row: its intervals, quickly
     if result.get("num_missing"):
         print(f"note: {result['num_missing']} videos were missing or unreadable and were left out")
     if args.out:
-        print(f"results written to {args.out}")
+        print(f"results written to {result.get('results_file', args.out)}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -132,7 +138,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vtp-bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="vtp-bench", description=__doc__.splitlines()[0].replace("``", ""))
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("list", help="registered methods, encoders, datasets and experiments")
@@ -145,16 +151,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", help="config overrides, e.g. trainer.max_steps=20 data.batch_size=8")
     s.add_argument("--resume", metavar="CKPT", nargs="?", const="last", default=None,
                    help="resume from a checkpoint path, or (no value) from last.ckpt of run.version, or of the "
-                        "newest run when run.version is not set: same data order, optimizer, scheduler, RNG and "
-                        "method state; the run continues in the checkpoint's run dir")
+                        "newest run when run.version is not set: same config (the run's config.yaml), data order, "
+                        "optimizer, scheduler, RNG and method state; the run continues in the checkpoint's run dir. "
+                        "Overrides that change the run's config are refused, except trainer.max_steps, "
+                        "trainer.max_epochs, trainer.devices, trainer.num_nodes, data.num_workers (recorded in "
+                        "resumes.jsonl)")
     s.add_argument("--seeds", type=_seed_list, default=None, metavar="0,1,2",
                    help="one run per training seed (0,1,2 or 0-4), in run dirs <run.version>-seed<k> (seed<k> when no "
                         "run.version is set); `compare` folds their results into one row with a seeds column")
+    s.add_argument("--verbose", action="store_true", help="also print Lightning's accelerator banner and notes, "
+                   "and the model summary (always written to <run dir>/model_summary.txt)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("eval", help="score a checkpoint on a dataset split")
     add_checkpoint_args(s, "score")
-    s.add_argument("--task", default="retrieval", help="retrieval | zeroshot_cls | grounding (registered tasks)")
+    s.add_argument("--task", default="retrieval",
+                   help="retrieval | zeroshot_cls | grounding (registered tasks; default retrieval)")
     s.add_argument("--v2t", choices=["caption", "group"], default=None,
                    help="retrieval: video-to-text caption-wise (default, Frozen family) or group-wise (CLIP4Clip)")
     s.add_argument("--protocol", choices=["vtp_bench", "xpool"], default=None,
@@ -162,7 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rerank", choices=["none", "dual_softmax", "qbnorm"], default=None,
                    help="retrieval: also report re-ranked metrics (metrics_reranked; the raw ones stay primary): "
                         "dual softmax, or QB-Norm with a querybank of training captions (eval.qbnorm_* keys)")
-    s.add_argument("--out", default=None, help="write the results JSON here")
+    s.add_argument("--out", default=None, help="write the results JSON here; an existing file is refused before "
+                   "scoring unless --overwrite, and if another run writes it meanwhile, these results go to "
+                   "<stem>.<n>.json beside it")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("compare", help="one table from result files or run dirs")
@@ -198,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_lightning(verbose=getattr(args, "verbose", False))
     try:
         args.func(args)
     except _user_errors() as e:

@@ -8,11 +8,14 @@ import argparse
 
 def add_checkpoint_args(s: argparse.ArgumentParser, verb: str) -> None:
     """``--ckpt`` and its loading options, the dataset and split, devices and ``key=value`` overrides."""
-    s.add_argument("--ckpt", required=True)
+    s.add_argument("--ckpt", required=True, help="the checkpoint to load: a vtp_bench run's .ckpt (it rebuilds its "
+                   "own model), or released weights (Frozen-in-Time, MILES, RegionLearner, CLIP) with --method or "
+                   "--experiment")
     s.add_argument("--dataset", required=True, help="a registered dataset name (e.g. synth, msrvtt_1ka), or your own "
                    "data: a manifest .jsonl or a folder of <split>.jsonl files")
     s.add_argument("--name", default=None, help="the name of a dataset given as a path, in results and tables "
-                   "(default: the file's or folder's stem)")
+                   "(default: the file's or folder's stem; the folder's for a file named by its split, e.g. "
+                   "mydata/test.jsonl -> mydata)")
     s.add_argument("--split", default=None, help="default: the task's split for the dataset (test; the "
                    "synthetic dataset's grounding videos for --task grounding)")
     s.add_argument("--data-root", default=None, help="override data.root of the checkpoint's config")

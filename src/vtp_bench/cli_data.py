@@ -1,9 +1,10 @@
-"""``vtp-bench data``: synth | convert | from-folder | check | compress | shard (the data tools, apart from train/eval)."""
+"""``vtp-bench data``: synth | convert | from-folder | check | compress | shard: the tools that make datasets."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -17,6 +18,11 @@ def cmd_synth(args: argparse.Namespace) -> None:
                                      grounding_videos=args.grounding_videos, splits=args.splits)
     except ValueError as e:  # counts or splits that cannot be generated: a sentence, not a traceback
         raise ConfigError(f"data synth: {e}") from None
+    empty = [k for k in ("train", "val", "test") if not summary["counts"].get(k)]
+    if empty:
+        print(f"WARNING: the {', '.join(empty)} split(s) of {args.out} hold no video ({args.videos} videos split "
+              f"{args.splits}): training needs train and val, evaluation test; give more --videos or --splits "
+              "with a count per split", file=sys.stderr)
     print(json.dumps(summary, indent=2, default=str))
 
 
@@ -66,7 +72,9 @@ def cmd_check(args: argparse.Namespace) -> None:
                             min_frames=args.min_frames, workers=args.workers, video_root=args.video_root)
     print(report.summary())
     if args.report:
-        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2))
+        from vtp_bench.atomic import atomic_write_text
+
+        atomic_write_text(args.report, json.dumps(report.to_dict(), indent=2))
         print(f"report written to {args.report}")
 
 
@@ -114,11 +122,18 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("data", help="data tools: synth | convert | from-folder | check | compress | shard")
     dsub = s.add_subparsers(dest="data_command", required=True)
 
-    d = dsub.add_parser("synth", help="generate the synthetic video-text dataset")
-    d.add_argument("--out", required=True)
-    d.add_argument("--videos", type=int, default=1000)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--grounding-videos", type=int, default=40)
+    d = dsub.add_parser("synth", help="generate the synthetic video-text dataset",
+                        description="Coloured shapes moving on a textured background (H.264 mp4) with captions "
+                        "that describe them; no download. Writes OUT/{train,val,test}.jsonl, the grounding splits, "
+                        "classes.json and the videos.")
+    d.add_argument("--out", required=True, help="the dataset folder (e.g. data/synth, where the *_synth experiments "
+                   "look); an earlier synthetic dataset there is regenerated, any other non-empty folder refused")
+    d.add_argument("--videos", type=int, default=1000, help="clips of train, val and test together (default "
+                   "%(default)s)")
+    d.add_argument("--seed", type=int, default=0, help="the same seed writes byte-identical manifests and videos "
+                   "(default %(default)s)")
+    d.add_argument("--grounding-videos", type=int, default=40, help="longer videos with timed queries, for "
+                   "--task grounding and grounding heads (default %(default)s)")
     d.add_argument("--splits", type=_splits, default=(0.8, 0.1, 0.1), metavar="TRAIN,VAL,TEST",
                    help="video counts summing to --videos (e.g. 700,100,500: a test split large enough for narrow "
                         "intervals) or fractions summing to 1 (default 0.8,0.1,0.1)")
@@ -141,7 +156,7 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--captions", default=None, help="CSV with video,caption columns (several rows per video "
                    "allowed), or JSON {video: [captions]}; default: a .txt next to each video, one caption a line")
     d.add_argument("--out", required=True, help="the manifest to write (.jsonl)")
-    d.add_argument("--split", default="test")
+    d.add_argument("--split", default="test", help="the split of the rows (default %(default)s)")
     d.add_argument("--allow-missing", action="store_true",
                    help="write the manifest even if some videos have no caption or some captions no video "
                         "(they are listed and counted)")
@@ -159,20 +174,23 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=cmd_check)
 
     d = dsub.add_parser("compress", help="re-encode a manifest's videos once: short side, fps cap, short GOP")
-    d.add_argument("manifest")
+    d.add_argument("manifest", help="the manifest .jsonl whose videos to re-encode")
     d.add_argument("--out-dir", required=True, help="videos/ and the new manifest go here (resumable)")
-    d.add_argument("--short-side", type=int, default=224)
+    d.add_argument("--short-side", type=int, default=224, help="scale to this short side in pixels (default "
+                   "%(default)s)")
     d.add_argument("--max-fps", type=float, default=None, help="drop frames above this rate (default: keep)")
-    d.add_argument("--gop", type=int, default=8, help="keyframe every N frames: short GOPs seek fast")
-    d.add_argument("--crf", type=int, default=23)
-    d.add_argument("--workers", type=int, default=None)
-    d.add_argument("--video-root", default=None)
+    d.add_argument("--gop", type=int, default=8, help="keyframe every N frames: short GOPs seek fast (default "
+                   "%(default)s)")
+    d.add_argument("--crf", type=int, default=23, help="H.264 quality: lower is better and larger (default "
+                   "%(default)s)")
+    d.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
+    d.add_argument("--video-root", default=None, help="resolve relative paths here instead of the manifest dir")
     d.set_defaults(func=cmd_compress)
 
     d = dsub.add_parser("shard", help="a manifest's videos and captions -> WebDataset tar shards (+ index.json)")
-    d.add_argument("manifest")
+    d.add_argument("manifest", help="the manifest .jsonl whose videos and captions to pack")
     d.add_argument("--out", default=None, help="folder of the shards (default: <manifest dir>/shards/<manifest "
                    "stem>/, where data.format=webdataset looks for them)")
-    d.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    d.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default %(default)s)")
     d.add_argument("--video-root", default=None, help="resolve relative paths here instead of the manifest dir")
     d.set_defaults(func=cmd_shard)

@@ -8,19 +8,22 @@ from pathlib import Path
 from typing import Any
 
 from vtp_bench.cli_args import add_checkpoint_args, checkpoint_overrides
+from vtp_bench.quiet import status
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
+    status(f"loading {args.ckpt} (the code, the model and its weights) ...")
     from vtp_bench.distributed import is_launch_rank_zero
     from vtp_bench.embed import export_embeddings, paths
 
     meta = export_embeddings(args.ckpt, args.dataset, args.out, split=args.split, allow_missing=args.allow_missing,
                              overrides=checkpoint_overrides(args), trust_checkpoint=args.trust_checkpoint,
                              accelerator=args.accelerator, devices=args.devices, ckpt_source=args.ckpt_source,
-                             method=args.method, experiment=args.experiment, name=args.name)
+                             method=args.method, experiment=args.experiment, name=args.name,
+                             overwrite=args.overwrite)
     if meta is None or not is_launch_rank_zero():
         return
-    tensors, sidecar = paths(args.out)
+    tensors, sidecar = meta.get("files") or paths(args.out)
     m = meta["eval"]["metrics"]
     print(f"{len(meta['video_ids'])} videos, {len(meta['text_ids'])} texts of {meta['dataset']}/{meta['split']} "
           f"(t2v R@1 {m['t2v/R@1']:.1f}, scored by {meta['similarity']})")
@@ -42,13 +45,31 @@ def _load_module(args: argparse.Namespace, meta: dict[str, Any]) -> Any:
                               f"{meta['checkpoint_sha256'][:12]}...): queries would be encoded by another model; pass "
                               "that checkpoint, or re-export the gallery with `vtp-bench embed`")
     load = meta.get("load", {})
+    status(f"loading the gallery's model from {ckpt} to encode the queries ...")
     module = module_from_checkpoint(ckpt, list(load.get("overrides", [])) + list(args.overrides),
                                     args.trust_checkpoint, load.get("ckpt_source"), load.get("method"),
                                     load.get("experiment"))
     return module.eval()
 
 
+def _query(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty query matches nothing in particular: give the words to search for")
+    return text
+
+
+def _positive(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"{k}: give how many videos to return, 1 or more")
+    return k
+
+
 def cmd_search(args: argparse.Namespace) -> None:
+    status(f"loading the gallery {args.index} ...")
     import torch
 
     from vtp_bench.embed import load_embeddings, paths
@@ -84,15 +105,19 @@ def cmd_search(args: argparse.Namespace) -> None:
 def add_embed_parsers(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("embed", help="write a split's video and text embeddings (safetensors + JSON sidecar)")
     add_checkpoint_args(s, "embed")
-    s.add_argument("--out", required=True, help="FILE.safetensors (FILE.json, the sidecar, is written next to it)")
+    s.add_argument("--out", required=True, help="FILE.safetensors (FILE.json, the sidecar, is written next to it); "
+                   "an existing file is refused before the export runs unless --overwrite, and if another run "
+                   "writes it meanwhile, this pair goes to FILE.<n>.safetensors / .json beside it")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out pair")
     s.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("search", help="top-k videos of an exported gallery for a text query")
     s.add_argument("--index", required=True, help="the FILE.safetensors written by `vtp-bench embed`")
     s.add_argument("--ckpt", default=None, help="the checkpoint that made the gallery (default: the one its sidecar "
                    "names); it encodes the query, and a different file is refused")
-    s.add_argument("--query", "-q", required=True, action="append", help="a text query (repeat for several)")
-    s.add_argument("-k", type=int, default=10, help="how many videos (10)")
+    s.add_argument("--query", "-q", required=True, action="append", type=_query,
+                   help="a text query (repeat for several)")
+    s.add_argument("-k", type=_positive, default=10, help="how many videos (10)")
     s.add_argument("--faiss", choices=["flat", "ivf", "hnsw"], default=None,
                    help="search a faiss index (pip install faiss-cpu) instead of the exact scan: flat = exact inner "
                         "product, ivf / hnsw = approximate, for millions of videos; pooled-cosine methods only")

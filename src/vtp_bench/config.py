@@ -8,6 +8,7 @@ section is checked against ``lightning.Trainer``'s arguments.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -22,7 +23,7 @@ from vtp_bench.losses import GATHER_MODES
 from vtp_bench.models.build import resolve_encoder
 from vtp_bench.models.checkpoints import SOURCE_ALIASES, SOURCES, TEMPORAL_FIXES
 from vtp_bench.optim import OPTIMIZERS, SCHEDULERS
-from vtp_bench.registry import METHODS, RegistryError
+from vtp_bench.registry import METHODS, RegistryError, experiments_dir, list_experiments
 
 __all__ = ["ConfigError", "choice", "load_config", "config_from_dict", "apply_overrides", "to_dict"]
 
@@ -88,8 +89,9 @@ class RunConfig:
     dir: str = "runs"  # runs land in <dir>/<experiment>/<version>/
     version: Optional[str] = None  # None: version_<n>, the next free one
     ckpt_every_n_steps: Optional[int] = None
-    # all: a checkpoint per epoch end (and per ckpt_every_n_steps), for resuming anywhere; last: only last.ckpt
-    keep_checkpoints: str = choice("all", ("all", "last"))
+    # besides last.ckpt, checkpoints are saved at every epoch end (and every ckpt_every_n_steps steps); keep the
+    # newest N of them (an integer >= 0), all of them ("all": resume anywhere), or none ("last" = 0)
+    keep_checkpoints: Any = 3
 
 
 @dataclass
@@ -162,14 +164,6 @@ class ExperimentConfig:
     init: InitConfig = field(default_factory=InitConfig)
 
 
-def experiments_dir() -> Path:
-    return REPO_ROOT / "experiments"
-
-
-def list_experiments() -> list[str]:
-    return sorted(p.stem for p in experiments_dir().glob("*.yaml"))
-
-
 def _experiment_file(name_or_path: str) -> Path:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") and p.is_file():
@@ -239,9 +233,49 @@ def check_choices(node: DictConfig, prefix: str = "") -> None:
         elif key in specs and node[key] not in specs[key]:
             shown = ", ".join("null" if c is None else str(c) for c in specs[key])
             raise ConfigError(f"bad value for config key '{prefix}{key}': {node[key]!r}; choose one of: {shown}")
+    if prefix == "":
+        check_values(node)
     if prefix == "" and node.optim.scheduler == "step" and not node.optim.milestones:
         raise ConfigError("optim.scheduler=step needs optim.milestones (optimizer steps where the lr drops by "
                           "optim.gamma), e.g. optim.milestones=[1000,2000]")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+# key -> (test, what it must be): values a run cannot start with, refused when the config loads (before any run dir)
+VALUE_RULES: dict[str, tuple[Any, str]] = {
+    "data.batch_size": (lambda v: _is_int(v) and v >= 1, "a positive integer (samples per device and step)"),
+    "data.eval_batch_size": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "data.num_frames": (lambda v: _is_int(v) and v >= 1, "a positive integer (frames per video)"),
+    "data.eval_num_frames": (lambda v: v is None or (_is_int(v) and v >= 1), "null or a positive integer"),
+    "data.img_size": (lambda v: _is_int(v) and v >= 1, "a positive integer (pixels)"),
+    "data.num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "optim.lr": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0 (0 keeps the weights: a load check)"),
+    "optim.weight_decay": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+    "optim.warmup_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "run.keep_checkpoints": (lambda v: v in ("all", "last") or (_is_int(v) and v >= 0),
+                             "all, last or an integer N >= 0 (the newest N epoch/step checkpoints besides last.ckpt)"),
+    "trainer.max_steps": (lambda v: v is None or (_is_int(v) and (v == -1 or v >= 1)),
+                          "-1 (no limit) or a positive integer (0 would train nothing)"),
+    "trainer.max_epochs": (lambda v: v is None or (_is_int(v) and (v == -1 or v >= 1)),
+                           "null, -1 (no limit) or a positive integer"),
+}
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Refuse values no run can use (``VALUE_RULES``), naming the key, the value and what it must be."""
+    for key, (ok, what) in VALUE_RULES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if OmegaConf.select(cfg, key, default="<absent>") == "<absent>":
+            continue
+        if not ok(value):
+            raise ConfigError(f"bad value for config key '{key}': {value!r}; it must be {what}")
 
 
 def _check_trainer(trainer: dict[str, Any]) -> None:

@@ -98,14 +98,17 @@ def export_embeddings(ckpt: str | Path, dataset: str, out: str | Path, split: st
                       allow_missing: bool = False, overrides: list[str] = (), trust_checkpoint: bool = False,
                       accelerator: str = "auto", devices: int = 1, ckpt_source: str | None = None,
                       method: str | None = None, experiment: str | None = None,
-                      name: str | None = None) -> dict[str, Any] | None:
+                      name: str | None = None, overwrite: bool = False) -> dict[str, Any] | None:
     """Run the retrieval evaluation of ``ckpt`` on the split and write its embeddings (rank 0; other ranks return
-    None). Returns the sidecar dict; its ``eval`` entry holds the results JSON of the same run (metrics included)."""
-    from safetensors.torch import save_file
-
+    None). Returns the sidecar dict; its ``eval`` entry holds the results JSON of the same run (metrics included),
+    ``files`` (not in the sidecar) the two files written. An existing pair is refused before the evaluation runs
+    unless ``overwrite`` (see ``write_embeddings``)."""
     from vtp_bench.distributed import rank_world
-    from vtp_bench.evaluate import evaluate, sha256_of
+    from vtp_bench.evaluate import evaluate, refuse_existing, sha256_of
 
+    if not overwrite:
+        for p in paths(out):
+            refuse_existing(p)
     task = KeepingRetrieval()
     result = evaluate(ckpt, dataset, split=split, allow_missing=allow_missing, overrides=overrides,
                       trust_checkpoint=trust_checkpoint, accelerator=accelerator, devices=devices,
@@ -146,11 +149,40 @@ def export_embeddings(ckpt: str | Path, dataset: str, out: str | Path, split: st
         "vtp_bench_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    tensor_path, sidecar = paths(out)
-    tensor_path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(tensor_path), metadata={"format": FORMAT, "sidecar": sidecar.name})
-    sidecar.write_text(json.dumps(meta, indent=2))
+    meta["files"] = [str(p) for p in write_embeddings(out, tensors, meta, overwrite)]
     return meta
+
+
+def write_embeddings(out: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any], overwrite: bool
+                     ) -> tuple[Path, Path]:
+    """Write the pair atomically (both written before either is renamed into place; the sidecar last, so a
+    failure leaves the previous pair); returns it. Without ``overwrite``, when another run wrote ``out``
+    meanwhile, the pair goes to ``<stem>.<n>.safetensors`` / ``.json`` beside it."""
+    import sys
+
+    from safetensors.torch import save
+
+    from vtp_bench.atomic import atomic_path, atomic_write_bytes
+
+    first = paths(out)
+    first[0].parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1 if overwrite else 1000):
+        tensor_path, sidecar = paths(first[0].with_name(f"{first[0].stem}.{n}.safetensors")) if n else first
+        if not overwrite and sidecar.exists():
+            continue
+        data = save(tensors, metadata={"format": FORMAT, "sidecar": sidecar.name})  # bytes: no 0600 file
+        try:
+            with atomic_path(sidecar) as tmp:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write(json.dumps(meta, indent=2))
+                atomic_write_bytes(tensor_path, data, overwrite=overwrite)
+        except FileExistsError:
+            continue
+        if n:
+            print(f"note: {first[0]} was written by another export meanwhile; these embeddings are in "
+                  f"{tensor_path}", file=sys.stderr)
+        return tensor_path, sidecar
+    raise EmbeddingsError(f"{first[0]} and {first[0].stem}.1..999.safetensors all exist; choose another --out")
 
 
 @dataclass

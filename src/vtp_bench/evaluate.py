@@ -14,9 +14,49 @@ from vtp_bench.config import apply_overrides, config_from_dict, load_config, to_
 from vtp_bench.data.datamodule import VideoTextDataModule
 from vtp_bench.lit import VTPModule
 from vtp_bench.models.checkpoints import CheckpointError, load_checkpoint, load_official
+from vtp_bench.quiet import quiet_lightning, status
 from vtp_bench.tasks.base import EvalTask
 
-__all__ = ["CheckpointError", "evaluate", "load_checkpoint", "module_from_checkpoint"]
+__all__ = ["CheckpointError", "EvaluationError", "evaluate", "load_checkpoint", "module_from_checkpoint"]
+
+
+class EvaluationError(RuntimeError):
+    """An evaluation that cannot give a result (nothing was scored): no results file is written."""
+
+
+class ResultsExistError(EvaluationError):
+    """``out`` holds another evaluation's results: refused before scoring, so no run silently replaces another's."""
+
+
+def refuse_existing(out: Path, flag: str = "--overwrite") -> None:
+    """Raise ResultsExistError when ``out`` exists: checked before an evaluation runs (minutes of work)."""
+    if out.exists():
+        raise ResultsExistError(f"{out} exists (written by an earlier run); pass {flag} to replace it, or choose "
+                                "another --out")
+
+
+def write_results(out: Path, result: dict[str, Any], overwrite: bool) -> Path:
+    """Write the results JSON atomically; returns the file written. Without ``overwrite``, when another run wrote
+    ``out`` meanwhile, these results go to ``<stem>.<n>.json`` beside it (nothing lost, nothing replaced)."""
+    import sys
+
+    from vtp_bench.atomic import atomic_write_text
+
+    text = json.dumps(result, indent=2)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        return atomic_write_text(out, text)
+    for n in range(1000):
+        path = out if n == 0 else out.with_name(f"{out.stem}.{n}{out.suffix}")
+        try:
+            atomic_write_text(path, text, overwrite=False)
+        except FileExistsError:
+            continue
+        if n:
+            print(f"note: {out} was written by another evaluation meanwhile; these results are in {path}",
+                  file=sys.stderr)
+        return path
+    raise ResultsExistError(f"{out} and {out.stem}.1..999{out.suffix} all exist; choose another --out")
 
 
 def sha256_of(path: Path) -> str:
@@ -57,12 +97,26 @@ def module_from_checkpoint(
     ckpt = load_checkpoint(path, trust)
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     ours = isinstance(hparams, dict) and "config" in hparams and "state_dict" in ckpt
-    if ours and source in (None, "vtp_bench") and not (method or experiment):
+    if ours and source in (None, "vtp_bench"):
         config = hparams["config"]
+        trained = config.get("method", {}).get("name")
+        if experiment or (method and method != trained):
+            raise CheckpointError(
+                f"{path} is a vtp_bench checkpoint of method {trained!r} (experiment {config.get('name')!r}): it "
+                "rebuilds its own model, so --method / --experiment (which say what to build for a released "
+                "file) do not apply; drop them")
         if overrides:
             config = to_dict(apply_overrides(config_from_dict(config), overrides))
+            if config["method"]["name"] != trained:
+                raise CheckpointError(f"{path} holds a {trained!r} model; method.name={config['method']['name']} "
+                                      "would build another method, which its weights do not fit")
         module = VTPModule(config)
-        module.load_state_dict(ckpt["state_dict"])
+        try:
+            module.load_state_dict(ckpt["state_dict"])
+        except RuntimeError as e:
+            first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
+            raise CheckpointError(f"{path}: the overrides {list(overrides)} build a model its weights do not fit "
+                                  f"({first}); a checkpoint loads into the model it was trained as") from None
         module.checkpoint_step = ckpt.get("global_step")
         return module
     if source == "vtp_bench":
@@ -115,13 +169,17 @@ def evaluate(
     experiment: str | None = None,
     task: str | EvalTask = "retrieval",
     name: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Score one checkpoint on one split with one evaluation task (``tasks/``: retrieval, zeroshot_cls,
     grounding); write the results JSON when ``out`` is given. ``split=None``: the task's default for the dataset.
     A released checkpoint (not written by vtp_bench) needs ``method`` or ``experiment``; its source is detected
     unless given. ``dataset`` is a registered name or a manifest file / folder (your own data), which ``name``
-    renames in the results (default: its stem). ``task`` may be an EvalTask instance (``vtp-bench embed``: the
-    retrieval task that also keeps the embeddings it scored)."""
+    renames in the results (default: as ``locate``). ``task`` may be an EvalTask instance (``vtp-bench embed``: the
+    retrieval task that also keeps the embeddings it scored). An existing ``out`` is refused before scoring unless
+    ``overwrite`` (see ``write_results``); ``result["results_file"]`` (not in the file) is the file written."""
+    if out is not None and not overwrite:
+        refuse_existing(Path(out))
     overrides = list(overrides) + ([f"eval.allow_missing={allow_missing}"] if allow_missing else [])
     module = module_from_checkpoint(ckpt, overrides, trust_checkpoint, ckpt_source, method, experiment)
     cfg = module.cfg
@@ -129,10 +187,15 @@ def evaluate(
                              task=task if isinstance(task, str) else task.name, eval_name=name)
     if not isinstance(task, str):
         dm.test_task = task
+    quiet_lightning()
+    status(f"encoding {dataset} (split {dm.eval_split}, task {dm.test_task.name}) with {cfg.method.name} ...")
     trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, precision=cfg.trainer.get("precision", "32-true"),
                         use_distributed_sampler=False, strategy="ddp" if devices > 1 else "auto")
     trainer.test(module, datamodule=dm, verbose=False)
+    if not module.last_metrics:  # the loader yielded no batch: never write a results file that scored nothing
+        raise EvaluationError(f"the evaluation of {ckpt} on {dataset} scored nothing: its loader yielded no batch "
+                              f"(split {dm.eval_split!r}); check the manifest and data.eval_batch_size")
     src = dm.test_source
     result = {
         "method": cfg.method.name,
@@ -157,7 +220,6 @@ def evaluate(
     }
     result["devices"] = trainer.world_size
     if out is not None and trainer.is_global_zero:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2))
+        written = write_results(Path(out), result, overwrite)
+        result["results_file"] = str(written)
     return result

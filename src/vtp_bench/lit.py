@@ -47,6 +47,7 @@ class VTPModule(L.LightningModule):
         self.dataset_steps: list[str] = []  # the training dataset of each step this process ran
         self.steps_per_rank: list[int] = []  # training steps each rank ran, gathered at the end of training
         self.resume_position: dict[str, int] | None = None  # set when restoring a checkpoint
+        self._resume_at_epoch_start = False  # restored from the end of a finished epoch (start_next_epoch)
         self.last_metrics: dict[str, float] = {}
         self.last_eval_info: dict[str, Any] = {}
         self.weights_digests: list[str] = []  # one per rank, at the end of training
@@ -91,12 +92,18 @@ class VTPModule(L.LightningModule):
         if self._trainer is not None and self.trainer.training:
             done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
             checkpoint["vtp_data_position"] = {"epoch": self.current_epoch, "batches": done}
+            # the newest validation: a resumed run that does not validate again still reports it (summary.json)
+            checkpoint["vtp_last_metrics"] = {k: float(v) for k, v in self.last_metrics.items()
+                                              if hasattr(v, "__float__")}  # plain floats: weights_only loads them
             # every rank's RNG (dropout masks differ per rank): Lightning calls this hook on every rank and
             # writes rank 0's dict, so the states are gathered into it
             checkpoint["vtp_rng_state"] = gather_objects(rng_state())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.resume_position = checkpoint.get("vtp_data_position")
+        if self._trainer is not None and self.trainer.state.fn == "fit":  # not when a test starts from it
+            self.last_metrics = dict(checkpoint.get("vtp_last_metrics") or self.last_metrics)
+        self._resume_at_epoch_start = start_next_epoch(checkpoint)
         states = checkpoint.get("vtp_rng_state")
         if states:  # dropout etc. continue exactly as in an uninterrupted run
             rank, world = rank_world()
@@ -112,6 +119,13 @@ class VTPModule(L.LightningModule):
         print(f"[vtp_bench] rank {t.global_rank}/{t.world_size} (local rank {t.local_rank}, node {t.node_rank}), "
               f"strategy {type(t.strategy).__name__}", flush=True)
         self._start_digests = {n: tensor_digest(p) for n, p in self.method.named_parameters() if p.requires_grad}
+
+    def on_train_start(self) -> None:
+        """After an end-of-epoch checkpoint the next epoch starts fresh: with ``max_steps`` Lightning would still
+        treat its first batch as a restart and, at batch index -1, take validation as due and skip that batch."""
+        if self._resume_at_epoch_start:
+            self.trainer.fit_loop.epoch_loop.restarting = False
+            self._resume_at_epoch_start = False
 
     def on_train_end(self) -> None:
         """Skipped videos are counted on every rank; gather them so the report covers the whole run."""
@@ -230,6 +244,46 @@ class MethodStepHook(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         pl_module.method.on_train_batch_end(trainer.global_step)
+
+
+def start_next_epoch(checkpoint: dict[str, Any]) -> bool:
+    """Make a checkpoint saved at the end of a *finished* training epoch resume at the start of the next one.
+
+    Lightning saves ``on_train_epoch_end`` checkpoints with the epoch processed but not completed (a SIGTERM
+    checkpoint after the epoch's end has it completed, the epoch loop's counters still full). Without
+    ``max_steps`` it resumes them as finished; with ``max_steps`` (iteration-based training) it re-enters the
+    finished epoch, runs one more batch in it (the next epoch's first, logged as the old epoch) and then starts
+    the next epoch again from its first batch: other weights, and validation one step late. Marking the epoch
+    completed and its per-epoch counters reset (what Lightning does right after the hook) gives both modes the
+    state of an uninterrupted run. An epoch cut short by ``max_steps`` (``is_last_batch`` false) is left as is:
+    a resume with a larger ``max_steps`` continues it. Returns whether the checkpoint was changed."""
+    loop = (checkpoint.get("loops") or {}).get("fit_loop")
+    if not loop or "epoch_progress" not in loop or "epoch_loop.batch_progress" not in loop:
+        return False
+    epochs, batches = loop["epoch_progress"], loop["epoch_loop.batch_progress"]
+    total = epochs["total"]
+    saved_at_epoch_end = (total["ready"] == total["started"] == total["processed"]
+                          and total["completed"] in (total["processed"] - 1, total["processed"])
+                          and batches["total"]["processed"] == batches["total"]["completed"])
+    if not (saved_at_epoch_end and batches.get("is_last_batch")):
+        return False
+    for part in ("total", "current"):
+        epochs[part]["completed"] = epochs[part]["processed"]
+    batches["is_last_batch"] = False
+    for key, progress in loop.items():  # the epoch loop's per-epoch counters (its totals stay)
+        if key.startswith("epoch_loop.") and not key.startswith("epoch_loop.val_loop.") and isinstance(progress, dict):
+            for current in _currents(progress):
+                current.update({k: 0 for k in current})
+    return True
+
+
+def _currents(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every nested ``current`` dict under ``node``."""
+    found = []
+    for key, value in node.items():
+        if isinstance(value, dict):
+            found.extend([value] if key == "current" else _currents(value))
+    return found
 
 
 def rng_state() -> dict[str, Any]:

@@ -51,18 +51,40 @@ class Registry:
 
         return deco
 
+    def _module_names(self) -> list[str]:
+        import pkgutil
+
+        mods = list(self._modules)
+        for pkg in self._packages:
+            path = importlib.import_module(pkg).__path__
+            mods += [f"{pkg}.{m.name}" for m in pkgutil.iter_modules(path) if not m.name.startswith("_")]
+        return mods
+
     def _load(self) -> None:
         if not self._loaded:
             self._loaded = True
-            import pkgutil
-
-            mods = list(self._modules)
-            for pkg in self._packages:
-                path = importlib.import_module(pkg).__path__
-                mods += [f"{pkg}.{m.name}" for m in pkgutil.iter_modules(path) if not m.name.startswith("_")]
-            for mod in mods:
+            for mod in self._module_names():
                 importlib.import_module(mod)
             load_plugins()
+
+    def declared_names(self) -> list[str]:
+        """``names()`` read from the registering modules' source where it shows every name (``@X.register("name")``),
+        without importing them: ``vtp-bench list`` answers at once instead of importing torch and every model. A
+        module that registers another way (a computed name) is imported, and so are the plugins."""
+        if self._loaded:
+            return self.names()
+        var = next((k for k, v in globals().items() if v is self), None)  # METHODS, ...: as modules import it
+        if var is None:  # a registry defined elsewhere
+            return self.names()
+        names = set(self._entries)
+        for mod in self._module_names():
+            found = None if mod in sys.modules else _literal_registrations(mod, var)
+            if found is None:
+                importlib.import_module(mod)
+            else:
+                names |= found
+        load_plugins()
+        return sorted(names | set(self._entries))
 
     def get(self, name: str) -> Callable[..., Any]:
         self._load()
@@ -84,6 +106,38 @@ class Registry:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def _literal_registrations(module: str, var: str) -> set[str] | None:
+    """The names ``module`` registers with ``<var>.register("literal")`` (``var`` imported from this module, under
+    any alias); None when it calls ``register`` of that registry otherwise, or its source cannot be read."""
+    import ast
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    aliases = {a.asname or a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+               and node.module == __name__ for a in node.names if a.name == var}
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "register"
+                and isinstance(node.func.value, ast.Name) and node.func.value.id in aliases):
+            continue
+        arg = node.args[0] if len(node.args) == 1 and not node.keywords else None
+        if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+            return None
+        names.add(arg.value)
+    return names
+
+
+def experiments_dir() -> Path:
+    """``experiments/`` of the source checkout: here, not in ``config``, so listing it needs no torch."""
+    return Path(__file__).resolve().parents[2] / "experiments"
+
+
+def list_experiments() -> list[str]:
+    return sorted(p.stem for p in experiments_dir().glob("*.yaml"))
 
 
 _PLUGINS_LOADED: set[str] = set()

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vtp_bench.atomic import atomic_path
 from vtp_bench.embed import EmbeddingFile, EmbeddingsError
 from vtp_bench.methods.base import Embeddings, Method
 
@@ -118,7 +119,8 @@ def gallery_faiss(emb: EmbeddingFile, gallery: Path, kind: str, params: FaissPar
     if path.is_file() and path.stat().st_mtime >= gallery.stat().st_mtime:
         return faiss.read_index(str(path)), path, False
     index = build_faiss(normalised(emb.video.pooled), kind, params)
-    faiss.write_index(index, str(path))
+    with atomic_path(path) as tmp:  # a torn index would be read back next time (it is newer than the gallery)
+        faiss.write_index(index, str(tmp))
     return index, path, True
 
 

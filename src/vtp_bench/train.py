@@ -12,14 +12,18 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from vtp_bench.atomic import AtomicCheckpointIO, atomic_write_text
 from vtp_bench.config import apply_overrides, to_dict
 from vtp_bench.data.catalog import locate
 from vtp_bench.data.datamodule import VideoTextDataModule
 from vtp_bench.data_time import DataTime
 from vtp_bench.distributed import is_launch_rank_zero
 from vtp_bench.lit import VTPModule
+from vtp_bench.quiet import model_summary_callback, quiet_lightning
 from vtp_bench.runlog import RunCSVLogger
 
 
@@ -32,6 +36,51 @@ class PeriodicCheckpoint(ModelCheckpoint):
     def __init__(self, every_n_train_steps: int | None = None, **kwargs: Any) -> None:
         super().__init__(every_n_train_steps=every_n_train_steps, save_on_train_epoch_end=True, **kwargs)
         self._every_n_epochs = 1
+
+
+class SigtermCheckpoint(Callback):
+    """SIGTERM (what SLURM and most schedulers send before they kill a job): Lightning finishes the current step
+    and stops with a ``SIGTERMException``; this saves ``last.ckpt`` at that step first (``on_exception``, before
+    teardown), so ``--resume`` continues exactly. A SIGTERM during validation is held until the validation ends:
+    Lightning would stop mid-validation, and a checkpoint there cannot resume (the embeddings gathered so far
+    live in memory only)."""
+
+    def __init__(self) -> None:
+        self.saved: Path | None = None
+        self._held = False
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        connector = getattr(trainer, "_signal_connector", None)
+        if trainer.state.fn == TrainerFn.FITTING and trainer.received_sigterm and connector is not None:
+            connector.received_sigterm, self._held = False, True
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._held:
+            trainer._signal_connector.received_sigterm, self._held = True, False
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and trainer.training and trainer.checkpoint_callback:
+            path = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
+            trainer.save_checkpoint(path)
+            self.saved = path
+
+
+class TrainInterrupted(SystemExit):
+    """A run stopped by SIGTERM after saving ``last.ckpt``: exit status 143 (128 + SIGTERM), as the shell reports a
+    process the signal ended, so schedulers and scripts see that the run did not finish."""
+
+    def __init__(self) -> None:
+        super().__init__(143)
+
+
+def keep_newest(keep: str | int) -> dict[str, Any]:
+    """ModelCheckpoint arguments for ``run.keep_checkpoints``: without a monitor it keeps all (-1), none (0) or
+    one, so N newest is top-N of the global step (ModelCheckpoint always offers ``step`` as a metric)."""
+    if keep == "all":
+        return {"save_top_k": -1}
+    if keep == "last" or int(keep) == 0:
+        return {"save_top_k": 0}
+    return {"save_top_k": int(keep), "monitor": "step", "mode": "max"}
 
 
 def next_version(exp_dir: Path) -> str:
@@ -81,6 +130,64 @@ def choose_run_dir(cfg: DictConfig, resume: Path | None) -> Path | None:
     return exp_dir / next_version(exp_dir) if is_launch_rank_zero() else None
 
 
+# keys a resume may change: where the run writes, how long it trains, and how (not what) it computes
+RESUME_PLACEMENT = ("run.dir", "run.version")
+RESUME_MAY_CHANGE = ("trainer.max_steps", "trainer.max_epochs", "trainer.devices", "trainer.num_nodes",
+                     "data.num_workers", "trainer.enable_progress_bar")
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": value}`` for every leaf of a config (lists and empty dicts are leaves)."""
+    if OmegaConf.is_config(node):
+        node = OmegaConf.to_container(node, resolve=True)
+    if isinstance(node, dict) and node:
+        return {k: v for key, sub in node.items() for k, v in _leaves(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def saved_run_config(ckpt: Path) -> DictConfig:
+    """The resolved config of the run a checkpoint belongs to: its run dir's ``config.yaml`` (which records the
+    changes of earlier resumes), else the checkpoint's ``hyper_parameters.config``."""
+    from vtp_bench.config import config_from_dict
+
+    run_dir = ckpt.resolve().parent.parent if ckpt.resolve().parent.name == "checkpoints" else None
+    if run_dir is not None and (run_dir / "config.yaml").is_file():
+        return config_from_dict(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")))
+    import torch
+
+    try:
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]["config"]
+    except Exception as e:
+        raise TrainError(f"--resume {ckpt}: cannot read the run's config from the checkpoint ({e}) and there is "
+                         "no config.yaml in its run dir") from None
+    return config_from_dict(saved)
+
+
+def resumed_config(cfg: DictConfig, ckpt: Path, overrides: list[str] | None) -> tuple[DictConfig, dict[str, list]]:
+    """The config a resumed run continues with: the run's own (``saved_run_config``), so a bare ``--resume`` keeps
+    every override the run was started with. ``overrides`` are the command line's ``key=value`` (None: every key of
+    ``cfg`` counts as given, for callers of ``train``). A given value that differs from the run's is refused,
+    naming the keys, unless the key is in ``RESUME_MAY_CHANGE`` (then applied and returned as ``{key: [old,
+    new]}``) or ``RESUME_PLACEMENT`` (where the resumed run writes)."""
+    saved = saved_run_config(ckpt)
+    if saved.name != cfg.name:
+        raise TrainError(f"--resume {ckpt}: a run of experiment {saved.name!r}, not {cfg.name!r}; resume it with "
+                         f"`vtp-bench train {saved.name} --resume {ckpt}`")
+    given = _leaves(OmegaConf.from_dotlist(list(overrides))) if overrides is not None else _leaves(cfg)
+    old, new = _leaves(saved), _leaves(cfg)
+    differ = sorted(k for k in given if k != "name" and old.get(k, "<absent>") != new.get(k, "<absent>"))
+    refused = [k for k in differ if k not in RESUME_MAY_CHANGE and k not in RESUME_PLACEMENT]
+    if refused:
+        shown = ", ".join(f"{k} ({old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r})" for k in refused)
+        raise TrainError(f"--resume continues a run with its own config ({ckpt}); these overrides change it: {shown}. "
+                         f"Leave them out, or start a new run. A resume may change only "
+                         f"{', '.join(RESUME_MAY_CHANGE + RESUME_PLACEMENT)}")
+    for key in differ:  # values cfg already holds, so the schema took them
+        OmegaConf.update(saved, key, new.get(key), merge=False, force_add=True)
+    changes = {k: [old.get(k), new.get(k)] for k in differ if k not in RESUME_PLACEMENT}
+    return saved, changes
+
+
 class RunDirSync(Callback):
     """Hands rank 0's run directory to every rank as soon as the process group exists (``setup``), and refuses
     ranks that were told another ``run.version``. Lightning's checkpoint callback broadcasts its own directory;
@@ -106,10 +213,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path | None, **overrides: Any) -> L.
     callbacks = [
         sync,
         PeriodicCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch}-step{step}", auto_insert_metric_name=False,
-                           save_last=True, save_top_k=-1 if cfg.run.keep_checkpoints == "all" else 0,
-                           every_n_train_steps=cfg.run.ckpt_every_n_steps),
+                           save_last=True, every_n_train_steps=cfg.run.ckpt_every_n_steps,
+                           **keep_newest(cfg.run.keep_checkpoints)),
         LearningRateMonitor(logging_interval="step"),
         DataTime(),
+        SigtermCheckpoint(),
     ]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(refresh_rate=1))
@@ -120,7 +228,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path | None, **overrides: Any) -> L.
     kwargs = {**OmegaConf.to_container(cfg.trainer), **overrides}
     # the DataModule shards data itself (no padded DistributedSampler, resumable order)
     kwargs["use_distributed_sampler"] = False
-    return L.Trainer(default_root_dir=str(run_dir), callbacks=callbacks, logger=loggers, **kwargs)
+    quiet_lightning()
+    if kwargs.pop("enable_model_summary", True):  # into the run dir, not the console (printed by train --verbose)
+        callbacks.append(model_summary_callback(lambda: sync.run_dir))
+    kwargs["enable_model_summary"] = False  # Lightning's own one would print it
+    return L.Trainer(default_root_dir=str(run_dir), callbacks=callbacks, logger=loggers,
+                     plugins=[AtomicCheckpointIO()], **kwargs)  # a full disk never leaves a torn checkpoint
 
 
 def training_cost(cfg: DictConfig, module: VTPModule, trainer: L.Trainer, wall_s: float, resumed: bool
@@ -147,10 +260,17 @@ def train_seeds(cfg: DictConfig, seeds: list[int]) -> list[dict[str, Any]]:
     return summaries
 
 
-def train(cfg: DictConfig, resume: str | None = None) -> dict[str, Any]:
-    """Fit, then validate the final weights; returns a summary (run dir, checkpoint, metrics, skipped videos)."""
+def train(cfg: DictConfig, resume: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Fit, then validate the final weights; returns a summary (run dir, checkpoint, metrics, skipped videos).
+    A resumed run continues with its own config (``resumed_config``; ``overrides`` are the command line's)."""
     # frozen towers stay in eval mode on purpose (no dropout in fixed features): not worth a warning
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+    # our loaders are resumable without Lightning's state_dict interface (VTPModule's vtp_data_position)
+    warnings.filterwarnings("ignore", message=r".*checkpoint that ended before the epoch ended.*")
+    resume_path = resume_checkpoint(cfg, resume)
+    changes: dict[str, list] = {}
+    if resume_path is not None:
+        cfg, changes = resumed_config(cfg, resume_path, overrides)
     for name in cfg.data.train:  # fail before a run dir is made when the data is not there
         if cfg.data.format == "webdataset":
             from vtp_bench.data.shards import load_shard_set, locate_shards
@@ -160,11 +280,15 @@ def train(cfg: DictConfig, resume: str | None = None) -> dict[str, Any]:
             locate(name, cfg.data.root, "train")
     locate(cfg.data.eval[0], cfg.data.root, cfg.data.val_split)
     L.seed_everything(cfg.seed, workers=True)
-    resume_path = resume_checkpoint(cfg, resume)
     run_dir = choose_run_dir(cfg, resume_path)
     if run_dir is not None and is_launch_rank_zero():
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        if resume_path is None or changes or not (run_dir / "config.yaml").is_file():
+            atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+        if resume_path is not None:  # one line per resume: from where, and what it changed
+            with open(run_dir / "resumes.jsonl", "a") as f:
+                f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checkpoint": str(resume_path),
+                                    "changed": changes}) + "\n")
     dm = VideoTextDataModule(cfg)
     module = VTPModule(to_dict(cfg))
     init_report = None
@@ -177,9 +301,16 @@ def train(cfg: DictConfig, resume: str | None = None) -> dict[str, Any]:
     if init_report is not None and trainer.is_global_zero:
         print(f"init from {cfg.init.checkpoint}: {init_report.summary()}", flush=True)
     if resume_path is not None and trainer.is_global_zero:
-        print(f"resuming from {resume_path}", flush=True)
+        shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+        print(f"resuming from {resume_path}" + (f" (changed: {shown})" if shown else ""), flush=True)
     t_fit = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=resume_path)
+    interrupted = None
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=resume_path)
+    except SIGTERMException:  # last.ckpt is saved (SigtermCheckpoint); write the summary, then exit 143
+        interrupted = "SIGTERM"
+        if trainer.world_size == 1:  # what on_train_end gathers (across ranks it could wait on a stopped one)
+            module.on_train_end()
     wall = time.perf_counter() - t_fit
     run_dir = next(c for c in trainer.callbacks if isinstance(c, RunDirSync)).run_dir
     skipped = sorted(set(module.skipped_videos))
@@ -200,9 +331,10 @@ def train(cfg: DictConfig, resume: str | None = None) -> dict[str, Any]:
         "world_size": trainer.world_size,
         "weights_sha256_per_rank": module.weights_digests,
         "trainable_params_unchanged": module.unchanged_params,
+        "interrupted": interrupted,  # "SIGTERM": stopped early, resume from "checkpoint"
     }
     if trainer.is_global_zero:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         if skipped:
             print(f"\nWARNING: skipped {len(module.skipped_videos)} unreadable training samples "
                   f"({len(skipped)} distinct videos, listed in {run_dir / 'summary.json'}):")
@@ -216,5 +348,14 @@ def train(cfg: DictConfig, resume: str | None = None) -> dict[str, Any]:
         if len(set(module.weights_digests)) > 1:
             print(f"WARNING: the ranks ended with different weights ({module.weights_digests}); DDP replicas "
                   "diverged, which is a bug (please report it with the run's config)")
+    if interrupted:
+        saved = next(c for c in trainer.callbacks if isinstance(c, SigtermCheckpoint)).saved
+        if trainer.is_global_zero:
+            step = trainer.global_step
+            where = (f"saved {saved} at step {step}" if saved else
+                     f"could not save a checkpoint at step {step}; the newest is {summary['checkpoint']}")
+            print(f"\nINTERRUPTED by {interrupted}: {where}; continue with `vtp-bench train {cfg.name} "
+                  f"run.dir={cfg.run.dir} run.version={run_dir.name} --resume`", flush=True)
+        raise TrainInterrupted()
     summary["is_global_zero"] = trainer.is_global_zero
     return summary

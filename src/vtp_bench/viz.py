@@ -3,7 +3,8 @@
 RegionLearner's masks are raw 3x3-conv outputs on the patch grid (no softmax: any sign, any scale), so each is
 drawn on a diverging colour scale centred at 0 and shared by the frames of one region (red > 0 > blue); the
 patch grid is kept (nearest), not smoothed. Per frame the figure also shows which region's mask, divided by
-that region's largest |value|, is largest at each patch, and the codebook index of each patch (Quantization).
+that region's largest |value|, is largest at each patch, and the codebook index of each patch (Quantization:
+the most frequent codes each get a colour, named in the legend under that column; the rest share one grey).
 """
 
 from __future__ import annotations
@@ -43,6 +44,27 @@ def region_maps(module: Any, video_path: str | Path, num_frames: int | None = No
     return {"frames": shown.numpy(), "codes": out.codes[0, :keep].numpy(), "masks": out.masks[0, :keep].float().numpy()}
 
 
+def _code_colours(codes: Any) -> tuple[Any, Any, list[Any]]:
+    """(colour index per patch, colour map, legend handles): the most frequent codebook entries get a colour of
+    their own (named in the legend), all others one grey, so that no two codes shown share a colour unnamed."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    palette = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]  # tab20 less its greys
+    values, counts = np.unique(codes, return_counts=True)
+    named = values[np.argsort(-counts, kind="stable")][: len(palette)]
+    index = np.full(codes.shape, len(named))
+    for i, code in enumerate(named):
+        index[codes == code] = i
+    colours = palette[: len(named)] + [(0.75, 0.75, 0.75)]
+    handles = [Patch(color=colours[i], label=f"code {int(c)}") for i, c in enumerate(named)]
+    if len(values) > len(named):
+        handles.append(Patch(color=colours[-1], label=f"{len(values) - len(named)} other codes"))
+    return index, ListedColormap(colours), handles
+
+
 def draw_regions(maps: dict[str, Any], out: str | Path, title: str = "") -> Path:
     """One row per frame: frame | dominant region | codes | one column per region mask."""
     import matplotlib
@@ -61,6 +83,7 @@ def draw_regions(maps: dict[str, Any], out: str | Path, title: str = "") -> Path
     scale = np.abs(masks).max(axis=(0, 2, 3))  # [S]: one scale per region, shared by its frames
     scale[scale == 0] = 1.0
     largest = (masks / scale[None, :, None, None]).argmax(axis=1)  # raw scales differ by region: compare scaled
+    code_colour, code_cmap, code_handles = _code_colours(codes)
     for r in range(t):
         row = axes[r]
         row[0].imshow(frames[r])
@@ -69,7 +92,8 @@ def draw_regions(maps: dict[str, Any], out: str | Path, title: str = "") -> Path
         row[1].imshow(largest[r], cmap=region_colours, vmin=0, vmax=region_colours.N - 1, alpha=0.55,
                       extent=extent, interpolation="nearest")
         row[2].imshow(frames[r])
-        row[2].imshow(codes[r] % 20, cmap="tab20", vmin=0, vmax=19, alpha=0.55, extent=extent, interpolation="nearest")
+        row[2].imshow(code_colour[r], cmap=code_cmap, vmin=0, vmax=code_cmap.N - 1, alpha=0.55, extent=extent,
+                      interpolation="nearest")
         for j in range(s):
             lim = float(scale[j])
             ax = row[3 + j]
@@ -84,11 +108,16 @@ def draw_regions(maps: dict[str, Any], out: str | Path, title: str = "") -> Path
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
+    axes[-1][2].legend(handles=code_handles, loc="upper center", bbox_to_anchor=(0.5, -0.04), ncol=2, fontsize=6,
+                       title="code index (most frequent)", title_fontsize=6, frameon=False, handlelength=1)
     fig.suptitle(title + "\nraw region masks (3x3 conv, no softmax): red > 0 > blue", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout()  # counts the legend under the code column
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    from vtp_bench.atomic import atomic_path
+
+    with atomic_path(out) as tmp:  # the temporary name ends in .tmp: say the format
+        fig.savefig(tmp, dpi=110, format=out.suffix.lstrip(".").lower() or "png")
     plt.close(fig)
     return out
 

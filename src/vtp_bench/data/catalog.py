@@ -6,8 +6,9 @@
   error that names the expected file and the command that makes it (``vtp-bench data convert``).
 - A path (your own data): a manifest file (``my/test.jsonl``: all its rows, whatever split is asked for) or a
   folder of ``<split>.jsonl`` files. Its name in results and tables is the file's or folder's stem, or the
-  ``label`` given (``eval --name``); a stem that is a registered benchmark's name is refused without a label, so
-  no table calls other data by a benchmark's name.
+  ``label`` given (``eval --name``); a file named by its split (``mydata/test.jsonl``: the stem is a usual split
+  name or its rows' split) takes its folder's name, so a table reads ``mydata/test``, not ``test/test``. A name
+  that is a registered benchmark's is refused without a label, so no table calls other data by a benchmark's name.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from pathlib import Path
 
 from vtp_bench.data.manifest import read_manifest, resolve_path
 from vtp_bench.registry import DATASETS
+
+
+SPLIT_STEMS = ("train", "val", "valid", "validation", "dev", "test")  # a manifest named so is named by its folder
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -62,11 +66,14 @@ def _from_path(path: Path, split: str, label: str | None) -> DatasetSource:
     else:
         raise DataNotFoundError(f"{path} does not exist (a dataset given as a path is a manifest .jsonl or a folder "
                                 "of <split>.jsonl files; `vtp-bench data from-folder` makes one from your videos)")
+    splits = sorted({r.split for r in read_manifest(manifest)})
+    folder = path.resolve().parent.name
+    if manifest == path and (stem in SPLIT_STEMS or stem in splits) and folder and folder not in DATASETS:
+        stem = folder  # mydata/test.jsonl: the test split of mydata (a benchmark's own folder keeps the stem)
     name = label or stem
     if name in DATASETS:
         raise DataNotFoundError(f"{manifest}: its name would be {name!r}, which is a registered benchmark; give it "
                                 "another with --name (results must not call other data by a benchmark's name)")
-    splits = sorted({r.split for r in read_manifest(manifest)})
     _check_video_folder(name, manifest)
     return DatasetSource(name, "+".join(splits), manifest, from_path=True)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import av
 from tqdm import tqdm
 
+from vtp_bench.atomic import atomic_write_text
 from vtp_bench.data.manifest import ManifestError, read_manifest, resolve_path, write_manifest
 from vtp_bench.data.video import VideoReadError, open_video
 
@@ -109,7 +110,7 @@ def compress_manifest(manifest: Path, out_dir: Path, short_side: int = 224, max_
         raise ManifestError(f"{out_dir} holds videos compressed with {stamp.read_text().strip()}, not {settings}; "
                             f"resume with the same settings or choose another --out-dir")
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(settings))
+    atomic_write_text(stamp, json.dumps(settings))
     targets: dict[str, tuple[str, str]] = {}  # row.path -> (source file, new relative path)
     for r in rows:
         if r.path not in targets:

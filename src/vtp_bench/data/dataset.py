@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset
 
 from vtp_bench.data.inputs import FRAME_TIMES, GROUNDING_CLIPS, VARIABLE_LENGTH, VIDEO, ItemInputs, clip_windows
-from vtp_bench.data.manifest import ManifestRow, read_manifest, resolve_path
+from vtp_bench.data.manifest import ManifestError, ManifestRow, read_manifest, resolve_path
 from vtp_bench.data.regions import RegionReadError
 from vtp_bench.data.transforms import Crop, VideoTransform
 from vtp_bench.data.video import VideoReadError, probe_video, read_frames_timed
@@ -203,6 +203,9 @@ def unique_videos(rows: Sequence[ManifestRow], manifest: Path, video_root: Path 
     """Every evaluation set's videos: refuses missing files (naming the count and one path) unless
     ``allow_missing``, which leaves them out and lists them; ``max_videos`` keeps the first N;
     ``check_videos=False`` when the method reads no pixels (region features): files are not looked up."""
+    if not rows:
+        raise ManifestError(f"{manifest} holds no rows, so there is nothing to score; write or convert the test "
+                            "split into it (vtp-bench data synth / convert / from-folder)")
     order: dict[str, int] = {}
     first: list[ManifestRow] = []
     for r in rows:

@@ -14,6 +14,7 @@ from the container's metadata (no decoding); a file whose header cannot be read 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -56,9 +57,14 @@ def read_captions(path: Path) -> dict[str, list[str]]:
     """``{video key: [captions]}`` from a CSV (``video``, ``caption`` columns) or a JSON file."""
     if not path.is_file():
         raise FromFolderError(f"captions file {path} does not exist")
+    try:  # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise FromFolderError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at position {e.start}, e.g. a "
+                              "Latin-1 file); save it as UTF-8 (Excel: 'CSV UTF-8'; iconv -f latin1 -t utf-8)") from None
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(text)
         except json.JSONDecodeError as e:
             raise FromFolderError(f"{path}: not valid JSON ({e}); expected {{video: [captions]}}") from None
         if not isinstance(data, dict):
@@ -68,18 +74,21 @@ def read_captions(path: Path) -> dict[str, list[str]]:
             caps = [v] if isinstance(v, str) else v
             if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
                 raise FromFolderError(f"{path}: the captions of {k!r} must be a string or a list of strings")
-            out[str(k)] = caps
+            if not caps or not all(c.strip() for c in caps):
+                raise FromFolderError(f"{path}: video {k!r} has an empty caption; give it a caption, or leave "
+                                      "the video out")
+            out[str(k)] = [c.strip() for c in caps]
         return out
     out = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"video", "caption"} <= set(reader.fieldnames):
-            raise FromFolderError(f"{path}: a captions CSV needs a header with the columns 'video' and 'caption' "
-                                  f"(found {reader.fieldnames}); one row per (video, caption)")
-        for line, row in enumerate(reader, start=2):
-            if not row["video"] or row["caption"] is None:
-                raise FromFolderError(f"{path} line {line}: empty 'video' or missing 'caption'")
-            out.setdefault(row["video"].strip(), []).append(row["caption"].strip())
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if reader.fieldnames is None or not {"video", "caption"} <= set(reader.fieldnames):
+        raise FromFolderError(f"{path}: a captions CSV needs a header with the columns 'video' and 'caption' "
+                              f"(found {reader.fieldnames}); one row per (video, caption)")
+    for line, row in enumerate(reader, start=2):
+        if not (row["video"] or "").strip() or not (row["caption"] or "").strip():
+            raise FromFolderError(f"{path} line {line}: empty 'video' or 'caption' (every row names a video and "
+                                  "gives it a caption; a video without one would silently drop out)")
+        out.setdefault(row["video"].strip(), []).append(row["caption"].strip())
     return out
 
 

@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable
 
+from vtp_bench.atomic import atomic_write_text
+
 SCHEMA_DOC = "data_manifests/README.md"
 REQUIRED = ("video_id", "path", "text", "text_id", "split")
 _STR_OPTIONAL = ("label", "boxes")
@@ -137,6 +139,7 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
         raise ManifestError(f"manifest {path} is not a file (expected a .jsonl file; see {SCHEMA_DOC})")
     rows: list[ManifestRow] = []
     seen: dict[str, int] = {}
+    video_at: dict[str, tuple[str, int]] = {}  # video_id -> (path, first line)
     try:
         with open(path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, start=1):
@@ -155,6 +158,11 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
                     raise ManifestError(f"{path} line {lineno}: duplicate text_id {row.text_id!r} (first on line "
                                         f"{seen[row.text_id]}); text_id must be unique within a manifest")
                 seen[row.text_id] = lineno
+                first = video_at.setdefault(row.video_id, (row.path, lineno))
+                if first[0] != row.path:  # two files under one id: one video's captions would score the other
+                    raise ManifestError(f"{path} line {lineno}: video_id {row.video_id!r} has path {row.path!r}, "
+                                        f"but line {first[1]} gives it {first[0]!r}; one video_id is one file: "
+                                        "give the two files different video_ids, or fix the path")
                 rows.append(row)
     except UnicodeDecodeError as e:
         raise ManifestError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); "
@@ -177,10 +185,7 @@ def write_manifest(path: str | os.PathLike, rows: Iterable[ManifestRow]) -> Path
         seen.add(row.text_id)
         lines.append(json.dumps(row.to_dict(), ensure_ascii=False, allow_nan=False))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
 def resolve_path(row_path: str, manifest_path: str | os.PathLike, video_root: str | os.PathLike | None = None

@@ -12,11 +12,12 @@ sample and the manifest row share the index that seeds their frame sampling.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from vtp_bench.atomic import atomic_path, atomic_write_text
 from vtp_bench.data.manifest import read_manifest, resolve_path
 
 SHARD_PATTERN = "shard-%06d.tar"
@@ -44,11 +45,21 @@ def sample_key(index: int) -> str:
     return f"{index:09d}"
 
 
+def _close_quietly(sink: Any) -> None:
+    """Close a tar writer whatever happens (after an error its bytes go to a file about to be removed), so that
+    garbage collection does not write into the closed file later."""
+    with contextlib.suppress(Exception):
+        sink.close()
+
+
 def write_shards(manifest: Path, out: Path | None = None, shard_size: int = 1000,
                  video_root: Path | None = None) -> dict[str, Any]:
     """Write the shards and ``index.json``; returns the index. Rows whose file is missing are left out (listed
     in the index: they have no bytes to store); files that exist are stored as they are, and an unreadable one
-    is skipped and counted by training, as with files. Earlier shards in ``out`` are replaced."""
+    is skipped and counted by training, as with files. Earlier shards in ``out`` are replaced, atomically: the new
+    shards are written beside them (so re-sharding in place needs room for both sets) and renamed into place only
+    when all are written, then the index; a failed write (disk full) leaves the earlier set and index as they were.
+    """
     wds = require_webdataset()
     if shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
@@ -56,11 +67,10 @@ def write_shards(manifest: Path, out: Path | None = None, shard_size: int = 1000
     rows = read_manifest(manifest)
     out = Path(out) if out is not None else default_shard_dir(manifest)
     out.mkdir(parents=True, exist_ok=True)
-    for old in [*out.glob("shard-*.tar"), out / INDEX]:
-        old.unlink(missing_ok=True)
     missing: list[str] = []
     written = 0
-    with wds.ShardWriter(str(out / SHARD_PATTERN), maxcount=shard_size, maxsize=float("inf"), verbose=0) as sink:
+    with contextlib.ExitStack() as pending:  # each shard's atomic_path: all renamed on success, all removed on error
+        sink, f = None, None
         for i, row in enumerate(rows):
             path = resolve_path(row.path, manifest, video_root)
             try:
@@ -68,10 +78,21 @@ def write_shards(manifest: Path, out: Path | None = None, shard_size: int = 1000
             except OSError:
                 missing.append(row.video_id)
                 continue
+            if written % shard_size == 0:  # the next shard
+                if sink is not None:
+                    sink.close()
+                    f.close()
+                f = open(pending.enter_context(atomic_path(out / (SHARD_PATTERN % (written // shard_size)))), "wb")
+                pending.callback(f.close)
+                sink = wds.TarWriter(f)
+                pending.callback(_close_quietly, sink)
             ext = path.suffix.lower().lstrip(".") or "mp4"
             sink.write({"__key__": sample_key(i), ext: data, "txt": row.text,
                         "json": json.dumps(row.to_dict(), ensure_ascii=False).encode("utf-8")})
             written += 1
+        if sink is not None:
+            sink.close()
+        (out / INDEX).unlink(missing_ok=True)  # a crash while the shards are renamed leaves no index, not a wrong one
     counts = [shard_size] * (written // shard_size) + ([written % shard_size] if written % shard_size else [])
     index = {
         "format": "webdataset",
@@ -80,7 +101,9 @@ def write_shards(manifest: Path, out: Path | None = None, shard_size: int = 1000
         "shards": [{"name": SHARD_PATTERN % i, "samples": n} for i, n in enumerate(counts)],
         "missing": missing,
     }
-    tmp = out / (INDEX + ".tmp")
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, out / INDEX)
+    names = {s["name"] for s in index["shards"]}
+    for old in out.glob("shard-*.tar"):  # earlier shards the new set does not have
+        if old.name not in names:
+            old.unlink()
+    atomic_write_text(out / INDEX, json.dumps(index, indent=1))
     return index

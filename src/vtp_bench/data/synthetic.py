@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import av
 import numpy as np
 
+from vtp_bench.atomic import atomic_write_text
 from vtp_bench.data.manifest import ManifestRow, write_manifest
 
 GENERATOR = "vtp_bench.data.synthetic"
@@ -476,8 +477,8 @@ def generate_synthetic(
     out = Path(out_dir)
     _prepare_out_dir(out)
     # mark the directory as ours at once, so that an interrupted run can be regenerated over
-    (out / "meta.json").write_text(json.dumps({"generator": GENERATOR, "version": GENERATOR_VERSION,
-                                               "complete": False}) + "\n")
+    atomic_write_text(out / "meta.json", json.dumps({"generator": GENERATOR, "version": GENERATOR_VERSION,
+                                                      "complete": False}) + "\n")
     for sub in ("videos", "videos_grounding", "boxes"):
         (out / sub).mkdir(exist_ok=True)
 
@@ -543,7 +544,7 @@ def generate_synthetic(
         "phrases": {m: PHRASES[m][0] for m in MOTIONS},
         "prompts": [CLASS_TEMPLATE.format(PHRASES[m][0]) for m in MOTIONS],
     }
-    (out / "classes.json").write_text(json.dumps(classes, indent=2) + "\n")
+    atomic_write_text(out / "classes.json", json.dumps(classes, indent=2) + "\n")
     meta = {
         "generator": GENERATOR,
         "version": GENERATOR_VERSION,
@@ -561,7 +562,7 @@ def generate_synthetic(
         "shapes": list(SHAPES),
         "motions": list(MOTIONS),
     }
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
 
     total_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {

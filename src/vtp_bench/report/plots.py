@@ -42,8 +42,11 @@ def chance_of(result: Result) -> float | None:
 
 
 def _save(fig: Any, out: Path) -> Path:
+    from vtp_bench.atomic import atomic_path
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    with atomic_path(out) as tmp:  # the temporary name ends in .tmp: say the format
+        fig.savefig(tmp, dpi=110, format=out.suffix.lstrip(".").lower() or "png")
     _plt().close(fig)
     return out
 
@@ -62,7 +65,8 @@ def plot_results(results: list[Result], out: str | Path) -> Path:
     keys = table.groups
     labels = [f"{r.method}\n{r.checkpoint}" + (f" ({r.seeds} seeds)" if r.seeds > 1 else "") for r in rows]
     n = len(keys)
-    size = (max(7.0, 2.0 + 3.6 * n), 1.6 + 0.55 * len(labels))
+    # at least 4 in (440 px) tall: one method's panel would otherwise be a flat strip under its titles
+    size = (max(7.0, 2.0 + 3.6 * n), max(4.0, 1.6 + 0.55 * len(labels)))
     fig, axes = plt.subplots(1, n, figsize=size, sharey=True, squeeze=False)
     for ax, key in zip(axes[0], keys):
         metric = MAIN_METRIC.get(key[2])
@@ -91,10 +95,11 @@ def plot_results(results: list[Result], out: str | Path) -> Path:
         ax.set_title(f"{TASK_LABELS.get(key[2], key[2])}: {key[0]}/{key[1]}{chance}", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(list(range(len(labels))), labels, fontsize=8)
-    axes[0][0].invert_yaxis()
+    pad = max(0, 3 - len(labels)) / 2  # room of three bars at least: one or two keep a bar's width, centred
+    axes[0][0].set_ylim(len(labels) - 0.5 + pad, -0.5 - pad)  # inverted: the first row on top
     datasets = ", ".join(sorted({k[0] for k in keys}))
-    fig.suptitle(f"Main metric per method on {datasets}\n(raw scores, mean over seeds; whiskers: 95 % bootstrap "
-                 "interval; dashed line: chance level)", fontsize=11)
+    fig.suptitle(f"Main metric per method on {datasets}\n(raw scores, mean over seeds;\nwhiskers: 95 % bootstrap "
+                 "interval; dashed line: chance level)", fontsize=11, wrap=True)
     fig.tight_layout()
     return _save(fig, Path(out))
 
@@ -181,9 +186,9 @@ def plot_curves(results: list[Result], out: str | Path, val_metrics: tuple[str, 
             handles, labs = handles + h, labs + [h[0].get_label()]
         if handles:
             ax.legend(handles, labs, fontsize=7, loc="best", framealpha=0.85)
-    fig.suptitle("Training curves\nloss terms per step (left axis); validation (right axis, %): text-to-video R@1, "
-                 "or R@1 at IoU 0.5 for a grounding head",
-                 fontsize=11)
+    # wrap: the subtitle is wider than a figure of one or two panels; tight_layout makes room for its lines
+    fig.suptitle("Training curves\nloss terms per step (left axis);\nvalidation (right axis, %): text-to-video R@1, "
+                 "or R@1 at IoU 0.5 for a grounding head", fontsize=11, wrap=True)
     fig.tight_layout()
     out = Path(out)
     return _save(fig, out.with_name(f"{out.stem}_curves{out.suffix or '.png'}"))

@@ -171,7 +171,7 @@ def _legend(table: Table) -> list[str]:
             counts.setdefault(str(n), []).append(label)
         lines.append("Items per test: " + "; ".join(f"{n} ({', '.join(labels)})" for n, labels in counts.items())
                      + ".")
-    else:
+    elif marks.cells:
         lines.append("Bold: the best raw value per column (these results carry no per-item outcomes, so no "
                      "interval or test).")
     if marks.unpaired:

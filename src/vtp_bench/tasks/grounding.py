@@ -81,7 +81,9 @@ class Grounding(EvalTask):
     headline = ("R@1,IoU=0.5", "R@1,IoU=0.7", "R@5,IoU=0.5", "mIoU")
 
     def default_split(self, dataset: str) -> str:
-        return "grounding" if dataset == "synth" else "test"
+        # synth: the held-out grounding videos (grounding_train / grounding_val are what a grounding head trains and
+        # validates on; --split grounding scores all of them)
+        return "grounding_test" if dataset == "synth" else "test"
 
     def load(self, manifest: Path, video_root: Path | None, allow_missing: bool, cfg: DictConfig,
              max_videos: int | None = None, check_videos: bool = True) -> GroundingSet:
