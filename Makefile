@@ -25,7 +25,7 @@ test-slow: setup
 	$(VENV)/bin/python -m pytest -q -m slow
 
 # Generate the synthetic data (a 500-video test split: 95 % intervals of R@1 within a few points), train every
-# method at 4 frames and 150 steps with seeds 0,1,2, evaluate each checkpoint with every task, print the table with
+# method at 4 frames and 220 steps with seeds 0,1,2, evaluate each checkpoint with every task, print the table with
 # intervals, significance marks, seeds and cost, and write it with its plots to docs/results_synth.{md,png} and
 # docs/results_synth_curves.png (~30 min on 2 CPU cores). DEMO_ARGS="--seeds 0 --steps 20" for a quick check.
 demo: setup

@@ -65,7 +65,7 @@ def main() -> int:
     p.add_argument("--data", default="data", help="data.root: the folder holding synth/")
     p.add_argument("--out", default="docs/results_synth", help="stem of the .md and .png files written")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--steps", type=int, default=150, help="optimizer steps of every run (batch 32: the same number "
+    p.add_argument("--steps", type=int, default=220, help="optimizer steps of every run (batch 32: the same number "
                                                           "of training samples for every method)")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]

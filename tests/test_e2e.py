@@ -229,3 +229,15 @@ def test_eval_options_that_do_not_fit_a_vtp_bench_checkpoint(trained, data_root,
     assert main(base + ["method.embed_dim=12"]) == 2
     assert "weights do not fit" in capsys.readouterr().err
     assert main(base + ["--method", "frozen", "--out", str(tmp_path / "r.json")]) == 0  # its own method: fine
+
+
+def test_a_training_manifest_with_no_full_batch_is_named(data_root, tmp_path, capsys):
+    """It used to say only "lower data.batch_size", not which manifest (here: an empty one) was short."""
+    empty = tmp_path / "mine" / "train.jsonl"
+    empty.parent.mkdir()
+    empty.write_text("")
+    args = ["train", "frozen_synth", *TINY, f"data.root={data_root}", f"run.dir={tmp_path / 'runs'}",
+            f"data.train=[{empty}]"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{empty}: 0 training items hold no full batch of 4" in err and "the manifest is empty" in err

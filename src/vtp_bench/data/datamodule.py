@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from vtp_bench.data.catalog import DatasetSource, locate
 from vtp_bench.data.dataset import DecodeOptions, EvalClipDataset, MixedDataset, VideoTextDataset, collate
 from vtp_bench.data.inputs import ItemInputs
+from vtp_bench.data.manifest import ManifestError
 from vtp_bench.data.samplers import MixedBatchSampler, ShardSampler
 from vtp_bench.data.transforms import VideoTransform
 from vtp_bench.distributed import rank_world
@@ -93,7 +94,13 @@ class VideoTextDataModule(L.LightningDataModule):
         rank, world = rank_world()
         if self.cfg.data.format == "webdataset":
             return self._shard_loader(rank, world)
-        self.train_sampler = MixedBatchSampler([len(p) for p in self.train_set.parts], self.cfg.data.batch_size,
+        batch = self.cfg.data.batch_size
+        for part in self.train_set.parts:  # name the manifest that cannot fill one batch (an empty one, say)
+            if len(part) // world < batch:
+                raise ManifestError(f"{part.manifest}: {len(part)} training items hold no full batch of {batch} per "
+                                    f"rank on {world} rank(s)" + (" (the manifest is empty)" if not len(part) else "")
+                                    + "; give it more rows or lower data.batch_size")
+        self.train_sampler = MixedBatchSampler([len(p) for p in self.train_set.parts], batch,
                                                rank, world, seed=self.cfg.seed, mode=self.cfg.data.mix)
         module = self.trainer.lightning_module if self.trainer is not None else None
         position = getattr(module, "resume_position", None)
