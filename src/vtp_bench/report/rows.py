@@ -4,7 +4,7 @@ into one row, each cell holding the metric of every folded result and their per-
 Folding: results with a recorded training ``seed`` of the same method and experiment fold into one row when their
 seeds differ in every (dataset, split, task) they were scored on (the protocol check has already made each group
 one protocol). Where two results of one experiment share a seed (the experiment trained twice with other
-overrides), they are told apart by run version with the seed suffix removed (``demo-seed0`` -> ``demo``), and
+overrides), they are told apart by run version with the seed masked (``demo-seed0`` -> ``demo-seed*``), and
 failing that each keeps its own row.
 """
 
@@ -22,7 +22,7 @@ from vtp_bench.report.results import task_of
 
 Result = dict[str, Any]
 Group = tuple[str, str, str]  # (dataset, split, task)
-_SEED = re.compile(r"-?seed\d+")
+_SEED = re.compile(r"seed\d+")  # the seed part of a run version: demo-seed0, seed2
 
 
 def checkpoint_label(result: Result) -> str:
@@ -114,10 +114,11 @@ def _fold_labels(results: list[Result]) -> dict[int, str]:
         if parts is None:
             by_version: dict[str, list[Result]] = {}
             for r in rs:
-                by_version.setdefault(_SEED.sub("", str(r.get("run_version") or checkpoint_label(r))), []).append(r)
+                version = str(r.get("run_version") or checkpoint_label(r))
+                by_version.setdefault(_SEED.sub("seed*", version), []).append(r)
             parts = [p for p in by_version.values() if distinct_seeds(p)]
         for part in parts:
-            names = sorted({_SEED.sub("-seed*", labels[id(r)]).replace("/-seed*", "/seed*") for r in part})
+            names = sorted({_SEED.sub("seed*", labels[id(r)]) for r in part})
             if len({labels[id(r)] for r in part}) > 1:
                 label = names[0] if len(names) == 1 else f"{part[0].get('experiment')} ({len(part)} runs)"
                 labels.update({id(r): label for r in part})
