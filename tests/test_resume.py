@@ -71,12 +71,16 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
+def _reference_run(args: list[str], data_root: Path, runs: Path) -> Path:
+    """An uninterrupted run of ``args``: what an interrupted and resumed one must equal."""
+    _run([VTP, "train", "frozen_synth", *args, f"data.root={data_root}", f"run.dir={runs}", "run.version=full"])
+    return runs / "frozen_synth" / "full"
+
+
 @pytest.fixture(scope="module")
 def full_run(data_root, tmp_path_factory) -> Path:
     """The uninterrupted reference: 40 training clips / batch 4 = 10 steps per epoch, 2 epochs."""
-    runs = tmp_path_factory.mktemp("runs")
-    _run([VTP, "train", "frozen_synth", *ARGS, f"data.root={data_root}", f"run.dir={runs}", "run.version=full"])
-    return runs / "frozen_synth" / "full"
+    return _reference_run(ARGS, data_root, tmp_path_factory.mktemp("runs"))
 
 
 def test_kill_and_bare_resume_matches_uninterrupted(data_root, full_run, tmp_path):
@@ -85,13 +89,7 @@ def test_kill_and_bare_resume_matches_uninterrupted(data_root, full_run, tmp_pat
     run = tmp_path / "runs" / "frozen_synth" / "killed"
     target = run / "checkpoints" / "epoch1-step15.ckpt"  # kill after the checkpoint of step 15 (mid-epoch 1)
     proc = subprocess.Popen(base, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 400
-    while time.time() < deadline:
-        try:
-            torch.load(target, map_location="cpu", weights_only=True)  # complete, not half-written
-            break
-        except Exception:
-            time.sleep(0.05)
+    _wait_for(target, proc)  # complete, not half-written
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert target.is_file(), "the run never reached step 15"
@@ -172,9 +170,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, step: int = 0, timeout: float 
 @pytest.fixture(scope="module")
 def steps_run(data_root, tmp_path_factory) -> Path:
     """The uninterrupted reference of the max_steps runs: 9 steps, checkpoints at the end of epochs 0 and 1."""
-    runs = tmp_path_factory.mktemp("steps")
-    _run([VTP, "train", "frozen_synth", *STEPS, f"data.root={data_root}", f"run.dir={runs}", "run.version=full"])
-    return runs / "frozen_synth" / "full"
+    return _reference_run(STEPS, data_root, tmp_path_factory.mktemp("steps"))
 
 
 def test_resume_from_an_end_of_epoch_checkpoint_with_max_steps(data_root, steps_run, tmp_path):
