@@ -189,3 +189,9 @@ def test_compare_cli_on_results_files(tmp_path, capsys):
     rows = _rows(capsys.readouterr().out)
     assert _bold(rows["a a_x/v0/last"]["t2v R@1"]) and not _bold(rows["b b_x/v0/last"]["t2v R@1"])
     assert main(["compare", str(tmp_path), "--n-boot", "0"]) == 2
+
+
+def test_one_row_explains_its_intervals_and_marks_nothing():
+    md = format_table([_result("a", _outcomes(np.random.default_rng(7), 50, 0.5))])
+    assert "± : half-width of the 95 % percentile bootstrap interval" in md
+    assert "Bold" not in md and "**" not in md

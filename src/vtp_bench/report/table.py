@@ -157,10 +157,11 @@ def _legend(table: Table) -> list[str]:
              + "."]
     marks = table.marks()
     n_boot, n_perm = table.settings.n_boot, table.settings.n_perm
-    if marks.items:
+    if any(c.interval is not None for r in table.rows for c in r.cells.values()):
         lines.append(f"± : half-width of the 95 % percentile bootstrap interval over the test items ({n_boot:,} "
                      "resamples" + ("; a row of several seeds: hierarchical bootstrap, seeds and items resampled"
                                    if any(r.seeds > 1 for r in table.rows) else "") + ").")
+    if marks.items:
         lines.append("Bold: every row not significantly worse than the column's best: two-sided paired permutation "
                      f"test ({n_perm:,} random sign flips, exact below 2^n) of the per-item outcomes"
                      + (" averaged over each row's seeds" if any(r.seeds > 1 for r in table.rows) else "")
