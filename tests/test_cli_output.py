@@ -164,3 +164,26 @@ def test_help_describes_every_option_with_its_default(capsys):
     assert "default retrieval" in _options(_help(["eval"], capsys))["--task"]
     top = _help([], capsys)
     assert "cli_data" not in top and "``" not in top
+
+
+def test_overrides_may_follow_an_option_and_a_bare_resume():
+    from vtp_bench.cli import parse_args
+
+    args = parse_args(["train", "frozen_synth", "a.b=1", "--verbose", "c.d=2", "e.f=3"])
+    assert args.verbose and args.overrides == ["a.b=1", "c.d=2", "e.f=3"]
+    assert parse_args(["eval", "--ckpt", "x.ckpt", "k=v", "--dataset", "synth", "m=n"]).overrides == ["k=v", "m=n"]
+    with pytest.raises(SystemExit):
+        parse_args(["train", "frozen_synth", "--bogus", "a.b=1"])
+    with pytest.raises(SystemExit):
+        parse_args(["list", "a.b=1"])  # list takes no overrides
+
+
+def test_resume_followed_by_an_override_is_a_bare_resume(monkeypatch):
+    import vtp_bench.train as train_mod
+    from vtp_bench.cli import main
+
+    seen = {}
+    monkeypatch.setattr(train_mod, "train", lambda cfg, resume, overrides: seen.update(resume=resume, o=overrides)
+                        or {"is_global_zero": False})
+    assert main(["train", "frozen_synth", "--resume", "trainer.max_steps=6"]) == 0
+    assert seen == {"resume": "last", "o": ["trainer.max_steps=6"]}

@@ -133,7 +133,8 @@ def test_a_method_config_choice_is_checked(monkeypatch):
 
 @pytest.mark.parametrize("override", ["trainer.max_steps=abc", "data.batch_size=-4", "data.batch_size=0",
                                       "data.num_frames=0", "data.num_frames=-2", "data.img_size=0", "optim.lr=-1",
-                                      "optim.lr=nan", "trainer.max_steps=-5", "trainer.max_steps=0"])
+                                      "optim.lr=nan", "trainer.max_steps=-5", "trainer.max_steps=0",
+                                      "trainer.limit_val_batches=1", "trainer.limit_val_batches=0.5"])
 def test_values_no_run_can_use_are_refused_before_a_run_dir(override, tmp_path, capsys):
     from vtp_bench.cli import main
 
@@ -141,3 +142,11 @@ def test_values_no_run_can_use_are_refused_before_a_run_dir(override, tmp_path, 
     err = capsys.readouterr().err
     assert f"bad value for config key '{override.split('=')[0]}'" in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_name_that_yaml_reads_as_a_boolean_is_refused_not_turned_into_False(tmp_path, capsys):
+    from vtp_bench.cli import main
+
+    assert main(["train", "frozen_synth", "run.version=off", f"run.dir={tmp_path / 'runs'}"]) == 2
+    assert "reads as the boolean False" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+    assert load_config("frozen_synth", ["run.version='off'"]).run.version == "off"

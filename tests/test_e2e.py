@@ -52,6 +52,23 @@ def test_training_writes_run_dir_and_reports_skips(trained):
     assert bad_id in summary["skipped_errors"]
 
 
+def test_summary_validates_the_final_weights_when_training_ends_mid_epoch(data_root, tmp_path):
+    """3 steps of an epoch of 5 batches: no epoch-end validation ran, so the summary's metrics come from one more
+    validation of the final weights (they were ``{}`` before), equal to ``eval`` of ``last.ckpt``; with validation
+    off the summary says so instead of writing empty metrics."""
+    common = ["train", "frozen_synth", *TINY, f"data.root={data_root}", f"run.dir={tmp_path}", "trainer.max_steps=3"]
+    assert main([*common, "run.version=mid"]) == 0
+    summary = json.loads((tmp_path / "frozen_synth" / "mid" / "summary.json").read_text())
+    assert summary["global_step"] == 3 and summary["val_step"] == 3 and summary["validation"] == "final weights"
+    out = tmp_path / "mid.json"
+    assert main(["eval", "--ckpt", summary["checkpoint"], "--dataset", "synth", "--split", "val", "--out", str(out),
+                 "--data-root", str(data_root)]) == 0
+    assert summary["val_metrics"] == json.loads(out.read_text())["metrics"]
+    assert main([*common, "run.version=noval", "trainer.limit_val_batches=0"]) == 0
+    off = json.loads((tmp_path / "frozen_synth" / "noval" / "summary.json").read_text())
+    assert off["val_metrics"] is None and off["validation"] == "off (trainer.limit_val_batches=0)"
+
+
 def test_eval_reproduces_training_validation_and_itself(trained, data_root, tmp_path):
     run, _ = trained
     summary = json.loads((run / "summary.json").read_text())
@@ -241,3 +258,13 @@ def test_a_training_manifest_with_no_full_batch_is_named(data_root, tmp_path, ca
     assert main(args) == 2
     err = capsys.readouterr().err
     assert f"{empty}: 0 training items hold no full batch of 4" in err and "the manifest is empty" in err
+
+
+def test_more_frames_than_the_checkpoint_has_embeddings_for_is_a_sentence(trained, data_root, tmp_path, capsys):
+    run, _ = trained
+    args = ["eval", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--dataset", "synth", "--split", "val",
+            "--data-root", str(data_root), "--out", str(tmp_path / "r.json"), "data.num_frames=8"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "temporal embeddings for 4" in err and "data.num_frames" in err and "Traceback" not in err
+    assert not (tmp_path / "r.json").exists()

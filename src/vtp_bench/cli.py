@@ -18,6 +18,7 @@ from vtp_bench.quiet import quiet_lightning, status
 def _user_errors() -> tuple[type[BaseException], ...]:
     from vtp_bench.atomic import AtomicWriteError  # a file that could not be written (disk full): which and why
     from vtp_bench.config import ConfigError
+    from vtp_bench.errors import InputShapeError
     from vtp_bench.data.catalog import DataNotFoundError
     from vtp_bench.data.dataset import MissingVideosError
     from vtp_bench.data.manifest import ManifestError  # also FromFolderError
@@ -28,7 +29,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from vtp_bench.train import TrainError
 
     return (ConfigError, RegistryError, DataNotFoundError, ManifestError, MissingVideosError, VideoReadError,
-            CheckpointError, EvaluationError, TrainError, ReportError, AtomicWriteError)
+            CheckpointError, EvaluationError, TrainError, ReportError, AtomicWriteError, InputShapeError)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -51,6 +52,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from vtp_bench.config import load_config
     from vtp_bench.train import TrainError, train, train_seeds
 
+    if args.resume and "=" in args.resume and not Path(args.resume).exists():  # `--resume k=v`: a bare --resume
+        args.overrides, args.resume = [*args.overrides, args.resume], "last"
     cfg = load_config(args.experiment, args.overrides)
     if args.seeds:
         if args.resume:
@@ -82,7 +85,9 @@ def _seed_list(text: str) -> list[int]:
 
 def _print_summary(summary: dict, val_task: str) -> None:
     m = summary["val_metrics"]
-    if "t2v/R@1" in m:
+    if m is None:
+        print(f"validation: {summary['validation']}")
+    elif "t2v/R@1" in m:
         print(f"final validation: t2v R@1 {m['t2v/R@1']:.1f}  R@5 {m['t2v/R@5']:.1f}  "
               f"R@10 {m['t2v/R@10']:.1f}  MedR {m['t2v/MedR']:.1f}")
     elif m:  # another validation task (eval.val_task): its metrics as they come
@@ -211,8 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """argparse, with ``key=value`` overrides anywhere after the command (``train EXP --verbose k=v``): argparse
+    takes the positionals of a subcommand in one run, so overrides after an option come back unrecognized."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     quiet_lightning(verbose=getattr(args, "verbose", False))
     try:
         args.func(args)

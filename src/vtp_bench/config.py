@@ -265,6 +265,11 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
                           "-1 (no limit) or a positive integer (0 would train nothing)"),
     "trainer.max_epochs": (lambda v: v is None or (_is_int(v) and (v == -1 or v >= 1)),
                            "null, -1 (no limit) or a positive integer"),
+    # a part of the validation set scores an easier, smaller benchmark that no one could compare with
+    # (Lightning reads an int as a number of batches: 1 is one batch, 1.0 the whole set)
+    "trainer.limit_val_batches": (lambda v: v is None or v == 0 or (isinstance(v, float) and v == 1.0),
+                                  "1.0 (the whole validation set) or 0 (no validation); metrics on a part of the set "
+                                  "are not the set's metrics"),
 }
 
 
@@ -290,11 +295,21 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
         )
 
 
+# free-form names: YAML reads on/off/yes/no/true/false as booleans, which would become a folder "False"
+NAME_KEYS = ("run.version", "run.dir")
+
+
 def _parse_overrides(overrides: list[str] | tuple[str, ...]) -> DictConfig:
     try:
-        return OmegaConf.from_dotlist(list(overrides))
+        cli = OmegaConf.from_dotlist(list(overrides))
     except Exception as e:  # from_dotlist raises plain ValueErrors for malformed items
         raise ConfigError(f"bad override in {list(overrides)}: {e} (write key=value, e.g. data.batch_size=8)") from None
+    for key in NAME_KEYS:
+        value = OmegaConf.select(cli, key, default=None)
+        if isinstance(value, bool):
+            raise ConfigError(f"bad value for config key '{key}': the command line's word reads as the boolean "
+                              f"{value}; quote it to mean the name, e.g. {key}=\"'off'\"")
+    return cli
 
 
 def apply_overrides(cfg: DictConfig, overrides: list[str] | tuple[str, ...]) -> DictConfig:

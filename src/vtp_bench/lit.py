@@ -49,6 +49,7 @@ class VTPModule(L.LightningModule):
         self.resume_position: dict[str, int] | None = None  # set when restoring a checkpoint
         self._resume_at_epoch_start = False  # restored from the end of a finished epoch (start_next_epoch)
         self.last_metrics: dict[str, float] = {}
+        self.last_metrics_step: int | None = None  # the optimizer step whose weights last_metrics scored
         self.last_eval_info: dict[str, Any] = {}
         self.weights_digests: list[str] = []  # one per rank, at the end of training
         self.unchanged_params: list[str] = []  # trainable parameters that training never changed
@@ -95,6 +96,7 @@ class VTPModule(L.LightningModule):
             # the newest validation: a resumed run that does not validate again still reports it (summary.json)
             checkpoint["vtp_last_metrics"] = {k: float(v) for k, v in self.last_metrics.items()
                                               if hasattr(v, "__float__")}  # plain floats: weights_only loads them
+            checkpoint["vtp_last_metrics_step"] = self.last_metrics_step
             # every rank's RNG (dropout masks differ per rank): Lightning calls this hook on every rank and
             # writes rank 0's dict, so the states are gathered into it
             checkpoint["vtp_rng_state"] = gather_objects(rng_state())
@@ -103,6 +105,7 @@ class VTPModule(L.LightningModule):
         self.resume_position = checkpoint.get("vtp_data_position")
         if self._trainer is not None and self.trainer.state.fn == "fit":  # not when a test starts from it
             self.last_metrics = dict(checkpoint.get("vtp_last_metrics") or self.last_metrics)
+            self.last_metrics_step = checkpoint.get("vtp_last_metrics_step", self.last_metrics_step)
         self._resume_at_epoch_start = start_next_epoch(checkpoint)
         states = checkpoint.get("vtp_rng_state")
         if states:  # dropout etc. continue exactly as in an uninterrupted run
@@ -229,7 +232,7 @@ class VTPModule(L.LightningModule):
             emb = emb.index(torch.tensor([j for j, i in enumerate(good) if clips[i].video not in dropped]))
             eset = eset.drop_videos(bad)
         metrics, info = task.score(self, emb, eset, self.cfg)
-        self.last_metrics = metrics
+        self.last_metrics, self.last_metrics_step = metrics, self.global_step
         self.last_eval_info = {"task": task.name, **info, "num_missing": len(eset.missing),
                                "missing": eset.missing[:100]}
         for k in task.headline:

@@ -260,6 +260,21 @@ def train_seeds(cfg: DictConfig, seeds: list[int]) -> list[dict[str, Any]]:
     return summaries
 
 
+def validate_final_weights(cfg: DictConfig, trainer: L.Trainer, module: VTPModule, dm: VideoTextDataModule) -> str:
+    """The summary's ``val_metrics`` score the weights the run ends with: when the last validation was of earlier
+    weights (``max_steps`` ends mid-epoch, ``check_val_every_n_epoch > 1``) or none ran, validate once more.
+    Returns what the summary says of it; ``trainer.limit_val_batches=0`` turns validation off, and says so."""
+    if cfg.trainer.get("limit_val_batches", 1.0) == 0:
+        return "off (trainer.limit_val_batches=0)"
+    if module.last_metrics and module.last_metrics_step == trainer.global_step:
+        return "final weights"
+    trainer.validate(module, datamodule=dm, verbose=False)
+    if not module.last_metrics:  # cannot happen with a non-empty val manifest; never record an empty validation
+        raise TrainError(f"the validation of the final weights scored nothing (split {cfg.data.val_split!r} of "
+                         f"{cfg.data.eval[0]!r}); check its manifest and data.eval_batch_size")
+    return "final weights"
+
+
 def train(cfg: DictConfig, resume: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """Fit, then validate the final weights; returns a summary (run dir, checkpoint, metrics, skipped videos).
     A resumed run continues with its own config (``resumed_config``; ``overrides`` are the command line's)."""
@@ -312,6 +327,7 @@ def train(cfg: DictConfig, resume: str | None = None, overrides: list[str] | Non
         if trainer.world_size == 1:  # what on_train_end gathers (across ranks it could wait on a stopped one)
             module.on_train_end()
     wall = time.perf_counter() - t_fit
+    validation = validate_final_weights(cfg, trainer, module, dm) if interrupted is None else "interrupted"
     run_dir = next(c for c in trainer.callbacks if isinstance(c, RunDirSync)).run_dir
     skipped = sorted(set(module.skipped_videos))
     summary = {
@@ -321,7 +337,9 @@ def train(cfg: DictConfig, resume: str | None = None, overrides: list[str] | Non
         "run_dir": str(run_dir),
         "checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
         "global_step": trainer.global_step,
-        "val_metrics": module.last_metrics,
+        "val_metrics": module.last_metrics or None,  # never {}: null, and "validation" says why
+        "val_step": module.last_metrics_step,
+        "validation": validation,
         "init": init_report.to_dict() if init_report else None,
         "steps_per_dataset": dict(Counter(module.dataset_steps)),
         "steps_per_rank": module.steps_per_rank,

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from vtp_bench.config import choice
 from vtp_bench.distributed import rank_world
+from vtp_bench.errors import InputShapeError
 from vtp_bench.methods.base import Embeddings, Method, config_to_kwargs
 from vtp_bench.metrics.grounding import moment_iou
 from vtp_bench.registry import METHODS
@@ -227,7 +228,7 @@ class GroundingHead(Method):
             return
         frames, size = self.backbone_clip
         if video.shape[-4] != frames or tuple(video.shape[-2:]) != (size, size):
-            raise ValueError(f"the backbone was trained on clips of {frames} frames at {size} px, the data gives "
+            raise InputShapeError(f"the backbone was trained on clips of {frames} frames at {size} px, the data gives "
                              f"{video.shape[-4]} frames at {tuple(video.shape[-2:])}; set data.num_frames={frames} "
                              f"data.img_size={size} (and data.eval_num_frames=null)")
 

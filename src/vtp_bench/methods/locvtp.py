@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from vtp_bench.config import choice
 from vtp_bench.distributed import rank_world
+from vtp_bench.errors import InputShapeError
 from vtp_bench.losses import gather_with_grad, norm_softmax_loss
 from vtp_bench.methods.base import Embeddings, Method, cosine_similarity_matrix
 from vtp_bench.models.build import build_encoder
@@ -195,7 +196,7 @@ class LocVTP(Method):
         b, t = video.shape[:2]
         c = self.cfg.num_clips
         if t % c:
-            raise ValueError(f"data.num_frames = {t} frames cannot be split into method.num_clips = {c} equal clips; "
+            raise InputShapeError(f"data.num_frames = {t} frames cannot be split into method.num_clips = {c} equal clips; "
                              f"set data.num_frames to a multiple of {c}")
         frame_mask = batch.get("video_mask")
         if frame_mask is None:

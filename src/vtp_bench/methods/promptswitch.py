@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from vtp_bench.config import choice
 from vtp_bench.distributed import rank_world
+from vtp_bench.errors import InputShapeError
 from vtp_bench.methods.base import Embeddings
 from vtp_bench.methods.clip4clip import Clip4Clip, Clip4ClipConfig
 from vtp_bench.models.outputs import EncoderOutput
@@ -195,7 +196,7 @@ class PromptSwitch(Clip4Clip):
         if n == 0:
             return self.video_model(self.pixels(video), mask), mask
         if t % n:
-            raise ValueError(
+            raise InputShapeError(
                 f"promptswitch: {t} frames per video is not a multiple of method.num_prompts={n}. The Prompt Cube "
                 f"switches prompts inside chunks of num_prompts frames (the official train.py asserts num_frames % "
                 f"num_prompts == 0): set data.num_frames (and data.eval_num_frames) to a multiple of {n}")

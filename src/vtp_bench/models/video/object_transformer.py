@@ -24,6 +24,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
+from vtp_bench.errors import InputShapeError
 from vtp_bench.models.common import TowerOptions
 from vtp_bench.models.outputs import EncoderOutput
 from vtp_bench.models.video.space_time_vit import SpaceTimeBlock
@@ -89,7 +90,9 @@ class ObjectTransformer(TowerOptions):
             raise ValueError(f"region_boxes must be [B, T, K, 6] = {(b, t, k, BOX_DIM)}, "
                              f"got {tuple(region_boxes.shape)}")
         if t > self.num_frames:
-            raise ValueError(f"got {t} frames but the model has temporal embeddings for {self.num_frames}")
+            raise InputShapeError(f"got {t} frames of regions but the object transformer has temporal embeddings "
+                                  f"for {self.num_frames} (its num_frames): set data.num_frames to at most "
+                                  f"{self.num_frames}")
         if k != self.num_regions:  # the official model groups tokens by region_nums: other K would mix frames
             raise ValueError(f"got {k} regions per frame but the model is built for num_regions={self.num_regions}")
         if region_mask is None:

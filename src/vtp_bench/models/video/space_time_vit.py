@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import Tensor, nn
 
+from vtp_bench.errors import InputShapeError
 from vtp_bench.models.common import TowerOptions
 from vtp_bench.models.outputs import EncoderOutput
 from vtp_bench.registry import ENCODERS
@@ -238,13 +239,15 @@ class SpaceTimeViT(TowerOptions):
             raise ValueError(f"video must be [B, T, C, H, W], got shape {tuple(video.shape)}")
         t, c, hh, ww = video.shape[1:]
         if t > self.num_frames:
-            raise ValueError(
-                f"got {t} frames but the model has temporal embeddings for {self.num_frames}; "
-                "build it with num_frames >= the clip length"
+            raise InputShapeError(
+                f"the clips have {t} frames but the video encoder has temporal embeddings for {self.num_frames} "
+                f"(its num_frames): set data.num_frames (and data.eval_num_frames) to at most {self.num_frames}, or "
+                f"build the encoder for more (method.video.num_frames; a released checkpoint's embeddings are "
+                f"inflated with --temporal-fix)"
             )
         size = self.patch_embed.img_size
         if (hh, ww) != (size, size) or c != self.patch_embed.proj.in_channels:
-            raise ValueError(
+            raise InputShapeError(
                 f"frames must be {self.patch_embed.proj.in_channels} x {size} x {size} (img_size), got "
                 f"{c} x {hh} x {ww}; the positional embedding is not interpolated"
             )
