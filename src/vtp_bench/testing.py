@@ -97,3 +97,17 @@ def fake_batch(cfg: DictConfig, n: int, dtype: torch.dtype) -> dict[str, Any]:
         "size": n,
         **fake_method_inputs(cfg, n, g, dtype),  # region boxes / features of methods that read them
     }
+
+
+def seeded_state_dict(shapes: dict[str, list[int]], seed: int = 0) -> dict[str, torch.Tensor]:
+    """Reproducible random tensors for a released layout's key names and shapes (checkpoint-layout tests and
+    the scripts that run an official model on the same weights): one generator, the names in sorted order, so
+    the same names and shapes give the same values in every process. 1-D ``*.weight`` tensors (the norms of these
+    models) are 1 + noise, everything else small noise, so activations stay in range through a few layers."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name in sorted(shapes):
+        shape = tuple(int(s) for s in shapes[name])
+        t = torch.randn(shape, generator=g, dtype=torch.float32)
+        out[name] = 1 + 0.1 * t if len(shape) == 1 and name.endswith("weight") else 0.05 * t
+    return out
