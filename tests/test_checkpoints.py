@@ -18,12 +18,12 @@ from vtp_bench.methods.frozen import Frozen, FrozenConfig
 from vtp_bench.models.checkpoints import (
     CheckpointError,
     detect_source,
-    hf_clip_to_open_clip,
     inflate_temporal_embed,
     load_checkpoint,
     load_official,
 )
-from vtp_bench.models.clip_common import TINY_CLIP
+from vtp_bench.models.clip_common import TINY_CLIP, hf_clip_to_open_clip
+from vtp_bench.models.layouts import CheckpointTarget, LayoutMap
 from vtp_bench.models.text.clip_text import ClipText
 from vtp_bench.models.video.clip_vit import ClipViT
 from vtp_bench.models.video.space_time_vit import SpaceTimeViT
@@ -219,12 +219,18 @@ def test_hf_clip_safetensors_and_logit_scale(tmp_path):
     hf = hf_tiny_clip(seed=1)
     save_file({k: v.contiguous() for k, v in hf.state_dict().items()}, tmp_path / "model.safetensors")
 
-    class Pair(torch.nn.Module):  # what a CLIP-based method holds
+    class Pair(CheckpointTarget, torch.nn.Module):  # what a CLIP-based method holds, and declares
         def __init__(self):
             super().__init__()
             self.video_encoder = ClipViT.preset("tiny")
             self.text_encoder = ClipText.preset("tiny")
             self.logit_scale = torch.nn.Parameter(torch.zeros(()))
+
+        def checkpoint_prefixes(self, layout):
+            towers = {**{s: f"video_encoder.{d}" for s, d in self.video_encoder.checkpoint_prefixes(layout).prefixes
+                         .items()}, **{s: f"text_encoder.{d}" for s, d in self.text_encoder.checkpoint_prefixes(layout)
+                                       .prefixes.items()}}
+            return LayoutMap({**towers, "logit_scale": "logit_scale"})
 
     pair = Pair()
     report = load_official(pair, tmp_path / "model.safetensors")

@@ -21,7 +21,7 @@ from vtp_bench.data.video import SAMPLINGS
 from vtp_bench.errors import ConfigError
 from vtp_bench.losses import GATHER_MODES
 from vtp_bench.models.build import resolve_encoder
-from vtp_bench.models.checkpoints import SOURCE_ALIASES, SOURCES, TEMPORAL_FIXES
+from vtp_bench.models.layouts import TEMPORAL_FIXES
 from vtp_bench.optim import OPTIMIZERS, SCHEDULERS
 from vtp_bench.registry import METHODS, RegistryError, experiments_dir, list_experiments
 
@@ -133,7 +133,7 @@ class InitConfig:
     by ``models.checkpoints.load_official`` into the method before the first step (not when resuming)."""
 
     checkpoint: Optional[str] = None
-    source: Optional[str] = choice(None, (None, *SOURCES, *SOURCE_ALIASES))  # detected from the keys when null
+    source: Optional[str] = None  # a checkpoint layout (`vtp-bench list`); null: detected from the keys
     temporal_fix: str = choice("zeros", TEMPORAL_FIXES)  # a file with fewer frames than the model: zeros | interp | bilinear (Frozen)
     strict: bool = True  # false: keys the model has no place for are reported, not an error (official loaders)
     trust: bool = False  # allow arbitrary unpickling (trusted files only)
@@ -261,6 +261,8 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     "optim.warmup_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "run.keep_checkpoints": (lambda v: v in ("all", "last") or (_is_int(v) and v >= 0),
                              "all, last or an integer N >= 0 (the newest N epoch/step checkpoints besides last.ckpt)"),
+    "init.source": (lambda v: v is None or str(v).lower() in _layout_names(),
+                    lambda: f"null (detected from the keys) or a checkpoint layout: {', '.join(_layout_names())}"),
     "trainer.max_steps": (lambda v: v is None or (_is_int(v) and (v == -1 or v >= 1)),
                           "-1 (no limit) or a positive integer (0 would train nothing)"),
     "trainer.max_epochs": (lambda v: v is None or (_is_int(v) and (v == -1 or v >= 1)),
@@ -273,6 +275,12 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
 }
 
 
+def _layout_names() -> list[str]:
+    from vtp_bench.models.checkpoints import layout_names
+
+    return layout_names()
+
+
 def check_values(cfg: DictConfig) -> None:
     """Refuse values no run can use (``VALUE_RULES``), naming the key, the value and what it must be."""
     for key, (ok, what) in VALUE_RULES.items():
@@ -280,6 +288,7 @@ def check_values(cfg: DictConfig) -> None:
         if OmegaConf.select(cfg, key, default="<absent>") == "<absent>":
             continue
         if not ok(value):
+            what = what() if callable(what) else what
             raise ConfigError(f"bad value for config key '{key}': {value!r}; it must be {what}")
 
 

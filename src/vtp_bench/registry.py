@@ -166,3 +166,6 @@ ENCODERS = Registry("encoder", packages=("vtp_bench.models.video", "vtp_bench.mo
 METHODS = Registry("method", packages=("vtp_bench.methods",))
 DATASETS = Registry("dataset", modules=("vtp_bench.data.catalog",))
 TASKS = Registry("task", packages=("vtp_bench.tasks",))
+# released checkpoint formats, declared by the file of the model each belongs to (models.checkpoints)
+CHECKPOINT_LAYOUTS = Registry("checkpoint layout", modules=("vtp_bench.models.clip_common",),
+                              packages=("vtp_bench.models.video", "vtp_bench.models.text", "vtp_bench.methods"))

@@ -7,11 +7,14 @@ that subclasses ``Method``, declares its ``Config`` dataclass and registers itse
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from vtp_bench.models.layouts import CheckpointLayout, CheckpointTarget, LayoutMap, prefixed
+from vtp_bench.registry import CHECKPOINT_LAYOUTS
 
 
 @dataclass
@@ -92,9 +95,25 @@ def cosine_similarity_matrix(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
     return a @ b.t()
 
 
-class Method(nn.Module):
+@CHECKPOINT_LAYOUTS.register("vtp_bench")
+class VTPBenchLayout(CheckpointLayout):
+    """vtp_bench's own ``.ckpt`` (a Lightning checkpoint: the method's state dict under ``method.``) as the start of
+    another run (``init.checkpoint``: MILES stage 2 from a vtp_bench pre-training, DemoVLP fine-tuning)."""
+
+    keys, priority = "vtp_bench", 100
+
+    def recognises(self, sd: Mapping[str, Any]) -> bool:
+        return bool(sd) and all(k.startswith("method.") for k in sd)
+
+    def normalise(self, sd: Mapping[str, Any]) -> dict[str, Any]:
+        return {k[len("method."):]: v for k, v in sd.items()}
+
+
+class Method(CheckpointTarget, nn.Module):
     """Base class. Subclasses set ``Config`` (a dataclass with a ``name`` field) and implement the encoders
     and ``losses``. ``losses`` returns named terms that are already weighted; VTPModule sums and logs them.
+    A method whose paper released weights in a layout of its own registers that layout in its file and maps it in
+    ``checkpoint_prefixes`` (``models.layouts``).
     """
 
     Config: ClassVar[type]
@@ -136,6 +155,17 @@ class Method(nn.Module):
             windows = csum[spans[:, 1] + 1] - csum[spans[:, 0]]  # the mean's direction: the sum's
             return cosine_similarity_matrix(text.pooled.float(), windows)
         return span_scores(self.similarity(text, clips), spans, how)
+
+    # --- released checkpoints --------------------------------------------------------------------------
+    def checkpoint_prefixes(self, layout: CheckpointLayout) -> LayoutMap | None:
+        """vtp_bench's own checkpoints map one to one; a method maps released layouts by overriding this (and
+        calling it for ``vtp_bench``). Default otherwise: None, so the towers inside take their parts."""
+        return LayoutMap({"": ""}) if layout.keys == "vtp_bench" else None
+
+    def tower_prefixes(self, layout: CheckpointLayout, *towers: str) -> dict[str, str]:
+        """The maps of the named tower attributes for ``layout``, under their attribute names."""
+        return {src: dst for name in towers for src, dst in prefixed(name, getattr(self, name)
+                                                                     .checkpoint_prefixes(layout)).items()}
 
     # --- training -------------------------------------------------------------------------------------
     def losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +22,9 @@ from vtp_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vtp_bench.losses import norm_softmax_loss
 from vtp_bench.methods.base import Embeddings, Method
 from vtp_bench.models.build import build_encoder
-from vtp_bench.registry import METHODS
+from vtp_bench.models.clip_common import OPENAI_EXTRA_KEYS
+from vtp_bench.models.layouts import CheckpointLayout, LayoutMap
+from vtp_bench.registry import CHECKPOINT_LAYOUTS, METHODS
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -64,6 +66,34 @@ class Clip4ClipConfig:
     pixel_norm: str = choice("clip", PIXEL_NORMS)  # clip: frames re-normalised to CLIP's mean/std (see pixels)
 
 
+# the parameters of CLIP4Clip's other similarity heads (seqLSTM, seqTransf, tightTransf): not this meanP model
+OTHER_SIM_HEADERS = ("frame_position_embeddings.", "transformerClip.", "lstm_visual.", "cross.", "similarity_dense.")
+
+
+@CHECKPOINT_LAYOUTS.register("clip4clip")
+class Clip4ClipLayout(CheckpointLayout):
+    """CLIP4Clip's saved ``pytorch_model.bin.<epoch>``: OpenAI CLIP's names under ``clip.`` (both towers and
+    ``logit_scale``), plus the sequence head of ``--sim_header seqTransf`` / ``seqLSTM`` / ``tightTransf`` if one
+    was trained. Normalised to open_clip's names; a sequence head is refused by name (only meanP is here)."""
+
+    keys, priority = "open_clip", 90
+
+    def recognises(self, sd: Mapping[str, Any]) -> bool:
+        return any(k.startswith(("clip.visual.", "clip.token_embedding.")) for k in sd)
+
+    def normalise(self, sd: Mapping[str, Any]) -> dict[str, Any]:
+        from vtp_bench.models.checkpoints import CheckpointError
+
+        heads = sorted({k.split(".")[0] for k in sd if k.startswith(OTHER_SIM_HEADERS)})
+        if heads:
+            raise CheckpointError(f"this CLIP4Clip file was trained with a sequence similarity head ({', '.join(heads)}: "
+                                  f"--sim_header seqTransf / seqLSTM / tightTransf); vtp_bench's clip4clip is the "
+                                  "meanP model (parameter-free mean pooling), so its scores would not be the file's")
+        out = {k[len("clip."):]: v for k, v in sd.items() if k.startswith("clip.")}
+        out.update({k: v for k, v in sd.items() if not k.startswith("clip.")})
+        return {k: v for k, v in out.items() if k not in OPENAI_EXTRA_KEYS}
+
+
 @METHODS.register("clip4clip")
 class Clip4Clip(Method):
     Config = Clip4ClipConfig
@@ -80,6 +110,12 @@ class Clip4Clip(Method):
         if not 2 <= cfg.max_words <= self.text_model.context_length:
             raise ValueError(f"method.max_words must be in [2, {self.text_model.context_length}], got {cfg.max_words}")
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.logit_scale_init)))
+
+    def checkpoint_prefixes(self, layout: CheckpointLayout) -> LayoutMap | None:
+        """Any CLIP file (OpenAI, open_clip, HuggingFace, CLIP4Clip): both towers and ``logit_scale``."""
+        if layout.keys != "open_clip":
+            return super().checkpoint_prefixes(layout)
+        return LayoutMap({**self.tower_prefixes(layout, "video_model", "text_model"), "logit_scale": "logit_scale"})
 
     # --- inputs ---------------------------------------------------------------------------------------
     def pixels(self, video: Tensor) -> Tensor:

@@ -21,7 +21,7 @@ the final means); ``padding="masked"`` leaves them out. Deviations and quirks: d
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.distributed as dist
@@ -33,7 +33,8 @@ from vtp_bench.distributed import rank_world
 from vtp_bench.losses import gather_with_grad, norm_softmax_loss
 from vtp_bench.methods.base import Embeddings, Method, cosine_similarity_matrix
 from vtp_bench.models.build import build_encoder
-from vtp_bench.registry import METHODS
+from vtp_bench.models.layouts import CheckpointLayout, LayoutMap
+from vtp_bench.registry import CHECKPOINT_LAYOUTS, METHODS
 
 FOCALS = ("equal", "none")  # BFAN's "equal" focal attention | none (the official else-branch, focal_type="prob")
 PADDINGS = ("official", "masked")
@@ -218,6 +219,17 @@ class DemoVLPConfig:
     eval_transpose_bug: bool = False  # parity: add the [video, text] local matrix untransposed (official eval)
 
 
+@CHECKPOINT_LAYOUTS.register("demovlp")
+class DemoVLPLayout(CheckpointLayout):
+    """DemoVLP's released files: ``object_model.*`` (the ObjectTransformer under its official names),
+    ``text_model.<HF DistilBERT keys>``, ``txt_proj.*``."""
+
+    keys, priority = "demovlp", 80
+
+    def recognises(self, sd: Mapping[str, Any]) -> bool:
+        return any(k.startswith("object_model.") for k in sd)
+
+
 @METHODS.register("demovlp")
 class DemoVLP(Method):
     Config = DemoVLPConfig
@@ -249,6 +261,11 @@ class DemoVLP(Method):
         for name, p in self.object_model.named_parameters():
             if name.startswith("norm.") or (".norm3." in name and not self.object_model.blocks[0].time_attention):
                 p.requires_grad_(False)
+
+    def checkpoint_prefixes(self, layout: CheckpointLayout) -> LayoutMap | None:
+        if layout.keys != "demovlp":
+            return super().checkpoint_prefixes(layout)
+        return LayoutMap({**self.tower_prefixes(layout, "object_model", "text_model"), "txt_proj.": "txt_proj."})
 
     # --- encoders -------------------------------------------------------------------------------------
     def region_features(self, batch: dict[str, Any]) -> Tensor:

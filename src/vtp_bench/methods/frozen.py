@@ -10,14 +10,15 @@ two directions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from torch import Tensor, nn
 
 from vtp_bench.losses import norm_softmax_loss
 from vtp_bench.methods.base import Embeddings, Method
 from vtp_bench.models.build import build_encoder
-from vtp_bench.registry import METHODS
+from vtp_bench.models.layouts import CheckpointLayout, LayoutMap
+from vtp_bench.registry import CHECKPOINT_LAYOUTS, METHODS
 
 
 @dataclass
@@ -32,6 +33,21 @@ class FrozenConfig:
     temperature: float = 0.05
 
 
+@CHECKPOINT_LAYOUTS.register("frozen")
+class FrozenLayout(CheckpointLayout):
+    """Frozen-in-Time's released ``.pth`` (also MILES' and RegionLearner's): ``video_model.*`` (SpaceTimeTransformer),
+    ``text_model.<HF keys>``, ``vid_proj.*`` and ``txt_proj.*`` (MCQ/MILES call it ``text_proj.*``)."""
+
+    keys, aliases, priority = "frozen", ("miles", "regionlearner", "frozen-in-time"), 60
+
+    def recognises(self, sd: Mapping[str, Any]) -> bool:
+        return any(k.startswith(("video_model.", "vid_proj.", "txt_proj.", "text_proj.", "text_model.")) for k in sd)
+
+    def normalise(self, sd: Mapping[str, Any]) -> dict[str, Any]:
+        sd = super().normalise(sd)
+        return {("txt_proj." + k[len("text_proj."):] if k.startswith("text_proj.") else k): v for k, v in sd.items()}
+
+
 @METHODS.register("frozen")
 class Frozen(Method):
     Config = FrozenConfig
@@ -42,6 +58,13 @@ class Frozen(Method):
         self.text_model = build_encoder(cfg.text, "method.text")
         self.vid_proj = nn.Sequential(nn.Linear(self.video_model.width, cfg.embed_dim))
         self.txt_proj = nn.Sequential(nn.ReLU(), nn.Linear(self.text_model.width, cfg.embed_dim))
+
+    def checkpoint_prefixes(self, layout: CheckpointLayout) -> LayoutMap | None:
+        """A Frozen-layout file: its towers where this method's towers take them, and both projections."""
+        if layout.keys != "frozen":
+            return super().checkpoint_prefixes(layout)
+        return LayoutMap({**self.tower_prefixes(layout, "video_model", "text_model"), "vid_proj.": "vid_proj.",
+                          "txt_proj.": "txt_proj."})
 
     def encode_video(self, batch: dict[str, Any]) -> Embeddings:
         out = self.video_model(batch["video"], batch.get("video_mask"))

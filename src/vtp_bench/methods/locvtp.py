@@ -34,6 +34,7 @@ from vtp_bench.errors import InputShapeError
 from vtp_bench.losses import gather_with_grad, norm_softmax_loss
 from vtp_bench.methods.base import Embeddings, Method, cosine_similarity_matrix
 from vtp_bench.models.build import build_encoder
+from vtp_bench.models.layouts import CheckpointLayout, LayoutMap
 from vtp_bench.registry import METHODS
 
 NEGATIVES = ("sentence", "batch", "both")
@@ -167,6 +168,14 @@ class LocVTP(Method):
         return frozenset({"video", "frame_times"})
 
     # --- encoders -------------------------------------------------------------------------------------
+    def checkpoint_prefixes(self, layout: CheckpointLayout) -> LayoutMap | None:
+        """No LocVTP weights were released. Its retrieval variant is a Frozen / OA-Trans-style ViT-B/16, so a
+        Frozen-layout file (Frozen-in-Time, MILES, an OA-Trans ViT) initialises both towers; the file's
+        projections do not fit LocVTP's heads and are left unused (reported), the heads stay as built."""
+        if layout.keys != "frozen":
+            return super().checkpoint_prefixes(layout)
+        return LayoutMap(self.tower_prefixes(layout, "video_model", "text_model"), unused=("vid_proj.", "txt_proj."))
+
     def clip_positions(self, batch: dict[str, Any], clip_mask: Tensor) -> Tensor:
         """[B, C] clip positions in ``offset_unit``: the mean time of a clip's real frames (``frame_times``),
         in seconds or divided by the item's mean clip spacing; the clip index when times are absent."""

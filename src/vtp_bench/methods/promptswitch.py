@@ -22,7 +22,7 @@ not a multiple of Np is refused, as the official ``train.py`` asserts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -34,9 +34,11 @@ from vtp_bench.distributed import rank_world
 from vtp_bench.errors import InputShapeError
 from vtp_bench.methods.base import Embeddings
 from vtp_bench.methods.clip4clip import Clip4Clip, Clip4ClipConfig
+from vtp_bench.models.clip_common import hf_clip_to_open_clip
+from vtp_bench.models.layouts import CheckpointLayout, LayoutMap
 from vtp_bench.models.outputs import EncoderOutput
 from vtp_bench.models.video.clip_vit import ClipLayerHook
-from vtp_bench.registry import METHODS
+from vtp_bench.registry import CHECKPOINT_LAYOUTS, METHODS
 
 # The official CaptionLoss down-weights the tokens of these words and both special tokens (HF CLIPTokenizer of
 # openai/clip-vit-base-patch32; the same BPE vocabulary as open_clip's): 19 ids.
@@ -138,6 +140,45 @@ class PromptSwitchConfig(Clip4ClipConfig):
     frequent_word_weight: float = 0.25
 
 
+# the official PromptCLIP's own parts -> ours (the CLIP towers under ``clip.`` are HuggingFace CLIP's names)
+OFFICIAL_PARTS = {"clip.vision_model.encoder.prompt_embedding": "prompt_cube", "clip.vision_model.attn.":
+                  "prompt_aggregation.", "caption_prenorm.": "captioner.prenorm.", "caption_transformer.":
+                  "captioner.decoder.", "caption_head.": "captioner.head."}
+PROMPT_PARTS = ("prompt_cube", "prompt_aggregation.", "captioner.")
+
+
+@CHECKPOINT_LAYOUTS.register("promptswitch")
+class PromptSwitchLayout(CheckpointLayout):
+    """The official ``PromptCLIP`` checkpoint (``checkpoint["state_dict"]``): HuggingFace CLIP under ``clip.``
+    (``clip.vision_model.*``, ``clip.text_model.*``, the projections, ``clip.logit_scale``), the Prompt Cube
+    (``clip.vision_model.encoder.prompt_embedding`` [Np, Np, W]), the Prompt Aggregation MHA
+    (``clip.vision_model.attn.*``, the same parameters as ours) and the captioner (``caption_prenorm``,
+    ``caption_transformer`` = ``nn.TransformerDecoder`` as ours, ``caption_head``). Normalised to open_clip's names
+    for the towers and to this method's names for the rest."""
+
+    keys, priority = "open_clip", 90
+
+    def recognises(self, sd: Mapping[str, Any]) -> bool:
+        return any(k.startswith(("clip.vision_model.", "clip.text_model.")) for k in sd)
+
+    def normalise(self, sd: Mapping[str, Any]) -> dict[str, Any]:
+        from vtp_bench.models.checkpoints import CheckpointError
+
+        if any(k.startswith("pool_frames.") for k in sd):
+            raise CheckpointError("this Prompt Switch file was trained with --pooling_type transformer (pool_frames.*,"
+                                  " a text-conditioned frame pooling); vtp_bench's promptswitch is the 'avg' model")
+        ours, towers = {}, {}
+        for key, value in sd.items():
+            src = next((p for p in OFFICIAL_PARTS if key.startswith(p)), None)
+            if src is not None:
+                ours[OFFICIAL_PARTS[src] + key[len(src):]] = value
+            elif key.startswith("clip."):
+                towers[key[len("clip."):]] = value
+            else:
+                ours[key] = value  # no place here: reported (or refused when strict)
+        return {**hf_clip_to_open_clip(towers), **ours}
+
+
 @METHODS.register("promptswitch")
 class PromptSwitch(Clip4Clip):
     Config = PromptSwitchConfig
@@ -161,6 +202,23 @@ class PromptSwitch(Clip4Clip):
         self.captioner: Captioner | None = None
         if cfg.caption_weight > 0:
             self._build_captioner(cfg)
+
+    def checkpoint_prefixes(self, layout: CheckpointLayout) -> LayoutMap | None:
+        """CLIP's towers and ``logit_scale`` (Clip4Clip), plus the Prompt Cube, the aggregation and the captioner
+        when the file has them (an official Prompt Switch file); a plain CLIP file leaves them as built."""
+        found = super().checkpoint_prefixes(layout)
+        if layout.keys != "open_clip" or found is None:
+            return found
+        return LayoutMap({**found.prefixes, **{p: p for p in PROMPT_PARTS}}, optional=PROMPT_PARTS,
+                         derived=("captioner_head_copied",))
+
+    def after_official_load(self, loaded: list[str]) -> list[str]:
+        """A file with a trained captioner head keeps it: the copy of the token embedding that a fresh model makes
+        before its first step (the official constructor's init) is marked done."""
+        if self.captioner is None or "captioner.head.weight" not in loaded:
+            return []
+        self.captioner_head_copied.fill_(True)
+        return ["promptswitch: the captioner head comes from the file (not re-initialised from the token embedding)"]
 
     def _build_captioner(self, cfg: Any) -> None:
         text = self.text_model.text

@@ -18,7 +18,7 @@ The video embedding is ``vid_proj(LN(CLS) + mean LN(regions))`` with the tower's
 pre-2022-07 code used LN(CLS) only (``pool="cls"``, the regions then train nothing but the codebook). Text side,
 projections and NormSoftmax (tau 0.05, both directions summed, gathered over ranks) are Frozen's.
 
-The head's parameter and buffer names are the official module's, and ``official_prefixes`` tells
+The head's parameter and buffer names are the official module's, and ``checkpoint_prefixes`` tells
 ``models.checkpoints.load_official`` that a released file's ``video_model.RegionLearner.*`` belong here.
 """
 
@@ -37,6 +37,7 @@ from vtp_bench.config import choice
 from vtp_bench.distributed import rank_world
 from vtp_bench.methods.base import Embeddings
 from vtp_bench.methods.frozen import Frozen
+from vtp_bench.models.layouts import CheckpointLayout, LayoutMap
 from vtp_bench.registry import METHODS
 
 EMA_SCHEDULES = ("constant", "ramp")
@@ -256,8 +257,6 @@ class RegionLearner(Frozen):
     """Frozen's towers, projections and loss; the video side goes through ``RegionLearnerHead``."""
 
     Config = RegionLearnerConfig
-    # released files keep the head under the video tower; here it is a sibling (models.checkpoints)
-    official_prefixes = {"video_model.RegionLearner.": "region_learner."}
 
     def __init__(self, cfg: Any, loss_gather: str = "global") -> None:
         super().__init__(cfg, loss_gather)
@@ -266,6 +265,15 @@ class RegionLearner(Frozen):
             cfg.ema_decay, cfg.eps, cfg.interaction_heads, cfg.ema_max_decay)
         if cfg.pool == "cls":  # no gradient reaches the head: leave it out of the optimizer (and of DDP's reducer)
             self.region_learner.requires_grad_(False)
+
+    def checkpoint_prefixes(self, layout: CheckpointLayout) -> LayoutMap | None:
+        """Released RegionLearner files keep the head under the video tower (``video_model.RegionLearner.*``);
+        here it is a sibling. A Frozen file without it leaves the head as built (reported)."""
+        found = super().checkpoint_prefixes(layout)
+        if layout.keys != "frozen" or found is None:
+            return found
+        head = "video_model.RegionLearner."
+        return LayoutMap({**found.prefixes, head: "region_learner."}, optional=(*found.optional, head))
 
     def video_regions(self, batch: dict[str, Any]) -> RegionOutput:
         video = batch["video"]

@@ -1,28 +1,18 @@
 """Load released checkpoints into vtp_bench's encoders and methods: ``load_official(module, path_or_sd, source)``.
 
-Sources (detected from the key names when ``source`` is None):
+The loader is generic: read the file safely, recognise its layout, map its keys, fit shapes, validate strictly and
+report. What a released format *is* lives with the model it belongs to, in two declarations:
 
-- ``frozen``: Frozen-in-Time, MILES and RegionLearner ``.pth`` files. ``{"state_dict": ...}`` nesting and the
-  DataParallel ``module.`` prefix are unwrapped; keys ``video_model.*`` (SpaceTimeTransformer),
-  ``text_model.<HF DistilBERT keys>``, ``txt_proj.*`` (MCQ/MILES call it ``text_proj.*``) and ``vid_proj.*``;
-  RegionLearner's head ``video_model.RegionLearner.*`` goes where the method's ``official_prefixes`` say.
-  ``temporal_embed`` is fitted to the model's ``num_frames`` as Frozen's ``_inflate_positional_embeds`` does:
-  a checkpoint with more frames is truncated; one with fewer is padded with zeros (``temporal_fix="zeros"``,
-  Frozen's default) or interpolated (``"interp"`` = nearest, ``"bilinear"``).
-- ``demovlp``: DemoVLP's ``ObjectRelation`` files (``object_model.*`` = the ObjectTransformer under its official
-  names, ``text_model.<HF DistilBERT keys>``, ``txt_proj.*``), and vtp_bench's own DemoVLP checkpoints (the same
-  keys under ``method.``, to fine-tune from a vtp_bench pre-training run); ``object_model.temporal_embed`` is
-  fitted to the model's frames as above (DemoVLP pre-trains with 1 frame and fine-tunes with 8, zeros).
-- ``open_clip`` / ``openai``: open_clip state dicts and OpenAI's CLIP files. OpenAI's ``.pt`` files are
-  TorchScript archives, read with ``torch.jit.load`` (what open_clip's ``load_openai_model`` does); their state
-  dict has open_clip's key names plus three ints (``input_resolution``, ``context_length``, ``vocab_size``).
-- ``hf_clip``: HuggingFace ``CLIPModel`` weights (``vision_model.*``, ``text_model.*``, ``visual_projection``,
-  ``text_projection``, ``logit_scale``), converted to open_clip's layout: q/k/v projections packed into
-  ``in_proj``, the projection matrices transposed.
+- a **layout** (:class:`CheckpointLayout`, registered in ``CHECKPOINT_LAYOUTS`` by the file of the model whose
+  format it is): how its keys are recognised and how they are renamed into its ``keys`` scheme (e.g. HuggingFace
+  CLIP -> open_clip names). ``vtp-bench list`` lists them.
+- a **target** (:class:`CheckpointTarget`, the base of every tower and method): ``checkpoint_prefixes(layout)`` says
+  where the scheme's keys go in that module (:class:`LayoutMap`), and ``after_official_load`` what to derive from
+  them. A module that declares nothing is searched for towers that do (a method with a space_time_vit and an
+  hf_text tower loads a Frozen-in-Time file into them).
 
-Targets: a ``SpaceTimeViT`` or ``HFTextEncoder`` alone, a ``ClipViT`` / ``ClipText`` alone, or any module holding
-them (a method: ``video_model`` / ``text_model`` / ``txt_proj`` / ``vid_proj`` for Frozen files; every CLIP tower
-and a ``logit_scale`` parameter for CLIP files). Every parameter of the parts a file covers must be in it.
+Generic shape fix: a ``temporal_embed`` [1, F, D] whose F differs from the model's is fitted as Frozen's
+``_inflate_positional_embeds`` does (truncate; pad with zeros, or interpolate: ``temporal_fix``).
 """
 
 from __future__ import annotations
@@ -40,13 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-SOURCES = ("frozen", "open_clip", "openai", "hf_clip", "demovlp")
-SOURCE_ALIASES = {"miles": "frozen", "regionlearner": "frozen", "frozen-in-time": "frozen", "clip": "open_clip",
-                  "huggingface": "hf_clip", "hf": "hf_clip"}
-TEMPORAL_FIXES = ("zeros", "interp", "bilinear")
-OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
-DEMOVLP_PREFIXES = ("object_model.", "method.object_model.")
-CLIP_TEXT_KEYS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
+from vtp_bench.models.layouts import TEMPORAL_FIXES, CheckpointLayout, CheckpointTarget, LayoutMap
+
 
 
 class CheckpointError(RuntimeError):
@@ -164,26 +149,70 @@ def state_dict_of(obj: Any) -> dict[str, Tensor]:
     return sd
 
 
-def detect_source(sd: Mapping[str, Any]) -> str:
-    keys = list(sd)
-    if any(k.startswith(DEMOVLP_PREFIXES) for k in keys):
-        return "demovlp"
-    if any(k.startswith(("vision_model.", "visual_projection")) or k.startswith("text_model.encoder.layers.")
-           for k in keys):
-        return "hf_clip"
-    if any(k.startswith(("video_model.", "vid_proj.", "txt_proj.", "text_proj.")) for k in keys) or any(
-        k.startswith("text_model.") for k in keys
-    ):
-        return "frozen"
-    if any(k.startswith("visual.") for k in keys) or "token_embedding.weight" in sd:
-        return "openai" if any(k in sd for k in OPENAI_EXTRA_KEYS) else "open_clip"
+# ----------------------------------------------------------------------------------- layouts and targets
+def layouts() -> list[CheckpointLayout]:
+    """Every registered layout, in detection order."""
+    from vtp_bench.registry import CHECKPOINT_LAYOUTS
+
+    found = [CHECKPOINT_LAYOUTS.get(n)(n) for n in CHECKPOINT_LAYOUTS.names()]
+    return sorted(found, key=lambda lay: (-lay.priority, lay.name))
+
+
+def layout_names() -> list[str]:
+    """The names (and aliases) ``source`` accepts."""
+    return sorted({n for lay in layouts() for n in (lay.name, *lay.aliases)})
+
+
+def get_layout(name: str) -> CheckpointLayout:
+    for lay in layouts():
+        if name.lower() in (lay.name, *lay.aliases):
+            return lay
+    raise CheckpointError(f"unknown checkpoint source {name!r}; known: {', '.join(layout_names())}")
+
+
+def detect_layout(sd: Mapping[str, Any]) -> CheckpointLayout:
+    for lay in layouts():
+        if lay.recognises(sd):
+            return lay
     raise CheckpointError(
         "cannot tell the checkpoint's source from its keys (first: "
-        f"{', '.join(keys[:5])}); give it explicitly: one of {', '.join(SOURCES)}"
+        f"{', '.join(list(sd)[:5])}); give it explicitly: one of {', '.join(layout_names())}"
     )
 
 
-# ----------------------------------------------------------------------------------------- conversions
+def detect_source(sd: Mapping[str, Any]) -> str:
+    """The name of the layout ``sd``'s keys show."""
+    return detect_layout(sd).name
+
+
+def layout_map(layout: CheckpointLayout, module: nn.Module) -> LayoutMap:
+    """``module``'s own map of ``layout``, else the union of the maps of the targets inside it (the first target
+    to claim a checkpoint prefix takes it; a target's children are not searched)."""
+    if isinstance(module, CheckpointTarget):
+        own = module.checkpoint_prefixes(layout)
+        if own is not None:
+            return own
+    merged = LayoutMap({})
+    claimed: list[str] = []
+    for path, m in module.named_modules():
+        if not path or any(path.startswith(c + ".") for c in claimed) or not isinstance(m, CheckpointTarget):
+            continue
+        sub = m.checkpoint_prefixes(layout)
+        if sub is None:
+            continue
+        claimed.append(path)
+        for src, dst in sub.prefixes.items():
+            merged.prefixes.setdefault(src, f"{path}.{dst}")
+        merged.optional += sub.optional
+        merged.unused += sub.unused
+        merged.derived += tuple(f"{path}.{d}" for d in sub.derived)
+    if not merged.prefixes:
+        raise CheckpointError(f"{type(module).__name__} has no part that takes a {layout.name!r} checkpoint "
+                              f"(its keys are {layout.keys} names); is it the right file for this model?")
+    return merged
+
+
+# ----------------------------------------------------------------------------------------- shape fixes
 def inflate_temporal_embed(embed: Tensor, num_frames: int, fix: str = "zeros") -> Tensor:
     """[1, F, D] -> [1, num_frames, D] as Frozen's ``_inflate_positional_embeds``: truncate when the checkpoint
     has more frames; with fewer, pad with zeros or interpolate (``interp`` = nearest, ``bilinear``)."""
@@ -200,60 +229,13 @@ def inflate_temporal_embed(embed: Tensor, num_frames: int, fix: str = "zeros") -
     return F.interpolate(embed.unsqueeze(0), size=(num_frames, embed.shape[2]), mode=mode).squeeze(0)
 
 
-def hf_clip_to_open_clip(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """HuggingFace ``CLIPModel`` state dict -> open_clip ``CLIP`` state dict (same numbers, open_clip's names)."""
-    out: dict[str, Tensor] = {}
-    towers = (("vision_model.", "visual."), ("text_model.", ""))
-    simple = {
-        "vision_model.embeddings.class_embedding": "visual.class_embedding",
-        "vision_model.embeddings.patch_embedding.weight": "visual.conv1.weight",
-        "vision_model.embeddings.position_embedding.weight": "visual.positional_embedding",
-        "vision_model.pre_layrnorm.weight": "visual.ln_pre.weight",
-        "vision_model.pre_layrnorm.bias": "visual.ln_pre.bias",
-        "vision_model.post_layernorm.weight": "visual.ln_post.weight",
-        "vision_model.post_layernorm.bias": "visual.ln_post.bias",
-        "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
-        "text_model.embeddings.position_embedding.weight": "positional_embedding",
-        "text_model.final_layer_norm.weight": "ln_final.weight",
-        "text_model.final_layer_norm.bias": "ln_final.bias",
-        "logit_scale": "logit_scale",
-    }
-    layer_parts = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
-                   "self_attn.out_proj": "attn.out_proj"}
-    qkv: dict[str, dict[str, Tensor]] = {}
-    unknown = []
-    for key, value in sd.items():
-        if key.endswith("position_ids"):
-            continue  # a buffer of older transformers versions
-        if key in simple:
-            out[simple[key]] = value
-        elif key == "visual_projection.weight":
-            out["visual.proj"] = value.T.contiguous()
-        elif key == "text_projection.weight":
-            out["text_projection"] = value.T.contiguous()
-        else:
-            for hf_prefix, oc_prefix in towers:
-                head = f"{hf_prefix}encoder.layers."
-                if key.startswith(head):
-                    idx, rest = key[len(head):].split(".", 1)
-                    block = f"{oc_prefix}transformer.resblocks.{idx}."
-                    part, kind = rest.rsplit(".", 1)  # e.g. self_attn.q_proj / weight
-                    if part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
-                        qkv.setdefault(f"{block}attn.in_proj_{kind}", {})[part[-6]] = value
-                    elif part in layer_parts:
-                        out[f"{block}{layer_parts[part]}.{kind}"] = value
-                    else:
-                        unknown.append(key)
-                    break
-            else:
-                unknown.append(key)
-    for key, parts in qkv.items():
-        if set(parts) != {"q", "k", "v"}:
-            raise CheckpointError(f"HF CLIP checkpoint: {key} lacks one of the q/k/v projections")
-        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
-    if unknown:
-        raise CheckpointError(f"HF CLIP checkpoint: no open_clip counterpart for {', '.join(unknown[:5])}")
-    return out
+def _fit_temporal(mapped: dict[str, Tensor], own: Mapping[str, Tensor], fix: str, notes: list[str]) -> None:
+    for k, v in mapped.items():
+        mine = own.get(k)
+        if (k.split(".")[-1] == "temporal_embed" and mine is not None and v.ndim == mine.ndim == 3
+                and v.shape[1] != mine.shape[1] and (v.shape[0], v.shape[2]) == (mine.shape[0], mine.shape[2])):
+            notes.append(f"{k}: checkpoint has {v.shape[1]} frames, model {mine.shape[1]}; fitted with {fix}")
+            mapped[k] = inflate_temporal_embed(v, mine.shape[1], fix)
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -286,97 +268,31 @@ def describe_load(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def layout(module: Any) -> str | None:
-    """The checkpoint layout an encoder declares (``CHECKPOINT_LAYOUT``: ``frozen_video``, ``frozen_text``,
-    ``clip_visual``, ``clip_text``, ``demovlp_objects``), None for anything else. Towers are recognised by it, so
-    this module imports none of them (the towers import it, to load their ``weights``)."""
-    return getattr(type(module), "CHECKPOINT_LAYOUT", None)
-
-
-def _is_tower(module: nn.Module) -> bool:
-    """A single encoder: a file covering more (the other tower, projections) is loaded partially by design."""
-    return layout(module) is not None
-
-
-def _frozen_mapping(module: nn.Module, sd: Mapping[str, Any]) -> tuple[dict[str, str], Any]:
-    """checkpoint prefix -> our prefix for Frozen-layout files, and the SpaceTimeViT that gets the video keys.
-    A method may name further parts of the file in ``official_prefixes`` (checkpoint prefix -> its own), e.g.
-    RegionLearner's head; each is mapped when the file has it (a file without it leaves that part as built)."""
-    if layout(module) == "frozen_video":
-        return {"video_model.": ""}, module
-    if layout(module) == "frozen_text":
-        return {"text_model.": "model."}, None
-    for path, m in module.named_modules():
-        video, text = getattr(m, "video_model", None), getattr(m, "text_model", None)
-        is_video, is_text = layout(video) == "frozen_video", layout(text) == "frozen_text"
-        if is_video or is_text:
-            pre = f"{path}." if path else ""
-            mapping = {"txt_proj.": f"{pre}txt_proj.", "vid_proj.": f"{pre}vid_proj."}
-            if is_video:
-                mapping["video_model."] = f"{pre}video_model."
-            if is_text:
-                mapping["text_model."] = f"{pre}text_model.model."
-            for src, dst in getattr(m, "official_prefixes", {}).items():
-                if any(k.startswith(src) for k in sd):
-                    mapping[src] = f"{pre}{dst}"
-            return mapping, video if is_video else None
-    raise CheckpointError(
-        f"a Frozen-in-Time / MILES / RegionLearner checkpoint needs a space_time_vit or hf_text tower; "
-        f"{type(module).__name__} has neither"
-    )
-
-
-def _demovlp_mapping(module: nn.Module) -> tuple[dict[str, str], Any]:
-    """checkpoint prefix -> our prefix for DemoVLP files (official, or vtp_bench's under ``method.``), and the
-    ObjectTransformer whose ``temporal_embed`` gets fitted."""
-    for path, m in module.named_modules():
-        if layout(getattr(m, "object_model", None)) == "demovlp_objects":
-            pre = f"{path}." if path else ""
-            mapping = {}
-            for src in ("", "method."):
-                mapping.update({f"{src}object_model.": f"{pre}object_model.", f"{src}txt_proj.": f"{pre}txt_proj.",
-                                f"{src}text_model.": f"{pre}text_model.model."})
-            mapping["method.text_model.model."] = f"{pre}text_model.model."
-            if getattr(m, "backbone", None) is not None:  # vtp_bench's RoI-pooling variant
-                mapping["method.backbone."] = f"{pre}backbone."
-            return mapping, m.object_model
-    if layout(module) == "demovlp_objects":
-        return {"object_model.": "", "method.object_model.": ""}, module
-    raise CheckpointError(f"a DemoVLP checkpoint needs an object_transformer tower (object_model); "
-                          f"{type(module).__name__} has none")
-
-
-def _clip_mapping(module: nn.Module) -> dict[str, str]:
-    if type(module).__name__ == "CLIP" and hasattr(module, "visual"):  # an open_clip model itself
-        return {"": ""}
-    mapping: dict[str, str] = {}
-    for path, m in module.named_modules():
-        pre = f"{path}." if path else ""
-        if layout(m) == "clip_visual":
-            mapping["visual."] = f"{pre}visual."
-        elif layout(m) == "clip_text":
-            for k in CLIP_TEXT_KEYS:
-                mapping[k] = f"{pre}text.{k}"
-    names = [n for n, _ in module.named_parameters() if n.split(".")[-1] == "logit_scale"]
-    if len(names) == 1:
-        mapping["logit_scale"] = names[0]
-    if not any(k in mapping for k in ("visual.", "token_embedding.")):
-        raise CheckpointError(f"a CLIP checkpoint needs a clip_vit or clip_text tower; "
-                              f"{type(module).__name__} has none")
-    return mapping
-
-
-def _remap(sd: Mapping[str, Tensor], mapping: Mapping[str, str]) -> tuple[dict[str, Tensor], list[str]]:
+def _remap(sd: Mapping[str, Tensor], prefixes: Mapping[str, str]) -> tuple[dict[str, Tensor], list[str]]:
     out, ignored = {}, []
-    prefixes = sorted(mapping, key=len, reverse=True)
+    order = sorted(prefixes, key=len, reverse=True)
     for key, value in sd.items():
-        for p in prefixes:
+        for p in order:
             if key.startswith(p):
-                out[mapping[p] + key[len(p):]] = value
+                out[prefixes[p] + key[len(p):]] = value
                 break
         else:
             ignored.append(key)
     return out, ignored
+
+
+def _choose_layout(sd: Mapping[str, Any], source: str | None) -> CheckpointLayout:
+    if source is None:
+        return detect_layout(sd)
+    given = get_layout(source)
+    try:
+        detected = detect_layout(sd)
+    except CheckpointError:
+        return given
+    if detected.name != given.name and not (given.family and given.family == detected.family):
+        raise CheckpointError(f"checkpoint source {source!r} was given, but the keys are those of a "
+                              f"{detected.name!r} checkpoint (e.g. {next(iter(sd))})")
+    return given
 
 
 def load_official(
@@ -389,77 +305,47 @@ def load_official(
     trust: bool = False,
 ) -> LoadReport:
     """Load a released checkpoint into ``module`` (an encoder, or a method holding encoders); see the module
-    docstring. ``strict``: checkpoint keys that have no place in the module are an error (else reported)."""
-    if source is not None:
-        source = SOURCE_ALIASES.get(source.lower(), source.lower())
-        if source not in SOURCES:
-            raise CheckpointError(f"unknown checkpoint source {source!r}; known: {', '.join(SOURCES)}")
+    docstring. ``source``: a layout name (None: detected from the keys). ``strict``: checkpoint keys that have no
+    place in the module are an error (else reported); a tower alone loads its part of a file by design."""
     obj = path_or_state_dict
     if isinstance(obj, (str, Path)):
         obj = load_checkpoint(obj, trust)
-    sd = state_dict_of(obj)
-    if source is None:
-        source = detect_source(sd)
-    else:
-        try:
-            detected = detect_source(sd)
-        except CheckpointError:
-            detected = source
-        family = {"openai": "open_clip"}
-        if family.get(detected, detected) != family.get(source, source):
-            raise CheckpointError(f"checkpoint source {source!r} was given, but the keys are those of a "
-                                  f"{detected!r} checkpoint (e.g. {next(iter(sd))})")
-    report = LoadReport(source)
+    raw = state_dict_of(obj)
+    layout = _choose_layout(raw, source)
+    sd = layout.normalise(raw)
+    plan = layout_map(layout, module)
+    report = LoadReport(layout.name)
     own = module.state_dict()
 
-    if source == "frozen":
-        sd = {("txt_proj." + k[len("text_proj."):] if k.startswith("text_proj.") else k): v for k, v in sd.items()}
-        sd = {k: v for k, v in sd.items() if not k.endswith("embeddings.position_ids")}
-        mapping, video = _frozen_mapping(module, sd)
-        key = "video_model.temporal_embed"
-        if video is not None and key in sd and sd[key].shape[1] != video.num_frames:
-            report.notes.append(f"temporal_embed: checkpoint has {sd[key].shape[1]} frames, model "
-                                f"{video.num_frames}; fitted with {temporal_fix}")
-            sd[key] = inflate_temporal_embed(sd[key], video.num_frames, temporal_fix)
-    elif source == "demovlp":
-        sd = {k: v for k, v in sd.items() if not k.endswith("embeddings.position_ids")}
-        mapping, objects = _demovlp_mapping(module)
-        for key in ("object_model.temporal_embed", "method.object_model.temporal_embed"):
-            if key in sd and sd[key].shape[1] != objects.num_frames:
-                report.notes.append(f"temporal_embed: checkpoint has {sd[key].shape[1]} frames, model "
-                                    f"{objects.num_frames}; fitted with {temporal_fix}")
-                sd[key] = inflate_temporal_embed(sd[key], objects.num_frames, temporal_fix)
-    else:
-        if source == "hf_clip":
-            sd = hf_clip_to_open_clip(sd)
-        sd = {k: v for k, v in sd.items() if k not in OPENAI_EXTRA_KEYS}
-        mapping = _clip_mapping(module)
-
-    mapped, ignored = _remap(sd, mapping)  # ignored: e.g. the text tower's keys when loading a video tower
-    if ignored and strict and not _is_tower(module):
+    mapped, ignored = _remap(sd, plan.prefixes)
+    by_design = [k for k in ignored if k.startswith(plan.unused)] if plan.unused else []
+    ignored = [k for k in ignored if k not in set(by_design)]
+    if ignored and strict and not (isinstance(module, CheckpointTarget) and module.takes_part_of_file):
         parts = sorted({k.split(".")[0] for k in ignored})
-        raise CheckpointError(f"{source} checkpoint has parts {type(module).__name__} has no tower for "
+        raise CheckpointError(f"{layout.name} checkpoint has parts {type(module).__name__} has no tower for "
                               f"({', '.join(parts)}: {len(ignored)} keys, e.g. {ignored[0]}); load it with "
                               f"strict=False (--ckpt-non-strict / init.strict=false) to use the rest")
     unexpected = [k for k in mapped if k not in own]
     mapped = {k: v for k, v in mapped.items() if k in own}
-    covered = [k for k in own if any(k.startswith(mapping[p]) for p in mapping)]
+    absent = [plan.prefixes[p] for p in plan.optional if p in plan.prefixes and not any(k.startswith(p) for k in sd)]
+    covered = [k for k in own if any(k.startswith(d) for d in plan.prefixes.values())
+               and not any(k.startswith(a) for a in absent)]
     missing = [k for k in covered if k not in mapped]
     if missing:
-        raise CheckpointError(f"{source} checkpoint lacks {len(missing)} of the model's keys, e.g. "
+        raise CheckpointError(f"{layout.name} checkpoint lacks {len(missing)} of the model's keys, e.g. "
                               f"{', '.join(missing[:5])}")
     if unexpected and strict:
-        raise CheckpointError(f"{source} checkpoint has {len(unexpected)} keys with no place in "
+        raise CheckpointError(f"{layout.name} checkpoint has {len(unexpected)} keys with no place in "
                               f"{type(module).__name__}, e.g. {', '.join(unexpected[:5])}; load it with "
                               f"strict=False (--ckpt-non-strict / init.strict=false) to use the rest")
+    _fit_temporal(mapped, own, temporal_fix, report.notes)
     bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in mapped.items() if v.shape != own[k].shape]
     if bad:
-        raise CheckpointError(f"{source} checkpoint shapes do not fit the model: {'; '.join(bad[:5])}")
+        raise CheckpointError(f"{layout.name} checkpoint shapes do not fit the model: {'; '.join(bad[:5])}")
     module.load_state_dict(mapped, strict=False)
     report.loaded = sorted(mapped)
-    report.ignored = sorted(ignored + unexpected)
-    report.untouched = [k for k in own if k not in mapped]
-    hook = getattr(module, "after_official_load", None)  # a method whose extra parts derive from the loaded ones
-    if callable(hook):  # (MILES: the snapshot encoder starts as a copy of the loaded video encoder)
-        report.notes.extend(hook(report.loaded))
+    report.ignored = sorted(ignored + unexpected + by_design)
+    report.untouched = [k for k in own if k not in mapped and not k.startswith(plan.derived or ("\0",))]
+    if isinstance(module, CheckpointTarget):
+        report.notes.extend(module.after_official_load(report.loaded))
     return report

@@ -8,19 +8,20 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from vtp_bench.models.checkpoints import load_official
+from vtp_bench.models.checkpoints import CheckpointTarget, load_official
 
 
 T = TypeVar("T", bound="TowerOptions")
 
 
-class TowerOptions(nn.Module):
+class TowerOptions(CheckpointTarget, nn.Module):
     """Mixin for encoders. ``freeze=True``: no parameter trains and the tower stays in eval mode (no dropout or
     drop-path), so its features are fixed, not just its weights; gradients still flow *through* it to inputs
     or hooks that train. ``grad_checkpointing=True``: every block recomputes its activations in backward."""
 
     freeze: bool = False
     grad_checkpointing: bool = False
+    takes_part_of_file = True  # a tower loads its part of a released file (models.checkpoints)
     PRESETS: dict[str, dict[str, Any]] = {}
 
     @classmethod

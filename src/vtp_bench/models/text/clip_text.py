@@ -11,8 +11,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from vtp_bench.models.clip_common import CLIP_PRESETS, build_clip_tower, check_weights_file, run_clip_block
+from vtp_bench.models.clip_common import CLIP_PRESETS, CLIP_TEXT_KEYS, build_clip_tower, check_weights_file, run_clip_block
 from vtp_bench.models.common import TowerOptions
+from vtp_bench.models.layouts import CheckpointLayout, LayoutMap
 from vtp_bench.models.outputs import EncoderOutput
 from vtp_bench.registry import ENCODERS
 
@@ -23,7 +24,6 @@ class ClipText(TowerOptions):
     feature; ``tokens`` [B, L, W] every position after ``ln_final`` (unprojected); ``mask`` [B, L] True up to
     and including the EOT token (open_clip pads with 0, so padding is masked by position, not by id)."""
 
-    CHECKPOINT_LAYOUT = "clip_text"  # how models.checkpoints maps released weights onto it
     PRESETS: dict[str, dict[str, Any]] = CLIP_PRESETS
 
     def __init__(
@@ -46,6 +46,10 @@ class ClipText(TowerOptions):
         self.width = int(t.text_projection.shape[1]) if t.text_projection is not None else int(t.width)
         self._tokenizer = None
         self.finish_init(weights, freeze, grad_checkpointing)
+
+    def checkpoint_prefixes(self, layout: CheckpointLayout) -> LayoutMap | None:
+        """CLIP's text tower in open_clip's names (top-level in a CLIP state dict), under ``text.`` here."""
+        return LayoutMap({k: f"text.{k}" for k in CLIP_TEXT_KEYS}) if layout.keys == "open_clip" else None
 
     def tokenize(self, texts: Sequence[str]) -> Tensor:
         if isinstance(texts, str):

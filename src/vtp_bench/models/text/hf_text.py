@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vtp_bench.models.layouts import CheckpointLayout, CheckpointTarget, LayoutMap
 from vtp_bench.models.outputs import EncoderOutput
 from vtp_bench.registry import ENCODERS
 
@@ -63,10 +64,10 @@ PADDINGS = ("longest", "max_length")
 
 
 @ENCODERS.register("hf_text")
-class HFTextEncoder(nn.Module):
+class HFTextEncoder(CheckpointTarget, nn.Module):
     """``forward(texts: list[str]) -> EncoderOutput`` (pooled [B, D], tokens [B, L, D], mask [B, L])."""
 
-    CHECKPOINT_LAYOUT = "frozen_text"  # how models.checkpoints maps released weights onto it
+    takes_part_of_file = True  # a tower loads its part of a released file (models.checkpoints)
     PRESETS: dict[str, dict[str, Any]] = {
         "distilbert-base": {"config": DISTILBERT_BASE},  # random init; Frozen's text tower shape
         "tiny": {"config": {"model_type": "distilbert", "vocab_size": 30522, "dim": 64, "n_layers": 2,
@@ -154,6 +155,10 @@ class HFTextEncoder(nn.Module):
         return self.tokenizer(
             list(texts), padding=self.padding, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
+
+    def checkpoint_prefixes(self, layout: CheckpointLayout) -> LayoutMap | None:
+        """The HuggingFace text model of Frozen-in-Time-style and DemoVLP files: ``text_model.<HF keys>``."""
+        return LayoutMap({"text_model.": "model."}) if layout.keys in ("frozen", "demovlp") else None
 
     def forward(self, texts: list[str]) -> EncoderOutput:
         device = next(self.model.parameters()).device

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from vtp_bench.models.clip_common import CLIP_PRESETS, build_clip_tower, check_weights_file, run_clip_block
 from vtp_bench.models.common import TowerOptions
+from vtp_bench.models.layouts import CheckpointLayout, LayoutMap
 from vtp_bench.models.outputs import EncoderOutput
 from vtp_bench.registry import ENCODERS
 
@@ -61,7 +62,6 @@ class ClipViT(TowerOptions):
     defaults to True, the activation of OpenAI's and HuggingFace's CLIP weights.
     """
 
-    CHECKPOINT_LAYOUT = "clip_visual"  # how models.checkpoints maps released weights onto it
     PRESETS: dict[str, dict[str, Any]] = CLIP_PRESETS
 
     def __init__(
@@ -85,6 +85,10 @@ class ClipViT(TowerOptions):
         self.image_size = tuple(self.visual.image_size)
         self.grid = tuple(self.visual.grid_size)
         self.finish_init(weights, freeze, grad_checkpointing)
+
+    def checkpoint_prefixes(self, layout: CheckpointLayout) -> LayoutMap | None:
+        """CLIP's image tower in open_clip's names (``visual.*``), which every CLIP layout normalises to."""
+        return LayoutMap({"visual.": "visual."}) if layout.keys == "open_clip" else None
 
     def _check_video(self, video: Tensor) -> None:
         if video.ndim != 5:

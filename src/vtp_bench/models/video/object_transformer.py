@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from vtp_bench.errors import InputShapeError
 from vtp_bench.models.common import TowerOptions
+from vtp_bench.models.layouts import CheckpointLayout, LayoutMap
 from vtp_bench.models.outputs import EncoderOutput
 from vtp_bench.models.video.space_time_vit import SpaceTimeBlock
 from vtp_bench.registry import ENCODERS
@@ -39,7 +40,6 @@ class ObjectTransformer(TowerOptions):
     """``forward(region_feats, region_boxes, region_mask=None) -> EncoderOutput``: ``tokens`` [B, 1 + T*K, out]
     (CLS, then the regions frame-major, projected), ``pooled`` = token 0, ``mask`` [B, 1 + T*K] bool."""
 
-    CHECKPOINT_LAYOUT = "demovlp_objects"  # how models.checkpoints maps released weights onto it
     PRESETS: dict[str, dict[str, Any]] = {
         "tiny": dict(feat_dim=2048, embed_dim=64, depth=2, num_heads=4, num_regions=30, num_frames=8, output_dim=32),
         "base": dict(feat_dim=2048, embed_dim=768, depth=12, num_heads=12, num_regions=30, num_frames=8,
@@ -81,6 +81,10 @@ class ObjectTransformer(TowerOptions):
         trunc_normal_(self.custom_pos_embed, std=0.02)
         trunc_normal_(self.cls_token, std=0.02)
         self.set_tower_options(freeze, grad_checkpointing)
+
+    def checkpoint_prefixes(self, layout: CheckpointLayout) -> LayoutMap | None:
+        """DemoVLP's ObjectTransformer, under its official names: ``object_model.*``."""
+        return LayoutMap({"object_model.": ""}) if layout.keys == "demovlp" else None
 
     def forward(self, region_feats: Tensor, region_boxes: Tensor, region_mask: Tensor | None = None) -> EncoderOutput:
         if region_feats.ndim != 4 or region_feats.shape[-1] != self.feat_dim:

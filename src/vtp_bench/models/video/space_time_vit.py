@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from vtp_bench.errors import InputShapeError
 from vtp_bench.models.common import TowerOptions
+from vtp_bench.models.layouts import CheckpointLayout, LayoutMap
 from vtp_bench.models.outputs import EncoderOutput
 from vtp_bench.registry import ENCODERS
 
@@ -173,7 +174,6 @@ class SpaceTimeViT(TowerOptions):
     (e.g. MILES replaces masked patches by a mask token there).
     """
 
-    CHECKPOINT_LAYOUT = "frozen_video"  # how models.checkpoints maps released weights onto it
     PRESETS: dict[str, dict[str, Any]] = {
         # CPU tests and the demo
         "tiny": dict(img_size=64, patch_size=16, embed_dim=128, depth=4, num_heads=4, num_frames=4),
@@ -229,6 +229,10 @@ class SpaceTimeViT(TowerOptions):
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+    def checkpoint_prefixes(self, layout: CheckpointLayout) -> LayoutMap | None:
+        """Frozen-in-Time's video tower (also MILES', RegionLearner's, OA-Trans-style ViTs): ``video_model.*``."""
+        return LayoutMap({"video_model.": ""}) if layout.keys == "frozen" else None
 
     @property
     def grid_size(self) -> int:
