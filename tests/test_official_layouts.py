@@ -203,3 +203,100 @@ def test_cli_scores_an_official_file_of_the_method(tmp_path, capsys, name):
     result = json.loads(out.read_text())
     assert result["checkpoint_source"] == name and result["checkpoint_load"]["ignored"] == []
     assert result["checkpoint_load"]["untouched"] == [] and result["num_queries"] > 0
+
+
+# -------------------------------------------------------------------------------------------------- DemoVLP
+def test_official_demovlp_whole_checkpoint_loads_and_gives_the_official_outputs(tmp_path):
+    """The released DemoVLP file (``module.``-prefixed ObjectRelation: object transformer, DistilBERT, txt_proj;
+    no pixel tower) loads whole and strictly, and the global, local and summed scores are the official ones."""
+    from vtp_bench.methods.demovlp import DemoVLP, DemoVLPConfig
+
+    ref = fixture("demovlp")
+    o, t = ref["config"]["object_transformer"], ref["config"]["text"]
+    video = {"name": "object_transformer", **{k: o[k] for k in ("feat_dim", "embed_dim", "depth", "num_heads",
+                                                                 "num_regions", "num_frames", "output_dim")}}
+    text = {"name": "hf_text", "preset": "tiny", "max_length": t["max_length"], "padding": "max_length"}
+    method = DemoVLP(OmegaConf.structured(DemoVLPConfig(video=video, text=text, embed_dim=ref["config"]["embed_dim"],
+                                                        lam=ref["config"]["lam"]))).eval()
+    report = load_official(method, official_file(ref, tmp_path / "demovlp_webvid_cc3m.pth"))
+    assert report.source == "demovlp" and not report.ignored and not report.untouched
+    inp, out = ref["inputs"], ref["outputs"]
+    batch = {"region_feats": torch.tensor(inp["region_feats"]), "region_boxes": torch.tensor(inp["region_boxes"]),
+             "region_mask": torch.tensor(inp["region_mask"]).bool(), "text": inp["texts"]}
+    with torch.no_grad():
+        v, tx = method.encode_video(batch), method.encode_text(batch)
+        sim = method.similarity(tx, v)
+        local = method.local_scores(v, tx)
+    torch.testing.assert_close(tx.pooled, torch.tensor(out["global_text"]), atol=ATOL, rtol=0)
+    torch.testing.assert_close(v.pooled, torch.tensor(out["global_video"]), atol=ATOL, rtol=0)
+    torch.testing.assert_close(v.tokens, torch.tensor(out["region_tokens"]), atol=ATOL, rtol=0)
+    torch.testing.assert_close(tx.tokens, torch.tensor(out["word_tokens"]), atol=ATOL, rtol=0)
+    torch.testing.assert_close(local.double(), torch.tensor(out["local_sim_video_text"], dtype=torch.float64),
+                               atol=ATOL, rtol=0)
+    torch.testing.assert_close(sim.double(), torch.tensor(out["similarity_text_video"], dtype=torch.float64),
+                               atol=ATOL, rtol=0)
+
+
+def test_cli_scores_an_official_demovlp_file_on_region_features(tmp_path, capsys):
+    """``vtp-bench eval --method demovlp``-style scoring of the released file: region features from detector files
+    (the official ``.npz`` layout), no pixels."""
+    import numpy as np
+
+    from vtp_bench.cli import main
+    from vtp_bench.data.manifest import ManifestRow, write_manifest
+
+    ref = fixture("demovlp")
+    o, t = dict(ref["config"]["object_transformer"], feat_dim=2048), ref["config"]["text"]  # detector features
+    ref["keys"]["module.object_model.object_embedding.weight"] = [o["embed_dim"], 2048]
+    videos = ["a", "b", "c"]
+    root = tmp_path / "data"
+    for split in ("train", "val", "test"):
+        write_manifest(root / "mine" / f"{split}.jsonl",
+                       [ManifestRow(v, f"videos/{v}.mp4", f"a person does thing {v}", f"{v}_0", split) for v in videos])
+    (root / "mine" / "videos").mkdir()  # the manifest's video folder (the files are not read: no pixels)
+    rng = np.random.default_rng(0)
+    for v in videos:
+        (root / "mine" / "feats" / v).mkdir(parents=True)
+        for k in range(4):
+            xy = rng.uniform(0, 100, (6, 2))
+            np.savez(root / "mine" / "feats" / v / f"{k}.npz", x=rng.standard_normal((6, o["feat_dim"])).astype("f4"),
+                     bbox=np.concatenate([xy, xy + 50], 1).astype("f4"), num_bbox=6, image_h=360, image_w=640,
+                     info={"objects_conf": rng.random(6).astype("f4")})
+    exp = {"method": {"name": "demovlp", "video": {"name": "object_transformer", **{k: o[k] for k in (
+        "feat_dim", "embed_dim", "depth", "num_heads", "num_regions", "num_frames", "output_dim")}},
+        "text": {"name": "hf_text", "preset": "tiny", "max_length": t["max_length"], "padding": "max_length"},
+        "embed_dim": ref["config"]["embed_dim"]},
+        "data": {"train": ["mine"], "eval": ["mine"], "num_frames": 4, "num_regions": o["num_regions"],
+                 "regions": {"mine": f"{root}/mine/feats/{{video_id}}"}, "eval_batch_size": 2, "num_workers": 0}}
+    (tmp_path / "demovlp_official.yaml").write_text(OmegaConf.to_yaml(exp))
+    ckpt = official_file(ref, tmp_path / "demovlp.pth")
+    out = tmp_path / "r.json"
+    assert main(["eval", "--ckpt", str(ckpt), "--experiment", str(tmp_path / "demovlp_official.yaml"), "--dataset",
+                 str(root / "mine" / "test.jsonl"), "--accelerator", "cpu", "--out", str(out)]) == 0
+    assert "from a demovlp checkpoint" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["checkpoint_source"] == "demovlp" and result["num_queries"] == 3
+    assert result["checkpoint_load"]["ignored"] == [] and result["checkpoint_load"]["untouched"] == []
+
+
+def test_cli_method_flag_scores_a_clip4clip_file(tmp_path, capsys):
+    """``--method clip4clip`` with size overrides: a ``clip.*`` file of the tiny preset, detected and scored."""
+    from vtp_bench.cli import main
+    from vtp_bench.data.synthetic import generate_synthetic
+
+    cfg = Clip4ClipConfig(video={"name": "clip_vit", "preset": "tiny"}, text={"name": "clip_text", "preset": "tiny"})
+    ours = Clip4Clip(OmegaConf.structured(cfg))
+    sd = {"clip.logit_scale": torch.tensor(3.0)}
+    sd.update({f"clip.{k[len('video_model.'):]}": v for k, v in ours.state_dict().items() if k.startswith("video_model.")})
+    sd.update({f"clip.{k[len('text_model.text.'):]}": v for k, v in ours.state_dict().items()
+               if k.startswith("text_model.text.")})
+    torch.save(sd, tmp_path / "pytorch_model.bin.0")
+    generate_synthetic(tmp_path / "data" / "synth", num_videos=8, seed=0, grounding_videos=1, progress=False)
+    out = tmp_path / "r.json"
+    assert main(["eval", "--ckpt", str(tmp_path / "pytorch_model.bin.0"), "--method", "clip4clip", "--dataset", "synth",
+                 "--data-root", str(tmp_path / "data"), "--out", str(out), "--accelerator", "cpu",
+                 "method.video.preset=tiny", "method.text.preset=tiny", "data.img_size=64", "data.num_frames=2",
+                 "data.num_workers=0"]) == 0
+    result = json.loads(out.read_text())
+    assert result["checkpoint_source"] == "clip4clip" and result["checkpoint_load"]["untouched"] == []
+    assert "loaded" in capsys.readouterr().out

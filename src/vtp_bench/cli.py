@@ -21,6 +21,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from vtp_bench.errors import InputShapeError
     from vtp_bench.data.catalog import DataNotFoundError
     from vtp_bench.data.dataset import MissingVideosError
+    from vtp_bench.data.inputs import InputError  # a method's inputs this config cannot provide (data.regions)
     from vtp_bench.data.manifest import ManifestError  # also FromFolderError
     from vtp_bench.data.video import VideoReadError
     from vtp_bench.evaluate import CheckpointError, EvaluationError
@@ -29,7 +30,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from vtp_bench.train import TrainError
 
     return (ConfigError, RegistryError, DataNotFoundError, ManifestError, MissingVideosError, VideoReadError,
-            CheckpointError, EvaluationError, TrainError, ReportError, AtomicWriteError, InputShapeError)
+            CheckpointError, EvaluationError, TrainError, ReportError, AtomicWriteError, InputShapeError,
+            InputError)
 
 
 def cmd_list(args: argparse.Namespace) -> None:

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from vtp_bench.data.catalog import DatasetSource, locate
+from vtp_bench.data.catalog import DatasetSource, is_path, locate
 from vtp_bench.data.dataset import DecodeOptions, EvalClipDataset, MixedDataset, VideoTextDataset, collate
 from vtp_bench.data.inputs import ItemInputs
 from vtp_bench.data.manifest import ManifestError
@@ -49,7 +49,8 @@ class VideoTextDataModule(L.LightningDataModule):
         self.eval_transform = VideoTransform(d.img_size, train=False)
         self.decode = DecodeOptions(d.decode_size, d.decode_threads)
         # what the method reads besides (or instead of) the clip: Method.data_inputs (data/inputs.py)
-        self.eval_inputs = ItemInputs.for_dataset(cfg, self.eval_dataset)
+        label = self._source(self.eval_dataset, self.eval_split, eval_name).name if is_path(self.eval_dataset) else None
+        self.eval_inputs = ItemInputs.for_dataset(cfg, self.eval_dataset, label)
 
     def _source(self, name: str, split: str, label: str | None = None) -> DatasetSource:
         return locate(name, self.cfg.data.root, split, label)

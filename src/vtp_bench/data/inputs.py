@@ -115,17 +115,21 @@ class ItemInputs:
                                     "grounding_train split)")
 
     @classmethod
-    def for_dataset(cls, cfg: DictConfig, dataset: str) -> "ItemInputs":
+    def for_dataset(cls, cfg: DictConfig, dataset: str, name: str | None = None) -> "ItemInputs":
+        """``dataset`` as given (a registered name or a path); ``name``: what a path dataset is called (its folder
+        or stem, ``--name``), the key ``data.regions`` uses for it."""
         names = method_inputs(cfg)
         template = None
         if REGION_FEATS in names:
             regions = cfg.data.regions or {}
-            if dataset not in regions:
+            key = next((k for k in (name, dataset) if k is not None and k in regions), None)
+            if key is None:
+                shown = name or dataset
                 raise InputError(
                     f"method {cfg.method.name!r} reads detector region features, and data.regions has no entry for "
-                    f"dataset {dataset!r}: set data.regions.{dataset}=/path/to/features/{{video_id}} (a folder of "
+                    f"dataset {shown!r}: set data.regions.{shown}=/path/to/features/{{video_id}} (a folder of "
                     f"0.npz, 1.npz, ... per video; fields {{video_id}} {{stem}} {{split}})")
-            template = str(regions[dataset])
+            template = str(regions[key])
         return cls(names, int(cfg.data.num_regions), template, float(cfg.eval.grounding_clip_seconds))
 
     def region_path(self, row: ManifestRow) -> Path:
