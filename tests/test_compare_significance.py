@@ -195,3 +195,38 @@ def test_one_row_explains_its_intervals_and_marks_nothing():
     md = format_table([_result("a", _outcomes(np.random.default_rng(7), 50, 0.5))])
     assert "± : half-width of the 95 % percentile bootstrap interval" in md
     assert "Bold" not in md and "**" not in md
+
+
+# --------------------------------------------------------------------------------------- compare --paper
+def _on(result: dict, dataset: str) -> dict:
+    return dict(result, dataset=dataset)
+
+
+def test_paper_rows_beside_reproductions_never_marked_with_binomial_intervals(tmp_path, capsys):
+    """MILES reports 26.1 (zero-shot) and 37.7 (fine-tuned) t2v R@1 on MSR-VTT 1k-A: both rows appear, labelled,
+    with ± = 1.96 sqrt(p (1 - p) / 1000) (computed here by hand), and neither is bold though both beat our row."""
+    rng = np.random.default_rng(3)
+    ours = _on(_result("miles", _outcomes(rng, 200, 0.2)), "msrvtt_1ka")
+    other = _on(_result("frozen", _outcomes(rng, 200, 0.18)), "msrvtt_1ka")
+    for r in (ours, other):
+        (tmp_path / f"{r['method']}.json").write_text(json.dumps(r))
+    assert main(["compare", str(tmp_path), "--paper", "--n-boot", "300", "--n-perm", "300"]) == 0
+    out = capsys.readouterr()
+    rows = _rows(out.out)
+    for setting, p in (("zero-shot", 26.1), ("fine-tuned", 37.7)):
+        cell = rows[f"miles paper: {setting}"]["t2v R@1"]
+        half = 100 * 1.959964 * (p / 100 * (1 - p / 100) / 1000) ** 0.5
+        assert cell == f"{p:.1f} ±{half:.1f}" and not _bold(cell)
+    assert _bold(rows["miles miles_x/v0/last"]["t2v R@1"])  # the best among the measured rows
+    assert "paper rows:" in out.out and "MILES paper, Table 1" in out.out
+    assert "frozen: its paper reports nothing on msrvtt_1ka/test (no numbers recorded)" in out.err
+    assert main(["compare", str(tmp_path), "--n-boot", "300", "--n-perm", "300"]) == 0  # without --paper: none
+    assert not any(k.startswith("miles paper") for k in _rows(capsys.readouterr().out))
+
+
+def test_paper_rows_only_where_the_paper_reports_the_benchmark(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    (tmp_path / "r.json").write_text(json.dumps(_result("miles", _outcomes(rng, 50, 0.3))))  # synth
+    assert main(["compare", str(tmp_path / "r.json"), "--paper", "--n-boot", "100", "--n-perm", "100"]) == 0
+    out = capsys.readouterr()
+    assert "paper" not in "".join(_rows(out.out)) and "it reports didemo/test, lsmdc/test, msrvtt_1ka/test" in out.err

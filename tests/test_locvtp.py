@@ -392,3 +392,54 @@ def test_batch_negatives_and_splice_give_the_global_batch_gradient(tmp_path):
     assert got.keys() == reference.keys() and "splice_head.weight" in got
     for k, ref in reference.items():
         assert torch.allclose(got[k], ref, rtol=1e-6, atol=1e-9), k
+
+
+# ---------------------------------------------------------------- the official variants (docs/methods/locvtp.md)
+def test_official_offset_sign_is_the_default_with_the_sign_layer_negated():
+    """context_minus_reference (official) with an additive head equals reference_minus_context with the head's
+    sign embedding negated: the only place the sign enters."""
+    common = ["method.context_head=additive", "method.num_clips=3", "data.num_frames=3"]
+    official = _method("method.offset_sign=context_minus_reference", *common)
+    ours = _method(*common)
+    ours.load_state_dict(official.state_dict())
+    with torch.no_grad():
+        ours.context.sign_proj.weight.neg_()
+    clips, clip_mask, words, attn, pos = _crafted()
+    with torch.no_grad():
+        a = official._fine_and_temporal(clips, clip_mask, words, word_mask(attn), pos)
+        b = ours._fine_and_temporal(clips, clip_mask, words, word_mask(attn), pos)
+        ours.load_state_dict(official.state_dict())
+        c = ours._fine_and_temporal(clips, clip_mask, words, word_mask(attn), pos)
+    for k in a:
+        assert a[k].item() == pytest.approx(b[k].item(), rel=1e-12), k
+    assert a["temporal_c2w"].item() != pytest.approx(c["temporal_c2w"].item(), rel=1e-6)
+
+
+def test_official_coarse_mean_halves_the_coarse_terms():
+    batch = _batch(5, 2)
+    summed, mean = _method(), _method("method.coarse_directions=mean")
+    mean.load_state_dict(summed.state_dict())
+    with torch.no_grad():
+        s, m = summed.losses(batch), mean.losses(batch)
+    for k in ("coarse_t2v", "coarse_v2t"):
+        assert m[k].item() == pytest.approx(0.5 * s[k].item(), rel=1e-12)
+    assert m["fine_c2w"].item() == pytest.approx(s["fine_c2w"].item(), rel=1e-12)
+
+
+def test_separate_offset_heads_warp_the_word_to_clip_positives_on_their_own():
+    common = ["method.num_clips=3", "data.num_frames=3"]
+    sep, shared = _method("method.offset_heads=separate", *common), _method(*common)
+    assert any(k.startswith("context_w2c.") for k in sep.state_dict())
+    shared.load_state_dict({k: v for k, v in sep.state_dict().items() if not k.startswith("context_w2c.")})
+    clips, clip_mask, words, attn, pos = _crafted()
+    with torch.no_grad():
+        sep.context_w2c.load_state_dict(sep.context.state_dict())  # the same weights: the shared model's terms
+        a = sep._fine_and_temporal(clips, clip_mask, words, word_mask(attn), pos)
+        b = shared._fine_and_temporal(clips, clip_mask, words, word_mask(attn), pos)
+        for p in sep.context_w2c.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        c = sep._fine_and_temporal(clips, clip_mask, words, word_mask(attn), pos)
+    for k in a:
+        assert a[k].item() == pytest.approx(b[k].item(), rel=1e-12), k
+    assert c["temporal_c2w"].item() == pytest.approx(a["temporal_c2w"].item(), rel=1e-12)  # the clip-side head
+    assert c["temporal_w2c"].item() != pytest.approx(a["temporal_w2c"].item(), rel=1e-6)

@@ -35,13 +35,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from vtp_bench.registry import DATASETS, ENCODERS, METHODS, TASKS, list_experiments
+    from vtp_bench.registry import CHECKPOINT_LAYOUTS, DATASETS, ENCODERS, METHODS, TASKS, list_experiments
 
     # the names as the modules' source declares them: listing imports no torch and no model code
     print("methods:     " + ", ".join(METHODS.declared_names()))
     print("encoders:    " + ", ".join(ENCODERS.declared_names()))
     print("datasets:    " + ", ".join(DATASETS.declared_names()))
     print("tasks:       " + ", ".join(TASKS.declared_names()))
+    print("checkpoints: " + ", ".join(CHECKPOINT_LAYOUTS.declared_names()) + "  (released layouts, --ckpt-source)")
     print("experiments: " + ", ".join(list_experiments()))
     if args.params:
         from vtp_bench.models.params import preset_param_table
@@ -136,10 +137,18 @@ def cmd_compare(args: argparse.Namespace) -> None:
     if args.n_boot < 1 or args.n_perm < 1:
         raise ReportError(f"--n-boot and --n-perm must be >= 1, got {args.n_boot} and {args.n_perm}")
     settings = Settings(n_boot=args.n_boot, n_perm=args.n_perm)
+    measured = results
+    if args.paper:  # the papers' numbers as labelled reference rows (report.paper)
+        from vtp_bench.report.paper import paper_results
+
+        refs, notes = paper_results(results)
+        results = results + refs
+        for note in notes:
+            print(f"--paper: {note}", file=sys.stderr)
     print(format_table(results, args.format, split_protocols=args.split_protocols, per_row=per_row,
                        settings=settings), end="")
     if args.plot:
-        bars, curves = plot_results(results, args.plot), plot_curves(results, args.plot)
+        bars, curves = plot_results(measured, args.plot), plot_curves(measured, args.plot)
         print(f"plots written to {bars}" + (f" and {curves}" if curves else " (no training curves: no run dir with "
                                             "metrics.csv beside the checkpoints)"), file=sys.stderr)
 
@@ -197,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bootstrap resamples of each interval (default 10000)")
     s.add_argument("--n-perm", type=int, default=10_000, metavar="N",
                    help="random sign flips of each paired permutation test (default 10000; exact below 2^n)")
+    s.add_argument("--paper", action="store_true",
+                   help="add each method's reported numbers (its paper, as its card in docs/methods/ says) on the "
+                        "same benchmarks as labelled rows, never marked best")
     s.add_argument("--split-protocols", action="store_true",
                    help="results of one dataset/split/task scored under different protocols (frames, sampler, "
                         "v2t policy, ...): one table per protocol instead of refusing")

@@ -22,8 +22,9 @@ def add_checkpoint_args(s: argparse.ArgumentParser, verb: str) -> None:
     s.add_argument("--allow-missing", action="store_true", help=f"{verb} the videos that exist; count the rest")
     s.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary unpickling (trusted files only)")
     s.add_argument("--ckpt-source", default=None,
-                   help="released checkpoint format: frozen (also MILES, RegionLearner) | openai | open_clip | "
-                        "hf_clip; detected from the keys when not given")
+                   help="released checkpoint layout (`vtp-bench list` shows them: frozen (also MILES, RegionLearner), "
+                        "demovlp, clip4clip, promptswitch, openai, open_clip, hf_clip, vtp_bench); detected from "
+                        "the keys when not given")
     s.add_argument("--ckpt-non-strict", action="store_true",
                    help="released checkpoint: keys the model has no place for (e.g. RegionLearner's quantizer when "
                         "scoring with --method frozen) are listed instead of refused")

@@ -95,6 +95,21 @@ def cosine_similarity_matrix(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
     return a @ b.t()
 
 
+@dataclass(frozen=True)
+class Reported:
+    """A number a method's paper (or its code's README) reports, with its protocol: ``vtp-bench compare --paper``
+    shows it as a labelled row beside reproductions of the same benchmark, never marked best. ``metrics`` use the
+    results' keys (``t2v/R@1``); ``num_queries`` is the benchmark's test size, for a binomial interval."""
+
+    dataset: str  # a registered benchmark (msrvtt_1ka, msvd, lsmdc, didemo, ...)
+    setting: str  # "zero-shot", "fine-tuned"
+    metrics: dict[str, float]
+    source: str  # where the number is printed (paper table, README), as the method's card says
+    num_queries: int | None = None
+    split: str = "test"
+    task: str = "retrieval"
+
+
 @CHECKPOINT_LAYOUTS.register("vtp_bench")
 class VTPBenchLayout(CheckpointLayout):
     """vtp_bench's own ``.ckpt`` (a Lightning checkpoint: the method's state dict under ``method.``) as the start of
@@ -117,6 +132,7 @@ class Method(CheckpointTarget, nn.Module):
     """
 
     Config: ClassVar[type]
+    reported: ClassVar[tuple[Reported, ...]] = ()  # the paper's numbers (docs/methods/<name>.md)
 
     def __init__(self, cfg: Any, loss_gather: str = "global") -> None:
         super().__init__()

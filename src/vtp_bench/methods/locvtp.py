@@ -32,7 +32,7 @@ from vtp_bench.config import choice
 from vtp_bench.distributed import rank_world
 from vtp_bench.errors import InputShapeError
 from vtp_bench.losses import gather_with_grad, norm_softmax_loss
-from vtp_bench.methods.base import Embeddings, Method, cosine_similarity_matrix
+from vtp_bench.methods.base import Embeddings, Method, Reported, cosine_similarity_matrix
 from vtp_bench.models.build import build_encoder
 from vtp_bench.models.layouts import CheckpointLayout, LayoutMap
 from vtp_bench.registry import METHODS
@@ -41,6 +41,9 @@ NEGATIVES = ("sentence", "batch", "both")
 CONTEXT_HEADS = ("residual", "additive")
 OFFSET_UNITS = ("clips", "seconds")
 RETRIEVAL_SCORES = ("coarse", "coarse+fine")
+OFFSET_SIGNS = ("reference_minus_context", "context_minus_reference")  # the latter: the official delta
+COARSE_DIRECTIONS = ("sum", "mean")  # t2v + v2t (Frozen's NormSoftmax) | their mean (the official ClipLoss)
+OFFSET_HEADS = ("shared", "separate")  # one context head | one per direction (official: word- and clip-side)
 _SIM_CHUNK = 128  # texts / videos per block of the fine-grained retrieval score
 
 
@@ -65,6 +68,9 @@ class LocVTPConfig:
     context_hidden: int = 256
     context_window: int = 0  # max |offset| in clips between a context and its reference clip; 0 = all clips
     offset_unit: str = choice("clips", OFFSET_UNITS)  # clips: offset / clip spacing (from frame times) | seconds
+    offset_sign: str = choice("reference_minus_context", OFFSET_SIGNS)  # official: context minus reference
+    offset_heads: str = choice("shared", OFFSET_HEADS)  # separate: a second head warps the word -> clip positives
+    coarse_directions: str = choice("sum", COARSE_DIRECTIONS)  # mean: half the weight (the official ClipLoss)
     coarse_weight: float = 1.0
     fine_weight: float = 10.0  # official FGWEIGHT
     temporal_weight: float = 10.0  # official FGWEIGHT (the shifted terms share it)
@@ -145,6 +151,8 @@ def _fp32(x: Tensor) -> Tensor:
 @METHODS.register("locvtp")
 class LocVTP(Method):
     Config = LocVTPConfig
+    reported = (Reported("msrvtt_1ka", "fine-tuned", {"t2v/R@1": 36.5, "t2v/R@5": 64.3, "t2v/R@10": 76.8, "t2v/MedR": 3.0},
+                         "LocVTP (ViT-B/16, WebVid-2M + CC3M), as quoted by the SimVTP README", 1000),)
 
     def __init__(self, cfg: Any, loss_gather: str = "global") -> None:
         super().__init__(cfg, loss_gather)
@@ -155,6 +163,10 @@ class LocVTP(Method):
         self.vid_proj = ProjectionHead(self.video_model.width, cfg.embed_dim, cfg.proj_dropout)
         self.txt_proj = ProjectionHead(self.text_model.width, cfg.embed_dim, cfg.proj_dropout)  # sentence + words
         self.context = ContextHead(cfg.context_head, cfg.embed_dim, cfg.context_hidden)
+        # the official code has word-side and clip-side offset layers; here the second head, when asked for,
+        # warps the context clips that become a word's positives (the word -> clip direction)
+        self.context_w2c = (ContextHead(cfg.context_head, cfg.embed_dim, cfg.context_hidden)
+                            if cfg.offset_heads == "separate" and cfg.word_to_clip else None)
         if cfg.splice_weight > 0:
             if cfg.num_clips < 2:
                 raise ValueError("method.splice_weight > 0 needs method.num_clips >= 2 (a splice point between clips)")
@@ -252,7 +264,8 @@ class LocVTP(Method):
         m = clip_mask.to(clips.dtype)[..., None]
         video = (clips * m).sum(1) / m.sum(1).clamp_min(1)
         nce = norm_softmax_loss(text.pooled, video, cfg.coarse_temperature, self.loss_gather)
-        terms = {"coarse_t2v": cfg.coarse_weight * nce["t2v"], "coarse_v2t": cfg.coarse_weight * nce["v2t"]}
+        cw = cfg.coarse_weight * (0.5 if cfg.coarse_directions == "mean" else 1.0)
+        terms = {"coarse_t2v": cw * nce["t2v"], "coarse_v2t": cw * nce["v2t"]}
         pos = self.clip_positions(batch, clip_mask)
         terms.update(self._fine_and_temporal(clips, clip_mask, text.tokens, text.mask, pos))
         if cfg.splice_weight > 0:
@@ -308,6 +321,8 @@ class LocVTP(Method):
 
         # the context projection head: every ordered pair (reference i, context j != i) of real clips
         delta = pos[:, :, None] - pos[:, None, :]  # [B, C_ref, C_ctx], reference minus context
+        if cfg.offset_sign == "context_minus_reference":
+            delta = -delta
         pair = clip_mask[:, :, None] & clip_mask[:, None, :] & ~torch.eye(c, dtype=torch.bool, device=v.device)
         if cfg.context_window > 0:
             idx = torch.arange(c, device=v.device)
@@ -346,6 +361,8 @@ class LocVTP(Method):
 
         # the word's positive becomes a context clip warped to its matched clip (reference i = best % C)
         ref = best % c
+        if self.context_w2c is not None:  # the word-side head: its own warp of the same pairs
+            z = F.normalize(_fp32(self.context_w2c(clips[:, None, :, :].expand(b, c, c, -1), delta)), dim=-1)
         zw = z[w_owner, ref]  # [Nw, C_ctx, D]
         zpos_ok = pair[w_owner, ref] & has[:, None]
         zl = torch.einsum("nd,njd->nj", wl, zw) / tau

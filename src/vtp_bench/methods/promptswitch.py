@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from vtp_bench.config import choice
 from vtp_bench.distributed import rank_world
 from vtp_bench.errors import InputShapeError
-from vtp_bench.methods.base import Embeddings
+from vtp_bench.methods.base import Embeddings, Reported
 from vtp_bench.methods.clip4clip import Clip4Clip, Clip4ClipConfig
 from vtp_bench.models.clip_common import hf_clip_to_open_clip
 from vtp_bench.models.layouts import CheckpointLayout, LayoutMap
@@ -182,6 +182,15 @@ class PromptSwitchLayout(CheckpointLayout):
 @METHODS.register("promptswitch")
 class PromptSwitch(Clip4Clip):
     Config = PromptSwitchConfig
+    reported = (  # ViT-B/32, as quoted by TAME (docs/methods/promptswitch.md)
+        Reported("msrvtt_1ka", "fine-tuned", {"t2v/R@1": 47.8, "t2v/R@5": 73.9, "t2v/R@10": 82.2, "t2v/MeanR": 14.1,
+                                              "v2t/R@1": 46.0, "v2t/R@5": 74.3, "v2t/R@10": 84.8, "v2t/MeanR": 8.5},
+                 "Prompt Switch (ViT-B/32), as quoted by TAME", 1000),
+        Reported("msvd", "fine-tuned", {"t2v/R@1": 47.1, "t2v/R@5": 76.9, "t2v/R@10": 86.1, "t2v/MeanR": 9.5},
+                 "Prompt Switch (ViT-B/32), as quoted by TAME", 27763),
+        Reported("lsmdc", "fine-tuned", {"t2v/R@1": 23.1, "t2v/R@5": 41.7, "t2v/R@10": 50.5, "t2v/MeanR": 56.8},
+                 "Prompt Switch (ViT-B/32), as quoted by TAME", 1000),
+    )
 
     def __init__(self, cfg: Any, loss_gather: str = "global") -> None:
         super().__init__(cfg, loss_gather)

@@ -71,6 +71,7 @@ class Row:
     per_row: dict[str, list[Any]] = field(default_factory=dict)  # protocol fields shown per row (values seen)
     files: dict[Group, list[str]] = field(default_factory=dict)
     members: dict[Group, list[Result]] = field(default_factory=dict)
+    reference: str | None = None  # a paper's reported numbers (report.paper): its source; never marked
 
     @property
     def seeds(self) -> int:
@@ -158,7 +159,7 @@ def build_rows(results: list[Result], columns: dict[str, list[tuple[str, str]]],
         g = group_key(r)
         for rerank, metrics in entries:
             key = (r["method"], labels[id(r)], rerank)
-            row = rows.setdefault(key, Row(*key))
+            row = rows.setdefault(key, Row(*key, reference=r.get("reference")))
             members = row.members.setdefault(g, [])
             same = [m for m in members if m.get("seed") == r.get("seed")]
             if same:

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vtp_bench.report.rows import Cell, Row
-from vtp_bench.report.stats import bootstrap_ci, hierarchical_bootstrap_ci, holm, paired_permutation_test
+from vtp_bench.report.stats import (binomial_half_width, bootstrap_ci, hierarchical_bootstrap_ci, holm,
+                                   paired_permutation_test)
 
 LEVEL = 0.95
 ALPHA = 0.05
@@ -47,9 +48,13 @@ def _median(x: np.ndarray) -> np.ndarray:
     return np.median(x, axis=1)
 
 
-def interval(cell: Cell, settings: Settings) -> tuple[float, float] | None:
-    """The cell's 95 % interval, or None without per-item outcomes."""
+def interval(cell: Cell, settings: Settings, proportion_of: int | None = None) -> tuple[float, float] | None:
+    """The cell's 95 % interval, or None without per-item outcomes. ``proportion_of``: a value without items that is
+    a percentage of that many test items (a paper's reported recall) gets the binomial interval."""
     if cell.items is None:
+        if proportion_of:
+            h = 100 * binomial_half_width(min(max(cell.value / 100, 0.0), 1.0), proportion_of, LEVEL)
+            return cell.value - h, cell.value + h
         return None
     stat = _median if cell.statistic == "median" else None
     if cell.items.shape[0] == 1:
@@ -78,7 +83,8 @@ def paired_p(best: Cell, other: Cell, settings: Settings) -> float | None:
 def mark_column(rows: list[Row], col: tuple, j: int, label: str, lower_is_better: bool, settings: Settings,
                 marks: Marks) -> None:
     """Adds column ``j``'s marks (module doc) to ``marks``."""
-    cand = [(i, r.cells[col]) for i, r in enumerate(rows) if r.rerank == "none" and col in r.cells]
+    cand = [(i, r.cells[col]) for i, r in enumerate(rows) if r.rerank == "none" and not r.reference
+            and col in r.cells]
     if len(cand) < 2:
         return
     pick = min if lower_is_better else max

@@ -18,7 +18,8 @@ import io
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from vtp_bench.report.protocol import ReportError, check_protocols, footer_lines, variant_titles
+from vtp_bench.report.paper import is_reference
+from vtp_bench.report.protocol import ReportError, check_protocols, footer_lines, group_key, variant_titles
 from vtp_bench.report.rows import Row, build_rows, checkpoint_label, task_columns_known
 from vtp_bench.report.significance import Marks, Settings, interval, mark_column
 
@@ -36,6 +37,7 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
     "zeroshot_cls": [("top1", "top-1")],
 }
 LOWER_IS_BETTER = {"t2v/MedR", "v2t/MedR"}
+NOT_PROPORTIONS = LOWER_IS_BETTER | {"mIoU"}  # the other columns are percentages of the test items
 MAIN_METRIC = {"retrieval": "t2v/R@1", "grounding": "R@1,IoU=0.5", "zeroshot_cls": "top1"}
 # (cost key in a results JSON, column label, CSV column)
 COST_COLUMNS = [("params", "params (trainable/total)", None), ("samples_seen", "samples seen", "samples_seen"),
@@ -51,6 +53,11 @@ class Table:
     per_row: tuple[str, ...] = ()
     settings: Settings = field(default_factory=Settings)
     _marks: Marks | None = None
+
+    @property
+    def measured(self) -> list[Result]:
+        """The results of this table's own protocol (not the papers' reference rows)."""
+        return [r for r in self.results if not is_reference(r)]
 
     @property
     def reranked(self) -> bool:
@@ -78,8 +85,9 @@ class Table:
         """Intervals of every cell (set on the cells) and the marked cells (report.significance), computed once."""
         if self._marks is None:
             for r in self.rows:
-                for cell in r.cells.values():
-                    cell.interval = interval(cell, self.settings)
+                for (g, key), cell in r.cells.items():
+                    n = r.members[g][0].get("num_queries") if r.reference and key not in NOT_PROPORTIONS else None
+                    cell.interval = interval(cell, self.settings, n)
             self._marks = Marks()
             for j, (g, key, label) in enumerate(self.columns()):
                 mark_column(self.rows, (g, key), j, label, key in LOWER_IS_BETTER, self.settings, self._marks)
@@ -181,6 +189,12 @@ def _legend(table: Table) -> list[str]:
     if marks.unmarked_without_items and marks.items:
         lines.append(f"Without per-item outcomes ({', '.join(sorted(marks.unmarked_without_items))}): such rows are "
                      "marked only when equal to the best as displayed.")
+    refs = sorted({(r.method, r.reference) for r in table.rows if r.reference})
+    if refs:
+        lines.append("paper rows: the numbers each method's paper reports (" + "; ".join(f"{m}: {s}" for m, s in refs)
+                     + "), on the paper's own data, frames and training, not this table's protocol: never marked; "
+                     "their ± is the binomial half-width of a recall at the benchmark's test size (no interval is "
+                     "reported).")
     if table.seeded:
         lines.append("seeds: training runs folded into the row (same method, experiment and protocol); a cell is "
                      "the mean over them.")
@@ -198,7 +212,7 @@ def to_markdown(table: Table) -> str:
     n_lead = len(head) - len(table.columns()) - (len(COST_COLUMNS) if table.costed else 0)
     sep = "|" + "|".join("-" * (w + 2) if i < n_lead else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
     title = f"**{table.title}**\n\n" if table.title else ""
-    foot = "\n".join(footer_lines(table.results, table.per_row))
+    foot = "\n".join(footer_lines(table.measured, table.per_row))
     legend = "\n".join(_legend(table))
     return f"{title}{line(head)}\n{sep}\n" + "\n".join(line(r) for r in body) + f"\n\n{legend}\n\n{foot}\n"
 
@@ -233,7 +247,7 @@ def to_csv(table: Table) -> str:
         buf.write(f"# {table.title}\n")
     csv.writer(buf, lineterminator="\n").writerows([head, *body])
     lines = [line.replace("Bold: ", "Marked with a trailing *: ") for line in _legend(table)]
-    lines += footer_lines(table.results, table.per_row)
+    lines += footer_lines(table.measured, table.per_row)
     buf.write("".join(f"# {line}\n" for line in lines))
     return buf.getvalue()
 
@@ -270,7 +284,7 @@ def to_latex(table: Table) -> str:
         cells = [latex_escape(c).replace(_PM, r"{\scriptsize$\pm$") + ("}" if _PM in c else "") for c in row]
         out.append(" & ".join(rf"\textbf{{{c}}}" if f else c for c, f in zip(cells, fl)) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}"]
-    out += [f"% {latex_escape(line)}" for line in [*_legend(table), *footer_lines(table.results, table.per_row)]]
+    out += [f"% {latex_escape(line)}" for line in [*_legend(table), *footer_lines(table.measured, table.per_row)]]
     return "\n".join(out) + "\n"
 
 
@@ -280,8 +294,10 @@ RENDER = {"markdown": to_markdown, "csv": to_csv, "latex": to_latex}
 def tables_of(results: list[Result], split_protocols: bool = False, per_row: Sequence[str] = (),
               settings: Settings | None = None) -> list[Table]:
     """Protocol-consistent tables (refused, or split with ``split_protocols``; see report.protocol)."""
-    sets = check_protocols(results, split=split_protocols, per_row=per_row)
+    refs = [r for r in results if is_reference(r)]  # paper rows: the paper's protocol, joined to every table
+    sets = check_protocols([r for r in results if not is_reference(r)], split=split_protocols, per_row=per_row)
     titles = variant_titles(sets, per_row) if len(sets) > 1 else [""]
+    sets = [s + [r for r in refs if group_key(r) in {group_key(x) for x in s}] for s in sets]
     return [build_table(rs, f"Table {i + 1} of {len(sets)}: {t}" if len(sets) > 1 else "", per_row, settings)
             for i, (rs, t) in enumerate(zip(sets, titles))]
 
