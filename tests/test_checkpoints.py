@@ -390,3 +390,10 @@ def test_training_starts_from_an_official_checkpoint_with_fewer_frames(tmp_path)
     assert torch.equal(temporal[:, :2], video["temporal_embed"]) and not temporal[:, 2:].any()
     assert torch.equal(state["method.video_model.blocks.1.attn.qkv.weight"], video["blocks.1.attn.qkv.weight"])
     assert torch.equal(state["method.txt_proj.1.weight"], sd["module.txt_proj.1.weight"])
+    # a vtp_bench checkpoint starts another run as well (MILES stage 2 from our own pre-training): layout vtp_bench
+    again = [a for a in args if not a.startswith(("run.version=", "init.checkpoint="))]
+    assert main([*again, "run.version=again", f"init.checkpoint={run / 'checkpoints' / 'last.ckpt'}"]) == 0
+    second = tmp_path / "runs" / "frozen_synth" / "again"
+    assert json.loads((second / "summary.json").read_text())["init"]["source"] == "vtp_bench"
+    state2 = torch.load(second / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert state2.keys() == state.keys() and all(torch.equal(state2[k], state[k]) for k in state)

@@ -108,12 +108,13 @@ def test_list_imports_no_torch_and_names_every_registered_entry():
     lines = r.stdout.splitlines()
     assert lines[-1] == "no torch"
     from vtp_bench.config import list_experiments
-    from vtp_bench.registry import DATASETS, ENCODERS, METHODS, TASKS
+    from vtp_bench.registry import CHECKPOINT_LAYOUTS, DATASETS, ENCODERS, METHODS, TASKS
 
     shown = {line.split(":")[0]: line.split(":", 1)[1].strip().split(", ") for line in lines[:-1]}
     package = [n for n in METHODS.names() if METHODS.get(n).__module__.startswith("vtp_bench.")]
     assert shown == {"methods": package, "encoders": ENCODERS.names(), "datasets": DATASETS.names(),
-                     "tasks": TASKS.names(), "experiments": list_experiments()}
+                     "tasks": TASKS.names(), "checkpoints": CHECKPOINT_LAYOUTS.names(),
+                     "experiments": list_experiments()}
 
 
 def test_list_shows_plugins(tmp_path):

@@ -42,7 +42,7 @@ def cmd_list(args: argparse.Namespace) -> None:
     print("encoders:    " + ", ".join(ENCODERS.declared_names()))
     print("datasets:    " + ", ".join(DATASETS.declared_names()))
     print("tasks:       " + ", ".join(TASKS.declared_names()))
-    print("checkpoints: " + ", ".join(CHECKPOINT_LAYOUTS.declared_names()) + "  (released layouts, --ckpt-source)")
+    print("checkpoints: " + ", ".join(CHECKPOINT_LAYOUTS.declared_names()))  # released layouts (--ckpt-source)
     print("experiments: " + ", ".join(list_experiments()))
     if args.params:
         from vtp_bench.models.params import preset_param_table

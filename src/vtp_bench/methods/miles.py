@@ -147,8 +147,8 @@ class Miles(Frozen):
     def after_official_load(self, loaded: list[str]) -> list[str]:
         """Called by ``load_official``: no released file holds the snapshot, the mask token or the predictor. The
         snapshot starts as a copy of the loaded video encoder; the others keep their initialisation."""
-        if not any(k.startswith("video_model.") for k in loaded):
-            return []
+        if not any(k.startswith("video_model.") for k in loaded) or any(k.startswith("snapshot.") for k in loaded):
+            return []  # nothing to copy, or a vtp_bench checkpoint that holds its own snapshot
         self.sync_snapshot()
         self.snapshot_step.zero_()
         new = ["mask_token"] + (["predictor"] if self.cfg.predictor != "none" else [])
