@@ -25,13 +25,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from vtp_bench.data.manifest import ManifestError  # also FromFolderError
     from vtp_bench.data.video import VideoReadError
     from vtp_bench.evaluate import CheckpointError, EvaluationError
+    from vtp_bench.export import ExportError
     from vtp_bench.registry import RegistryError
     from vtp_bench.report import ReportError  # results that cannot share a table (protocols differ, duplicates)
     from vtp_bench.train import TrainError
 
     return (ConfigError, RegistryError, DataNotFoundError, ManifestError, MissingVideosError, VideoReadError,
             CheckpointError, EvaluationError, TrainError, ReportError, AtomicWriteError, InputShapeError,
-            InputError)
+            InputError, ExportError)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -153,8 +154,19 @@ def cmd_compare(args: argparse.Namespace) -> None:
                                             "metrics.csv beside the checkpoints)"), file=sys.stderr)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from vtp_bench.export import export
+
+    out = export(args.ckpt, args.out, args.results, overwrite=args.overwrite, method=args.method,
+                 trust=args.trust_checkpoint)
+    print(f"exported to {out}: model.safetensors, config.yaml, README.md (vtp_bench.load(\"{out}\"))")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from vtp_bench import __version__
+
     p = argparse.ArgumentParser(prog="vtp-bench", description=__doc__.splitlines()[0].replace("``", ""))
+    p.add_argument("--version", action="version", version=f"vtp-bench {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("list", help="registered methods, encoders, datasets and experiments")
@@ -225,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     from vtp_bench.viz import add_viz_parser
 
     add_embed_parsers(sub)
+    s = sub.add_parser("export", help="a checkpoint as a shareable folder: model.safetensors, config.yaml, README.md")
+    s.add_argument("--ckpt", required=True, help="a vtp_bench .ckpt (or a released file with --method)")
+    s.add_argument("--out", required=True, help="the folder to write (vtp_bench.load / eval --ckpt / embed read it)")
+    s.add_argument("--results", action="append", default=[], metavar="FILE.json",
+                   help="results of `vtp-bench eval` on this checkpoint, shown in the model card (repeatable)")
+    s.add_argument("--method", default=None, help="the method to build for a released file")
+    s.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary unpickling (trusted files only)")
+    s.add_argument("--overwrite", action="store_true", help="replace the files of an existing export")
+    s.set_defaults(func=cmd_export)
     add_data_parser(sub)
     add_viz_parser(sub)
     return p

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from vtp_bench.data.samplers import MIX_MODES
@@ -84,6 +84,9 @@ class LossConfig:
     gather: str = choice("global", GATHER_MODES)  # global: negatives from every rank, exact gradients | none: per-GPU negatives
 
 
+LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")  # run.loggers (built by runlog.make_loggers)
+
+
 @dataclass
 class RunConfig:
     dir: str = "runs"  # runs land in <dir>/<experiment>/<version>/
@@ -92,6 +95,10 @@ class RunConfig:
     # besides last.ckpt, checkpoints are saved at every epoch end (and every ckpt_every_n_steps steps); keep the
     # newest N of them (an integer >= 0), all of them ("all": resume anywhere), or none ("last" = 0)
     keep_checkpoints: Any = 3
+    # trackers (Lightning's loggers): csv, tensorboard, wandb, mlflow (the last two: pip install vtp_bench[wandb] /
+    # [mlflow]; WANDB_MODE=offline and MLFLOW_TRACKING_URI are read as usual; MLflow defaults to <run dir>/mlruns)
+    loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    project: Optional[str] = None  # the wandb project / MLflow experiment (default: vtp_bench / the experiment)
 
 
 @dataclass
@@ -263,6 +270,8 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
                              "all, last or an integer N >= 0 (the newest N epoch/step checkpoints besides last.ckpt)"),
     "init.source": (lambda v: v is None or str(v).lower() in _layout_names(),
                     lambda: f"null (detected from the keys) or a checkpoint layout: {', '.join(_layout_names())}"),
+    "run.loggers": (lambda v: isinstance(v, (list, tuple, ListConfig)) and all(x in LOGGERS for x in v),
+                    f"a list of loggers from {', '.join(LOGGERS)}, e.g. run.loggers=[csv,wandb]"),
     "trainer.max_steps": (lambda v: v is None or (_is_int(v) and (v == -1 or v >= 1)),
                           "-1 (no limit) or a positive integer (0 would train nothing)"),
     "trainer.max_epochs": (lambda v: v is None or (_is_int(v) and (v == -1 or v >= 1)),

@@ -60,8 +60,12 @@ def write_results(out: Path, result: dict[str, Any], overwrite: bool) -> Path:
 
 
 def sha256_of(path: Path) -> str:
+    """The file's sha256; an exported folder's is its weights file's (``model.safetensors``)."""
     import hashlib
 
+    from vtp_bench.export import WEIGHTS, is_exported
+
+    path = Path(path) / WEIGHTS if is_exported(path) else Path(path)
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -92,9 +96,19 @@ def module_from_checkpoint(
     method: str | None = None,
     experiment: str | None = None,
 ) -> VTPModule:
-    """A vtp_bench checkpoint rebuilds its own config; any other file is a released checkpoint (source detected
-    or given) loaded into the model built from ``experiment`` or ``method`` (see models.checkpoints)."""
-    ckpt = load_checkpoint(path, trust)
+    """A vtp_bench checkpoint (a ``.ckpt``, or a folder of ``vtp-bench export``) rebuilds its own config; any other
+    file is a released checkpoint (source detected or given) loaded into the model built from ``experiment`` or
+    ``method`` (see models.checkpoints)."""
+    from vtp_bench.export import WEIGHTS, is_exported, read_exported
+
+    if is_exported(path):
+        config, state = read_exported(path)
+        ckpt: Any = {"hyper_parameters": {"config": config}, "state_dict": state}
+    elif Path(path).is_dir():
+        raise CheckpointError(f"{path} is a folder but not one `vtp-bench export` wrote (no {WEIGHTS} and "
+                              "config.yaml); give a .ckpt / .pth file or an exported folder")
+    else:
+        ckpt = load_checkpoint(path, trust)
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     ours = isinstance(hparams, dict) and "config" in hparams and "state_dict" in ckpt
     if ours and source in (None, "vtp_bench"):

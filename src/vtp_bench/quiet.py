@@ -51,6 +51,8 @@ def quiet_lightning(verbose: bool | None = None) -> None:
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
     warnings.filterwarnings("ignore", message=PYTREE_WARNING, category=FutureWarning)
+    # one line per metric name: MLflow drops the '@' of R@1 (logged as R1; README, "Trackers")
+    warnings.filterwarnings("ignore", message="MLFlow only allows")
 
 
 def is_verbose() -> bool:

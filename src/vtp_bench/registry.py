@@ -132,8 +132,10 @@ def _literal_registrations(module: str, var: str) -> set[str] | None:
 
 
 def experiments_dir() -> Path:
-    """``experiments/`` of the source checkout: here, not in ``config``, so listing it needs no torch."""
-    return Path(__file__).resolve().parents[2] / "experiments"
+    """The experiments that ship inside the package (``vtp_bench/experiments``; the repository's top-level
+    ``experiments/`` is a link to them, where users read and edit them): here, not in ``config``, so listing them
+    needs no torch."""
+    return Path(__file__).resolve().parent / "experiments"
 
 
 def list_experiments() -> list[str]:

@@ -11,7 +11,6 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -24,7 +23,7 @@ from vtp_bench.data_time import DataTime
 from vtp_bench.distributed import is_launch_rank_zero
 from vtp_bench.lit import VTPModule
 from vtp_bench.quiet import model_summary_callback, quiet_lightning
-from vtp_bench.runlog import RunCSVLogger
+from vtp_bench.runlog import log_final, make_loggers
 
 
 class PeriodicCheckpoint(ModelCheckpoint):
@@ -221,10 +220,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path | None, **overrides: Any) -> L.
     ]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(refresh_rate=1))
-    loggers = [
-        RunCSVLogger(save_dir=str(run_dir), name="", version=""),
-        TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""),
-    ]
+    loggers = make_loggers(cfg, run_dir)
     kwargs = {**OmegaConf.to_container(cfg.trainer), **overrides}
     # the DataModule shards data itself (no padded DistributedSampler, resumable order)
     kwargs["use_distributed_sampler"] = False
@@ -353,6 +349,7 @@ def train(cfg: DictConfig, resume: str | None = None, overrides: list[str] | Non
     }
     if trainer.is_global_zero:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+        log_final(list(trainer.loggers), module.last_metrics, run_dir / "summary.json", trainer.global_step)
         if skipped:
             print(f"\nWARNING: skipped {len(module.skipped_videos)} unreadable training samples "
                   f"({len(skipped)} distinct videos, listed in {run_dir / 'summary.json'}):")
