@@ -88,3 +88,21 @@ def test_a_manifest_named_by_its_split_takes_its_folders_name(tmp_path):
     write_manifest(data / "msvd.jsonl", [ManifestRow("v1", "videos/v1.mp4", "a cat", "v1_0", "test")])
     with pytest.raises(DataNotFoundError, match="its name would be 'msvd'"):
         locate(str(data / "msvd.jsonl"), tmp_path, "test")
+
+
+def test_a_manifest_file_is_one_split_used_whole(tmp_path, capsys):
+    """``eval --dataset file.jsonl --split train`` scored the whole file and called it test; a file mixing train
+    and val rows was scored (or trained on) whole. Both are refused with the fix."""
+    (tmp_path / "videos").mkdir()
+    mixed = tmp_path / "mixed.jsonl"
+    write_manifest(mixed, [ManifestRow(f"v{i}", f"videos/v{i}.mp4", f"caption {i}", f"t{i}", s)
+                           for i, s in enumerate(["train", "train", "val"])])
+    for split in ("val", "test"):
+        with pytest.raises(DataNotFoundError, match="splits train, val.*one file per split"):
+            locate(str(mixed), tmp_path, split)
+    one = tmp_path / "mine.jsonl"
+    write_manifest(one, [ManifestRow(f"v{i}", f"videos/v{i}.mp4", f"caption {i}", f"t{i}", "test") for i in range(2)])
+    assert locate(str(one), tmp_path, "test", split_given=True).manifest == one
+    assert locate(str(one), tmp_path, "val").manifest == one  # a default split: the file is its own split
+    with pytest.raises(DataNotFoundError, match="--split train was asked for, but its rows are split 'test'"):
+        locate(str(one), tmp_path, "train", split_given=True)

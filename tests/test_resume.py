@@ -210,6 +210,23 @@ def test_sigterm_saves_last_and_resumes_exactly(data_root, steps_run, tmp_path):
     _assert_same_run(steps_run, run, 9)
 
 
+def test_ctrl_c_stops_like_sigterm_with_exit_130(data_root, tmp_path):
+    """The first Ctrl-C (SIGINT) is routed as SIGTERM: the step finishes, last.ckpt and the summary are written and
+    the resume command printed (it used to stop with no summary and last.ckpt at the previous epoch end)."""
+    runs = tmp_path / "runs"
+    run = runs / "frozen_synth" / "ctrlc"
+    proc = subprocess.Popen([VTP, "train", "frozen_synth", *STEPS, f"data.root={data_root}", f"run.dir={runs}",
+                             "run.version=ctrlc"], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(run / "checkpoints" / "epoch0-step4.ckpt", proc)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-3000:]
+    summary = _summary(run)
+    assert summary["interrupted"] == "SIGINT" and 4 <= summary["global_step"] < 9, summary
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == summary["global_step"] and "--resume" in out
+
+
 def test_bare_resume_after_kill_keeps_the_run_config(data_root, steps_run, tmp_path):
     """A bare --resume (no overrides) after SIGKILL trains to the run's own max_steps, not the experiment's, and
     leaves its config.yaml as it was."""

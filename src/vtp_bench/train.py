@@ -47,6 +47,38 @@ class SigtermCheckpoint(Callback):
     def __init__(self) -> None:
         self.saved: Path | None = None
         self._held = False
+        self.signal = "SIGTERM"  # what stopped the run: SIGTERM, or SIGINT (Ctrl-C) routed the same way
+        self._previous_sigint: Any = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The first Ctrl-C stops the run as SIGTERM does (after the current step, with a checkpoint and the
+        summary); a second one aborts at once (Lightning's KeyboardInterrupt: nothing saved)."""
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def stop(signum: int, frame: Any) -> None:
+            connector = getattr(trainer, "_signal_connector", None)
+            if connector is None or connector.received_sigterm:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt
+            self.signal, connector.received_sigterm = "SIGINT", True
+            print("\nCtrl-C: stopping after this step, saving last.ckpt (press Ctrl-C again to abort at once)",
+                  flush=True)
+
+        self._previous_sigint = signal.signal(signal.SIGINT, stop)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        import signal
+
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
 
     def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         connector = getattr(trainer, "_signal_connector", None)
@@ -58,6 +90,7 @@ class SigtermCheckpoint(Callback):
             trainer._signal_connector.received_sigterm, self._held = True, False
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
         if isinstance(exception, SIGTERMException) and trainer.training and trainer.checkpoint_callback:
             path = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
             trainer.save_checkpoint(path)
@@ -65,11 +98,12 @@ class SigtermCheckpoint(Callback):
 
 
 class TrainInterrupted(SystemExit):
-    """A run stopped by SIGTERM after saving ``last.ckpt``: exit status 143 (128 + SIGTERM), as the shell reports a
-    process the signal ended, so schedulers and scripts see that the run did not finish."""
+    """A run stopped by SIGTERM (or a first Ctrl-C) after saving ``last.ckpt``: exit status 143 (128 + SIGTERM) or
+    130 (128 + SIGINT), as the shell reports a process the signal ended, so schedulers and scripts see that the run
+    did not finish."""
 
-    def __init__(self) -> None:
-        super().__init__(143)
+    def __init__(self, signal_name: str = "SIGTERM") -> None:
+        super().__init__(130 if signal_name == "SIGINT" else 143)
 
 
 def keep_newest(keep: str | int) -> dict[str, Any]:
@@ -319,7 +353,7 @@ def train(cfg: DictConfig, resume: str | None = None, overrides: list[str] | Non
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=resume_path)
     except SIGTERMException:  # last.ckpt is saved (SigtermCheckpoint); write the summary, then exit 143
-        interrupted = "SIGTERM"
+        interrupted = next(c for c in trainer.callbacks if isinstance(c, SigtermCheckpoint)).signal
         if trainer.world_size == 1:  # what on_train_end gathers (across ranks it could wait on a stopped one)
             module.on_train_end()
     wall = time.perf_counter() - t_fit
@@ -371,6 +405,6 @@ def train(cfg: DictConfig, resume: str | None = None, overrides: list[str] | Non
                      f"could not save a checkpoint at step {step}; the newest is {summary['checkpoint']}")
             print(f"\nINTERRUPTED by {interrupted}: {where}; continue with `vtp-bench train {cfg.name} "
                   f"run.dir={cfg.run.dir} run.version={run_dir.name} --resume`", flush=True)
-        raise TrainInterrupted()
+        raise TrainInterrupted(interrupted)
     summary["is_global_zero"] = trainer.is_global_zero
     return summary

@@ -43,18 +43,21 @@ def is_path(name: str) -> bool:
     return name.endswith(".jsonl") or "/" in name or os.sep in name or (name not in DATASETS and Path(name).is_dir())
 
 
-def locate(name: str, root: str | Path, split: str, label: str | None = None) -> DatasetSource:
+def locate(name: str, root: str | Path, split: str, label: str | None = None, split_given: bool = False
+           ) -> DatasetSource:
     """Resolve a dataset (registered name, or a manifest file / folder path) to its manifest, with an actionable
-    error when it is missing. ``label`` names a path dataset in results (default: its stem)."""
+    error when it is missing. ``label`` names a path dataset in results (default: its stem). A manifest file is
+    one split, used whole: a file whose rows hold several splits is refused, and so is ``split`` (when the user
+    asked for it: ``split_given``) if the rows are of another."""
     if is_path(name):
-        return _from_path(Path(name), split, label)
+        return _from_path(Path(name), split, label, split_given)
     if label is not None and label != name:
         raise DataNotFoundError(f"--name {label!r} renames your own data, given as a path; {name!r} is a "
                                 "registered dataset and keeps its name")
     return DATASETS.get(name)(root=Path(root), split=split)
 
 
-def _from_path(path: Path, split: str, label: str | None) -> DatasetSource:
+def _from_path(path: Path, split: str, label: str | None, split_given: bool = False) -> DatasetSource:
     if path.is_dir():
         manifest = path / f"{split}.jsonl"
         if not manifest.is_file():
@@ -67,6 +70,13 @@ def _from_path(path: Path, split: str, label: str | None) -> DatasetSource:
         raise DataNotFoundError(f"{path} does not exist (a dataset given as a path is a manifest .jsonl or a folder "
                                 "of <split>.jsonl files; `vtp-bench data from-folder` makes one from your videos)")
     splits = sorted({r.split for r in read_manifest(manifest)})
+    if manifest == path and len(splits) > 1:
+        raise DataNotFoundError(f"{manifest}: its rows belong to splits {', '.join(splits)}, but a manifest given as a "
+                                "file is used whole (scored, or trained on, row by row); write one file per split "
+                                "(<folder>/<split>.jsonl) and give the folder with --split")
+    if manifest == path and split_given and splits and splits != [split]:
+        raise DataNotFoundError(f"{manifest}: --split {split} was asked for, but its rows are split {splits[0]!r}; "
+                                f"drop --split (a file is one split), or give the folder holding {split}.jsonl")
     folder = path.resolve().parent.name
     if manifest == path and (stem in SPLIT_STEMS or stem in splits) and folder and folder not in DATASETS:
         stem = folder  # mydata/test.jsonl: the test split of mydata (a benchmark's own folder keeps the stem)

@@ -37,6 +37,7 @@ class VideoTextDataModule(L.LightningDataModule):
         self.eval_dataset = eval_dataset or d.eval[0]
         self.test_task: EvalTask = TASKS.get(task)()
         self.val_task: EvalTask = TASKS.get(cfg.eval.val_task)()
+        self.split_given = eval_split is not None  # asked for: a manifest file of another split is refused
         self.eval_split = eval_split or self.test_task.default_split(self.eval_dataset)
         self.allow_missing = allow_missing or cfg.eval.allow_missing
         self.video_root = video_root
@@ -52,8 +53,8 @@ class VideoTextDataModule(L.LightningDataModule):
         label = self._source(self.eval_dataset, self.eval_split, eval_name).name if is_path(self.eval_dataset) else None
         self.eval_inputs = ItemInputs.for_dataset(cfg, self.eval_dataset, label)
 
-    def _source(self, name: str, split: str, label: str | None = None) -> DatasetSource:
-        return locate(name, self.cfg.data.root, split, label)
+    def _source(self, name: str, split: str, label: str | None = None, split_given: bool = False) -> DatasetSource:
+        return locate(name, self.cfg.data.root, split, label, split_given)
 
     def setup(self, stage: str | None = None) -> None:
         d = self.cfg.data
@@ -76,7 +77,7 @@ class VideoTextDataModule(L.LightningDataModule):
             self.val_set = self.val_task.load(src.manifest, self.video_root or src.video_root, self.allow_missing,
                                               self.cfg, d.max_val_videos, check_videos=self.eval_inputs.video)
         if stage in (None, "test"):
-            src = self.test_source = self._source(self.eval_dataset, self.eval_split, self.eval_name)
+            src = self.test_source = self._source(self.eval_dataset, self.eval_split, self.eval_name, self.split_given)
             self.test_set = self.test_task.load(src.manifest, self.video_root or src.video_root, self.allow_missing,
                                                 self.cfg, check_videos=self.eval_inputs.video)
 
