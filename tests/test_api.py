@@ -152,3 +152,19 @@ def test_wandb_and_mlflow_offline_get_config_curves_final_metrics_and_summary(da
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     assert json.loads((offline / "files" / "summary.json").read_text()) == summary
     assert (run_dir / "metrics.csv").is_file() and not (run_dir / "tensorboard").exists()
+
+
+def test_the_docs_example_runs(run, data_root, tmp_path, monkeypatch, capsys):
+    """docs/python_api.md's Python block, run where its paths exist."""
+    import re
+    import shutil
+
+    text = (Path(__file__).parents[1] / "docs" / "python_api.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    (tmp_path / "data").symlink_to(data_root)
+    target = tmp_path / "runs" / "frozen_synth" / "version_0"
+    target.parent.mkdir(parents=True)
+    shutil.copytree(run, target)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "docs/python_api.md", "exec"), {})
+    assert capsys.readouterr().out.count(" -> data/synth/videos/") == 2
