@@ -188,3 +188,29 @@ def test_resume_followed_by_an_override_is_a_bare_resume(monkeypatch):
                         or {"is_global_zero": False})
     assert main(["train", "frozen_synth", "--resume", "trainer.max_steps=6"]) == 0
     assert seen == {"resume": "last", "o": ["trainer.max_steps=6"]}
+
+
+def test_option_values_out_of_range_are_refused_by_argparse(tmp_path, capsys):
+    """Were tracebacks (faiss asserting, a 0 shard size, matplotlib on a .txt plot, a negative seed)."""
+    for argv in (["train", "frozen_synth", "--seeds", "-1"], ["data", "shard", "x.jsonl", "--shard-size", "0"],
+                 ["data", "compress", "x.jsonl", "--out-dir", "o", "--max-fps", "0"],
+                 ["data", "compress", "x.jsonl", "--out-dir", "o", "--crf", "99"],
+                 ["data", "check", "x.jsonl", "--workers", "-2"], ["search", "--index", "x", "-q", "a", "--nprobe", "0"],
+                 ["search", "--index", "x", "-q", "a", "--hnsw-m", "0"], ["compare", "x.json", "--plot", "x.txt"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2, argv
+        err = capsys.readouterr().err
+        assert "error: argument" in err and "Traceback" not in err, argv
+
+
+def test_resume_from_a_torn_or_foreign_file_is_a_sentence(tmp_path, capsys):
+    torn = tmp_path / "torn.ckpt"
+    torn.write_bytes(b"PK\x03\x04" + b"\x00" * 100)
+    assert main(["train", "frozen_synth", "--resume", str(torn)]) == 2
+    err = capsys.readouterr().err
+    assert f"--resume {torn}: cannot read checkpoint" in err and "another checkpoint of the run" in err
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    assert main(["train", "frozen_synth", "--resume", str(run)]) == 2  # a run dir: its checkpoints/last.ckpt
+    assert "no such checkpoint file (give a .ckpt, or a run dir" in capsys.readouterr().err

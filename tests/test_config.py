@@ -134,7 +134,12 @@ def test_a_method_config_choice_is_checked(monkeypatch):
 @pytest.mark.parametrize("override", ["trainer.max_steps=abc", "data.batch_size=-4", "data.batch_size=0",
                                       "data.num_frames=0", "data.num_frames=-2", "data.img_size=0", "optim.lr=-1",
                                       "optim.lr=nan", "trainer.max_steps=-5", "trainer.max_steps=0",
-                                      "trainer.limit_val_batches=1", "trainer.limit_val_batches=0.5"])
+                                      "trainer.limit_val_batches=1", "trainer.limit_val_batches=0.5", "seed=-5",
+                                      "data.train=[]", "optim.betas=[0.9]", "optim.eps=0", "optim.gamma=nan",
+                                      "eval.rerank_temperature=0", "eval.grounding_clip_seconds=0",
+                                      "eval.prompt_template=no_placeholder", "trainer.enable_progress_bar=maybe",
+                                      "data.crop_scale=[2,1]", "run.ckpt_every_n_steps=0", "data.max_val_videos=0",
+                                      "eval.grounding_max_clips=0"])
 def test_values_no_run_can_use_are_refused_before_a_run_dir(override, tmp_path, capsys):
     from vtp_bench.cli import main
 
@@ -150,3 +155,22 @@ def test_a_name_that_yaml_reads_as_a_boolean_is_refused_not_turned_into_False(tm
     assert main(["train", "frozen_synth", "run.version=off", f"run.dir={tmp_path / 'runs'}"]) == 2
     assert "reads as the boolean False" in capsys.readouterr().err and not (tmp_path / "runs").exists()
     assert load_config("frozen_synth", ["run.version='off'"]).run.version == "off"
+
+
+@pytest.mark.parametrize("override", ["trainer.devices=0", "trainer.accelerator=gpu", "trainer.precision=bogus"])
+def test_trainer_settings_lightning_refuses_are_a_sentence_before_a_run_dir(override, tmp_path, capsys):
+    from vtp_bench.cli import main
+
+    assert main(["train", "frozen_synth", override, f"run.dir={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err
+    assert "Lightning cannot run with these settings" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_broken_experiment_file_is_named(tmp_path):
+    (tmp_path / "bad.yaml").write_text("method: [a\n")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml is not valid YAML: .*line 2"):
+        load_config(str(tmp_path / "bad.yaml"))
+    with pytest.raises(ConfigError, match="a mapping of config sections"):
+        load_config(str(tmp_path / "list.yaml"))

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from vtp_bench.cli_args import add_checkpoint_args, checkpoint_overrides
+from vtp_bench.cli_args import add_checkpoint_args, checkpoint_overrides, image_file
 from vtp_bench.quiet import quiet_lightning, status
 
 
@@ -26,13 +26,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from vtp_bench.data.video import VideoReadError
     from vtp_bench.evaluate import CheckpointError, EvaluationError
     from vtp_bench.export import ExportError
+    from vtp_bench.lit import NonFiniteLossError  # a loud stop with its own sentence (the step and what to check)
     from vtp_bench.registry import RegistryError
     from vtp_bench.report import ReportError  # results that cannot share a table (protocols differ, duplicates)
     from vtp_bench.train import TrainError
 
     return (ConfigError, RegistryError, DataNotFoundError, ManifestError, MissingVideosError, VideoReadError,
             CheckpointError, EvaluationError, TrainError, ReportError, AtomicWriteError, InputShapeError,
-            InputError, ExportError)
+            InputError, ExportError, NonFiniteLossError,
+            FileExistsError, NotADirectoryError, IsADirectoryError)  # an output path that is taken: one line
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -82,6 +84,8 @@ def _seed_list(text: str) -> list[int]:
             seeds = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seeds {text!r}: give integers, e.g. 0,1,2 or 0-4") from None
+    if any(s < 0 or s >= 2**32 for s in seeds):
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: seeds are integers in [0, 2^32), e.g. 0,1,2 or 0-4")
     if not seeds or len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"--seeds {text!r}: give distinct integers, e.g. 0,1,2 or 0-4")
     return seeds
@@ -227,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-row", action="append", default=[], metavar="FIELD[,FIELD]",
                    help="protocol fields allowed to differ between rows, shown as a column (e.g. frames: each "
                         "method at its own frame count)")
-    s.add_argument("--plot", default=None, metavar="FILE.png",
+    s.add_argument("--plot", default=None, metavar="FILE.png", type=image_file,
                    help="also write FILE.png (main metric per method and dataset, chance drawn) and FILE_curves.png "
                         "(training curves from the runs' metrics.csv)")
     s.set_defaults(func=cmd_compare)

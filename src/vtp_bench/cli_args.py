@@ -47,3 +47,31 @@ def checkpoint_overrides(args: argparse.Namespace) -> list[str]:
     if args.temporal_fix:
         overrides.append(f"init.temporal_fix={args.temporal_fix}")
     return overrides
+
+
+def at_least(low: float, kind: type = int, high: float | None = None):
+    """An argparse ``type``: a number of ``kind`` in [low, high], refused by argparse (usage + one line) otherwise."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if value != value or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give a value >= {low}"
+                                             + (f" and <= {high}" if high is not None else ""))
+        return value
+
+    return parse
+
+
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")
+
+
+def image_file(text: str) -> str:
+    """An argparse ``type``: a file name matplotlib can write."""
+    from pathlib import Path
+
+    if Path(text).suffix.lower() not in IMAGE_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text!r}: give an image file name ending in {', '.join(IMAGE_SUFFIXES)}")
+    return text

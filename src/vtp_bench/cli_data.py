@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from vtp_bench.cli_args import at_least
+
 
 def cmd_synth(args: argparse.Namespace) -> None:
     from vtp_bench.data.synthetic import generate_synthetic
@@ -168,22 +170,22 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--data-root", default=None, help="where registered datasets live (default $VTP_DATA_ROOT or data)")
     d.add_argument("--out", default=None, help="write the rows whose video is readable here")
     d.add_argument("--report", default=None, help="write the per-video problems as JSON here")
-    d.add_argument("--min-frames", type=int, default=1, help="videos (or windows) with fewer frames are too short")
-    d.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
+    d.add_argument("--min-frames", type=at_least(1), default=1, help="videos (or windows) with fewer frames are too short")
+    d.add_argument("--workers", type=at_least(1), default=None, help="processes (default: all CPU cores)")
     d.add_argument("--video-root", default=None, help="resolve relative paths here instead of the manifest dir")
     d.set_defaults(func=cmd_check)
 
     d = dsub.add_parser("compress", help="re-encode a manifest's videos once: short side, fps cap, short GOP")
     d.add_argument("manifest", help="the manifest .jsonl whose videos to re-encode")
     d.add_argument("--out-dir", required=True, help="videos/ and the new manifest go here (resumable)")
-    d.add_argument("--short-side", type=int, default=224, help="scale to this short side in pixels (default "
+    d.add_argument("--short-side", type=at_least(16), default=224, help="scale to this short side in pixels (default "
                    "%(default)s)")
-    d.add_argument("--max-fps", type=float, default=None, help="drop frames above this rate (default: keep)")
+    d.add_argument("--max-fps", type=at_least(0.1, float), default=None, help="drop frames above this rate (default: keep)")
     d.add_argument("--gop", type=int, default=8, help="keyframe every N frames: short GOPs seek fast (default "
                    "%(default)s)")
-    d.add_argument("--crf", type=int, default=23, help="H.264 quality: lower is better and larger (default "
+    d.add_argument("--crf", type=at_least(0, int, 51), default=23, help="H.264 quality: lower is better and larger (default "
                    "%(default)s)")
-    d.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
+    d.add_argument("--workers", type=at_least(1), default=None, help="processes (default: all CPU cores)")
     d.add_argument("--video-root", default=None, help="resolve relative paths here instead of the manifest dir")
     d.set_defaults(func=cmd_compress)
 
@@ -191,6 +193,6 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("manifest", help="the manifest .jsonl whose videos and captions to pack")
     d.add_argument("--out", default=None, help="folder of the shards (default: <manifest dir>/shards/<manifest "
                    "stem>/, where data.format=webdataset looks for them)")
-    d.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default %(default)s)")
+    d.add_argument("--shard-size", type=at_least(1), default=1000, help="samples per shard (default %(default)s)")
     d.add_argument("--video-root", default=None, help="resolve relative paths here instead of the manifest dir")
     d.set_defaults(func=cmd_shard)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vtp_bench.cli_args import add_checkpoint_args, checkpoint_overrides
+from vtp_bench.cli_args import add_checkpoint_args, at_least, checkpoint_overrides
 from vtp_bench.quiet import status
 
 
@@ -121,10 +121,10 @@ def add_embed_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--faiss", choices=["flat", "ivf", "hnsw"], default=None,
                    help="search a faiss index (pip install faiss-cpu) instead of the exact scan: flat = exact inner "
                         "product, ivf / hnsw = approximate, for millions of videos; pooled-cosine methods only")
-    s.add_argument("--nlist", type=int, default=0, help="ivf: k-means cells (0: sqrt(N), 1000 at 1M)")
-    s.add_argument("--nprobe", type=int, default=32, help="ivf: cells searched per query (32)")
-    s.add_argument("--hnsw-m", type=int, default=32, help="hnsw: links per node (32)")
-    s.add_argument("--ef-search", type=int, default=128, help="hnsw: search breadth (128)")
+    s.add_argument("--nlist", type=at_least(0), default=0, help="ivf: k-means cells (0: sqrt(N), 1000 at 1M)")
+    s.add_argument("--nprobe", type=at_least(1), default=32, help="ivf: cells searched per query (32)")
+    s.add_argument("--hnsw-m", type=at_least(2), default=32, help="hnsw: links per node (32)")
+    s.add_argument("--ef-search", type=at_least(1), default=128, help="hnsw: search breadth (128)")
     s.add_argument("--json", action="store_true", help="print the hits as JSON")
     s.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary unpickling (trusted files only)")
     s.add_argument("overrides", nargs="*", help="config overrides of the model (rarely needed)")

@@ -268,6 +268,25 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     "optim.warmup_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "run.keep_checkpoints": (lambda v: v in ("all", "last") or (_is_int(v) and v >= 0),
                              "all, last or an integer N >= 0 (the newest N epoch/step checkpoints besides last.ckpt)"),
+    "seed": (lambda v: _is_int(v) and 0 <= v < 2**32, "an integer in [0, 2^32) (numpy's seed range)"),
+    "data.train": (lambda v: isinstance(v, (list, tuple, ListConfig)) and len(v) > 0,
+                   "a non-empty list of datasets, e.g. data.train=[synth]"),
+    "data.eval": (lambda v: isinstance(v, (list, tuple, ListConfig)) and len(v) > 0,
+                  "a non-empty list of datasets, e.g. data.eval=[synth]"),
+    "data.crop_scale": (lambda v: isinstance(v, (list, tuple, ListConfig)) and len(v) == 2 and all(
+        _is_number(x) for x in v) and 0 < v[0] <= v[1] <= 1, "[min, max] with 0 < min <= max <= 1"),
+    "data.max_val_videos": (lambda v: v is None or (_is_int(v) and v >= 1), "null or a positive integer"),
+    "optim.betas": (lambda v: isinstance(v, (list, tuple, ListConfig)) and len(v) == 2 and all(
+        _is_number(x) and 0 <= x < 1 for x in v), "[beta1, beta2], each in [0, 1)"),
+    "optim.eps": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+    "optim.gamma": (lambda v: _is_number(v) and v > 0, "a finite number > 0 (the lr factor at each milestone)"),
+    "run.ckpt_every_n_steps": (lambda v: v is None or (_is_int(v) and v >= 1), "null or a positive integer"),
+    "eval.rerank_temperature": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+    "eval.grounding_clip_seconds": (lambda v: _is_number(v) and v > 0, "a finite number of seconds > 0"),
+    "eval.grounding_max_clips": (lambda v: v is None or (_is_int(v) and v >= 1), "null (all) or a positive integer"),
+    "eval.prompt_template": (lambda v: v is None or (isinstance(v, str) and v.count("{}") == 1),
+                             "null or a text with exactly one {} (the class name), e.g. 'a video of {}'"),
+    "trainer.enable_progress_bar": (lambda v: v is None or isinstance(v, bool), "true or false"),
     "init.source": (lambda v: v is None or str(v).lower() in _layout_names(),
                     lambda: f"null (detected from the keys) or a checkpoint layout: {', '.join(_layout_names())}"),
     "run.loggers": (lambda v: isinstance(v, (list, tuple, ListConfig)) and all(x in LOGGERS for x in v),
@@ -345,7 +364,14 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] | tuple[str, ...]) -> 
 def load_config(experiment: str, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Compose defaults <- experiment file <- overrides, validate, and return a resolved, read-only config."""
     path = _experiment_file(experiment)
-    exp = OmegaConf.load(path)
+    try:
+        exp = OmegaConf.load(path)
+    except Exception as e:  # yaml syntax: the parser's first line names the line and column
+        where = "; ".join(line.strip() for line in str(e).splitlines() if line.strip() and "^" not in line)
+        raise ConfigError(f"{path} is not valid YAML: {where}") from None
+    if not isinstance(exp, DictConfig):
+        raise ConfigError(f"{path}: an experiment file is a mapping of config sections (method:, data:, ...), "
+                          f"not a {type(exp).__name__}")
     cli = _parse_overrides(overrides)
     method_name = OmegaConf.select(cli, "method.name") or OmegaConf.select(exp, "method.name")
     if not method_name:

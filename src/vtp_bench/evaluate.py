@@ -203,9 +203,12 @@ def evaluate(
         dm.test_task = task
     quiet_lightning()
     status(f"encoding {dataset} (split {dm.eval_split}, task {dm.test_task.name}) with {cfg.method.name} ...")
-    trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, precision=cfg.trainer.get("precision", "32-true"),
-                        use_distributed_sampler=False, strategy="ddp" if devices > 1 else "auto")
+    from vtp_bench.trainer_check import make_trainer
+
+    trainer = make_trainer("--accelerator / --devices", accelerator=accelerator, devices=devices, logger=False,
+                           enable_checkpointing=False, enable_model_summary=False,
+                           precision=cfg.trainer.get("precision", "32-true"), use_distributed_sampler=False,
+                           strategy="ddp" if devices > 1 else "auto")
     trainer.test(module, datamodule=dm, verbose=False)
     if not module.last_metrics:  # the loader yielded no batch: never write a results file that scored nothing
         raise EvaluationError(f"the evaluation of {ckpt} on {dataset} scored nothing: its loader yielded no batch "

@@ -133,20 +133,38 @@ def resume_checkpoint(cfg: DictConfig, resume: str | None) -> Path | None:
         return None
     if resume != "last":
         path = Path(resume)
+        if path.is_dir():  # a run dir: its last.ckpt
+            path = path / "checkpoints" / "last.ckpt" if (path / "checkpoints").is_dir() else path / "last.ckpt"
         if not path.is_file():
-            raise TrainError(f"--resume {resume}: no such checkpoint file")
-        return path
+            raise TrainError(f"--resume {resume}: no such checkpoint file (give a .ckpt, or a run dir with "
+                             "checkpoints/last.ckpt)")
+        return _readable(path)
     exp_dir = Path(cfg.run.dir) / cfg.name
     if cfg.run.version:
         path = exp_dir / cfg.run.version / "checkpoints" / "last.ckpt"
         if not path.is_file():
             raise TrainError(f"--resume: {path} does not exist (run.version={cfg.run.version}); "
                              f"give a checkpoint path: --resume PATH")
-        return path
+        return _readable(path)
     runs = sorted(exp_dir.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if not runs:
         raise TrainError(f"--resume: no run of {cfg.name} under {exp_dir} has a last.ckpt; give a checkpoint path")
-    return runs[-1]
+    return _readable(runs[-1])
+
+
+def _readable(path: Path) -> Path:
+    """``path`` if it is a complete vtp_bench training checkpoint (read safely), else a TrainError that says so and
+    points at the run's other checkpoints."""
+    from vtp_bench.models.checkpoints import CheckpointError, load_checkpoint
+
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as e:
+        raise TrainError(f"--resume {path}: {e}; resume from another checkpoint of the run "
+                         f"({path.parent}/epoch*.ckpt) with --resume PATH") from None
+    if not (isinstance(ckpt, dict) and "state_dict" in ckpt and "hyper_parameters" in ckpt):
+        raise TrainError(f"--resume {path}: not a vtp_bench training checkpoint (no state_dict / hyper_parameters)")
+    return path
 
 
 def choose_run_dir(cfg: DictConfig, resume: Path | None) -> Path | None:
@@ -316,6 +334,10 @@ def train(cfg: DictConfig, resume: str | None = None, overrides: list[str] | Non
     changes: dict[str, list] = {}
     if resume_path is not None:
         cfg, changes = resumed_config(cfg, resume_path, overrides)
+    from vtp_bench.trainer_check import check_trainer_settings
+
+    quiet_lightning()
+    check_trainer_settings(to_dict(cfg)["trainer"])  # before a run dir exists (and before the data is looked up)
     for name in cfg.data.train:  # fail before a run dir is made when the data is not there
         if cfg.data.format == "webdataset":
             from vtp_bench.data.shards import load_shard_set, locate_shards
