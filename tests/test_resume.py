@@ -132,7 +132,8 @@ def test_bare_resume_takes_the_newest_run_or_refuses(data_root, tmp_path, capsys
     assert "no run of frozen_synth" in capsys.readouterr().err
     for version in ("b_old", "a_new"):
         (runs / "frozen_synth" / version / "checkpoints").mkdir(parents=True)
-        (runs / "frozen_synth" / version / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        torch.save({"state_dict": {}, "hyper_parameters": {}}, runs / "frozen_synth" / version / "checkpoints" /
+                   "last.ckpt")  # a readable (empty) training checkpoint
         time.sleep(0.02)
     assert resume_checkpoint(cfg, "last") == runs / "frozen_synth" / "a_new" / "checkpoints" / "last.ckpt"
     cfg_v = load_config("frozen_synth", [f"run.dir={runs}", "run.version=missing"])
@@ -189,21 +190,30 @@ def test_resume_from_an_end_of_epoch_checkpoint_with_max_steps(data_root, steps_
     _assert_same_run(steps_run, resumed, 9)
 
 
+def _interrupted(data_root: Path, tmp_path: Path, version: str, sig: int, code: int) -> tuple[Path, Path]:
+    """A STEPS run sent ``sig`` after its first epoch: it exits with ``code``, its summary says which signal, and
+    last.ckpt is at the step it stopped at. Returns (run.dir, run dir)."""
+    runs = tmp_path / "runs"
+    run = runs / "frozen_synth" / version
+    proc = subprocess.Popen([VTP, "train", "frozen_synth", *STEPS, f"data.root={data_root}", f"run.dir={runs}",
+                             f"run.version={version}"], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    _wait_for(run / "checkpoints" / "epoch0-step4.ckpt", proc)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == code, out[-3000:]
+    summary = _summary(run)
+    assert summary["interrupted"] == signal.Signals(sig).name and 4 <= summary["global_step"] < 9, summary
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == summary["global_step"], "last.ckpt is not at the step the run stopped at"
+    assert "--resume" in out
+    return runs, run
+
+
 def test_sigterm_saves_last_and_resumes_exactly(data_root, steps_run, tmp_path):
     """SIGTERM (a scheduler's warning before the kill): last.ckpt at the step reached, summary marked interrupted,
     exit 143; a bare --resume from it ends with the uninterrupted run's weights."""
-    runs = tmp_path / "runs"
-    base = [VTP, "train", "frozen_synth", *STEPS, f"data.root={data_root}", f"run.dir={runs}", "run.version=term"]
-    run = runs / "frozen_synth" / "term"
-    proc = subprocess.Popen(base, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(run / "checkpoints" / "epoch0-step4.ckpt", proc)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 143, out[-3000:]
-    summary = _summary(run)
-    assert summary["interrupted"] == "SIGTERM" and 4 <= summary["global_step"] < 9, summary
-    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert last["global_step"] == summary["global_step"], "last.ckpt is not at the step the run stopped at"
+    runs, run = _interrupted(data_root, tmp_path, "term", signal.SIGTERM, 143)
     _run([VTP, "train", "frozen_synth", f"run.dir={runs}", "run.version=term", "--resume"])
     assert _summary(run)["interrupted"] is None
     assert _summary(run)["weights_sha256_per_rank"] == _summary(steps_run)["weights_sha256_per_rank"]
@@ -213,18 +223,7 @@ def test_sigterm_saves_last_and_resumes_exactly(data_root, steps_run, tmp_path):
 def test_ctrl_c_stops_like_sigterm_with_exit_130(data_root, tmp_path):
     """The first Ctrl-C (SIGINT) is routed as SIGTERM: the step finishes, last.ckpt and the summary are written and
     the resume command printed (it used to stop with no summary and last.ckpt at the previous epoch end)."""
-    runs = tmp_path / "runs"
-    run = runs / "frozen_synth" / "ctrlc"
-    proc = subprocess.Popen([VTP, "train", "frozen_synth", *STEPS, f"data.root={data_root}", f"run.dir={runs}",
-                             "run.version=ctrlc"], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(run / "checkpoints" / "epoch0-step4.ckpt", proc)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 130, out[-3000:]
-    summary = _summary(run)
-    assert summary["interrupted"] == "SIGINT" and 4 <= summary["global_step"] < 9, summary
-    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert last["global_step"] == summary["global_step"] and "--resume" in out
+    _interrupted(data_root, tmp_path, "ctrlc", signal.SIGINT, 130)
 
 
 def test_bare_resume_after_kill_keeps_the_run_config(data_root, steps_run, tmp_path):
@@ -254,7 +253,8 @@ def test_resume_refuses_overrides_that_change_the_run(tmp_path, capsys):
     runs = tmp_path / "runs"
     run = runs / "frozen_synth" / "r"
     (run / "checkpoints").mkdir(parents=True)
-    (run / "checkpoints" / "last.ckpt").write_bytes(b"not read: the config comes from config.yaml")
+    # readable but empty: the config comes from config.yaml
+    torch.save({"state_dict": {}, "hyper_parameters": {}}, run / "checkpoints" / "last.ckpt")
     started = [*tiny_overrides("frozen"), "trainer.max_steps=12", f"run.dir={runs}", "run.version=r"]
     (run / "config.yaml").write_text(OmegaConf.to_yaml(load_config("frozen_synth", started)))
     assert main(["train", "frozen_synth", f"run.dir={runs}", "run.version=r", "seed=5", "optim.lr=0.1",

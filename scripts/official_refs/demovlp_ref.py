@@ -94,21 +94,6 @@ def _tiny_object_transformer(ot_mod):
     return type("ObjectTransformer", (ot_mod.ObjectTransformer,), {"__init__": ns["__init__"]})
 
 
-def _load_seeded_state_dict():
-    """``vtp_bench.testing.seeded_state_dict``; if the package does not import (e.g. mid-edit), the same function
-    compiled from src/vtp_bench/testing.py alone."""
-    try:
-        from vtp_bench.testing import seeded_state_dict
-        return seeded_state_dict
-    except ImportError:
-        import ast
-        src = Path(__file__).resolve().parents[2] / "src/vtp_bench/testing.py"
-        fn = [n for n in ast.parse(src.read_text()).body
-              if isinstance(n, ast.FunctionDef) and n.name == "seeded_state_dict"]
-        ns = {"torch": torch}
-        exec(compile(ast.Module(body=fn, type_ignores=[]), str(src), "exec"), ns)
-        print("note: vtp_bench did not import; seeded_state_dict compiled from", src)
-        return ns["seeded_state_dict"]
 
 
 def _tokenizer():
@@ -169,7 +154,8 @@ def main() -> None:
                          "<dir> to PYTHONPATH")
     from transformers import DistilBertConfig, DistilBertModel
 
-    seeded_state_dict = _load_seeded_state_dict()
+    from vtp_bench.testing import seeded_state_dict
+
 
     ot_mod, mm, loss_mod, util = _import_official(
         ["model.object_transformer", "model.model", "model.loss", "utils.util"],

@@ -30,24 +30,7 @@ import model.prompt_clip as pc  # noqa: E402  (official)
 from modules.metrics import sim_matrix_training  # noqa: E402  (official)
 
 
-def _load_seeded_state_dict():
-    """``vtp_bench.testing.seeded_state_dict``; if the package does not import (e.g. mid-edit), the same function
-    compiled from src/vtp_bench/testing.py alone."""
-    try:
-        from vtp_bench.testing import seeded_state_dict
-        return seeded_state_dict
-    except ImportError:
-        import ast
-        src = Path(__file__).resolve().parents[2] / "src/vtp_bench/testing.py"
-        tree = ast.parse(src.read_text())
-        fn = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "seeded_state_dict"]
-        ns = {"torch": torch}
-        exec(compile(ast.Module(body=fn, type_ignores=[]), str(src), "exec"), ns)
-        print("note: vtp_bench did not import; seeded_state_dict compiled from", src)
-        return ns["seeded_state_dict"]
-
-
-seeded_state_dict = _load_seeded_state_dict()
+from vtp_bench.testing import seeded_state_dict  # noqa: E402  (the weights the tests rebuild)
 
 TINY = {
     "vision": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 512,
