@@ -8,7 +8,7 @@ DEMO_VIDEOS ?= 1400
 DEMO_SPLITS ?= 800,100,500
 DEMO_DATA := data/synth
 
-.PHONY: setup test test-slow demo train eval compare bench bench-data bench-encoders bench-search clean
+.PHONY: setup lint test test-slow demo train eval compare bench bench-data bench-encoders bench-search clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,10 @@ test: setup
 
 test-slow: setup
 	$(VENV)/bin/python -m pytest -q -m slow
+
+# ruff: line length 120, pyflakes, import order (pyproject.toml [tool.ruff])
+lint: setup
+	$(VENV)/bin/ruff check src tests scripts
 
 # Generate the synthetic data (a 500-video test split: 95 % intervals of R@1 within a few points), train every
 # method at 4 frames and 220 steps with seeds 0,1,2, evaluate each checkpoint with every task, print the table with

@@ -38,9 +38,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchdoc import write_section  # noqa: E402
 import torch.nn.functional as F
 
+from benchdoc import write_section  # noqa: E402
 from vtp_bench.data.compress import compress_video
 from vtp_bench.data.video import read_frames, sample_indices
 

@@ -26,7 +26,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchdoc import default_threads, write_section  # noqa: E402
-
 from vtp_bench.config import load_config, to_dict  # noqa: E402
 from vtp_bench.data.datamodule import VideoTextDataModule  # noqa: E402
 from vtp_bench.evaluate import evaluate  # noqa: E402

@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchdoc import write_section  # noqa: E402
-
 from vtp_bench.config import load_config
 from vtp_bench.data.dataset import MixedDataset, VideoTextDataset, collate, decode_clip
 from vtp_bench.data.inputs import ItemInputs
@@ -187,7 +186,8 @@ def main() -> int:
         "|---:|---:|---:|---:|",
         *[f"| {w} | {f:.1f} | {s:.1f} | {s / f:.2f}x |" for w, f, s in rows],
         "",
-        f"Model: frozen_synth's training step (tiny space-time ViT, MiniLM, batch {d.batch_size}, {args.device}, {cores} threads) "
+        f"Model: frozen_synth's training step (tiny space-time ViT, MiniLM, batch {d.batch_size}, {args.device}, "
+        f"{cores} threads) "
         f"runs {steps_s:.2f} steps/s = **{clips_s:.0f} clips/s**.",
         "",
         "Where one clip's time goes (one process, ms per clip):",

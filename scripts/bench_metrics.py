@@ -34,7 +34,6 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchdoc import default_threads, peak_rss_mib, reset_peak_rss, rss_mib, write_section  # noqa: E402
-
 from vtp_bench.metrics import grounding_metrics, retrieval_metrics_from_embeddings  # noqa: E402
 
 DIM = 256  # Frozen / MILES / RegionLearner's joint embedding width

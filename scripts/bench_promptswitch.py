@@ -29,11 +29,11 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchdoc import write_section  # noqa: E402
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
+from benchdoc import write_section  # noqa: E402
 from vtp_bench.methods.base import Embeddings, cosine_similarity_matrix
 
 
@@ -100,9 +100,10 @@ def encode_seconds(device: torch.device, videos: int, frames: int, repeats: int)
     out = {}
     for name, cls, cfg in (("clip4clip", Clip4Clip, Clip4ClipConfig()),
                            ("promptswitch", PromptSwitch, PromptSwitchConfig(caption_weight=0.0))):
-        m = cls(OmegaConf.structured(cfg)).to(device).eval()
-        out[name] = best_time(lambda: m.encode_video({"video": video}).pooled, device, repeats) / videos
-        del m
+        model = cls(OmegaConf.structured(cfg)).to(device).eval()
+        out[name] = best_time(lambda model=model: model.encode_video({"video": video}).pooled, device,
+                              repeats) / videos
+        del model
     return out
 
 
@@ -172,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        write_section(args.write, "promptswitch", 'Prompt Switch: offline video embeddings vs text-conditioned pooling (`make bench`)', table)
+        write_section(args.write, "promptswitch",
+                      "Prompt Switch: offline video embeddings vs text-conditioned pooling (`make bench`)", table)
     return 0
 
 

@@ -25,7 +25,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchdoc import write_section  # noqa: E402
-
 from vtp_bench.search import FaissParams, build_faiss, faiss_topk, import_faiss
 
 
@@ -121,7 +120,8 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        write_section(args.write, "search", 'Search: faiss IVF against exact, 1M vectors (`python scripts/bench_search.py --write docs/benchmarks.md`)', table)
+        write_section(args.write, "search", "Search: faiss IVF against exact, 1M vectors "
+                      "(`python scripts/bench_search.py --write docs/benchmarks.md`)", table)
     return 0
 
 

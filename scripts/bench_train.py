@@ -45,7 +45,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchdoc import default_threads, write_section  # noqa: E402
-
 from vtp_bench import optim  # noqa: E402
 from vtp_bench.config import load_config  # noqa: E402
 from vtp_bench.lit import build_method  # noqa: E402

@@ -51,7 +51,8 @@ def annotations_dir() -> Path:
     found = find_annotations()
     if found is not None:
         return found
-    msg = f"needs the real annotation files (set $VTP_ANNOTATIONS; looked in {[str(c) for c in _annotation_candidates()]})"
+    looked = [str(c) for c in _annotation_candidates()]
+    msg = f"needs the real annotation files (set $VTP_ANNOTATIONS; looked in {looked})"
     if os.environ.get("CI"):
         pytest.fail(msg + "; CI is set, so this is a failure, not a skip")
     pytest.skip(msg)

@@ -83,9 +83,9 @@ def test_export_then_load_eval_and_embed_give_the_same_numbers(run, data_root, t
 @pytest.mark.parametrize("name", [n for n in METHODS.names()])
 def test_every_method_encodes_files_as_the_decoded_tensor(name, data_root):
     """Paths are decoded by the evaluation pipeline; the same clip given as a tensor gives the same embedding."""
+    from vtp_bench.api import _Files
     from vtp_bench.data.dataset import DecodeOptions, EvalClipDataset
     from vtp_bench.data.transforms import VideoTransform
-    from vtp_bench.api import _Files
 
     cfg = tiny_config(name, f"data.root={data_root}")
     model = Model(VTPModule(to_dict(cfg)))

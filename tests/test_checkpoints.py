@@ -12,8 +12,8 @@ import warnings
 import pytest
 import torch
 from omegaconf import OmegaConf
-from test_space_time_vit import _official_keys_and_shapes, reference_forward
 
+from test_space_time_vit import _official_keys_and_shapes, reference_forward
 from vtp_bench.methods.frozen import Frozen, FrozenConfig
 from vtp_bench.models.checkpoints import (
     CheckpointError,
@@ -375,7 +375,8 @@ def test_training_starts_from_an_official_checkpoint_with_fewer_frames(tmp_path)
     ckpt = tmp_path / "frozen_2f.pth"
     torch.save({"state_dict": sd}, ckpt)
     args = ["train", "frozen_synth", "method.video.img_size=32", "method.video.patch_size=8",
-            "method.video.embed_dim=48", "method.video.depth=2", "method.video.num_heads=4", "method.video.num_frames=4",
+            "method.video.embed_dim=48", "method.video.depth=2", "method.video.num_heads=4",
+            "method.video.num_frames=4",
             "method.text.preset=tiny", "method.text.freeze=false", "method.embed_dim=24", "data.img_size=32",
             "data.num_frames=4", "data.num_workers=0", "data.batch_size=4", "trainer.accelerator=cpu",
             "trainer.max_steps=1", "trainer.enable_progress_bar=false", "optim.lr=0", "optim.warmup_steps=0",

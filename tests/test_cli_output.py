@@ -195,7 +195,8 @@ def test_option_values_out_of_range_are_refused_by_argparse(tmp_path, capsys):
     for argv in (["train", "frozen_synth", "--seeds", "-1"], ["data", "shard", "x.jsonl", "--shard-size", "0"],
                  ["data", "compress", "x.jsonl", "--out-dir", "o", "--max-fps", "0"],
                  ["data", "compress", "x.jsonl", "--out-dir", "o", "--crf", "99"],
-                 ["data", "check", "x.jsonl", "--workers", "-2"], ["search", "--index", "x", "-q", "a", "--nprobe", "0"],
+                 ["data", "check", "x.jsonl", "--workers", "-2"],
+                 ["search", "--index", "x", "-q", "a", "--nprobe", "0"],
                  ["search", "--index", "x", "-q", "a", "--hnsw-m", "0"], ["compare", "x.json", "--plot", "x.txt"]):
         with pytest.raises(SystemExit) as e:
             main(argv)

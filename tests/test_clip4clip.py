@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
-from test_checkpoints import _open_clip_tiny, hf_tiny_clip
 
+from test_checkpoints import _open_clip_tiny, hf_tiny_clip
 from vtp_bench.data.transforms import normalize
 from vtp_bench.methods.clip4clip import CLIP_MEAN, CLIP_STD, Clip4Clip, Clip4ClipConfig, cut_tokens, imagenet_to_clip
 from vtp_bench.models.checkpoints import load_official
@@ -112,7 +112,6 @@ def test_logit_scale_clamp_holds_after_a_step_that_passes_it(method):
     from types import SimpleNamespace
 
     from conftest import tiny_config
-
     from vtp_bench.config import to_dict
     from vtp_bench.lit import MethodStepHook, VTPModule
 

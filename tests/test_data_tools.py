@@ -9,13 +9,12 @@ from pathlib import Path
 import av
 import pytest
 
+from test_video import _index_of, write_indexed_video
 from vtp_bench.cli import main
 from vtp_bench.data.check import check_manifest
 from vtp_bench.data.compress import compress_manifest
 from vtp_bench.data.manifest import ManifestRow, read_manifest, write_manifest
 from vtp_bench.data.video import probe_video, read_frames
-
-from test_video import _index_of, write_indexed_video
 
 
 @pytest.fixture(scope="module")

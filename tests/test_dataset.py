@@ -67,7 +67,6 @@ def test_random_resized_crop_is_deterministic_by_rng():
 
 def test_decode_options_scale_in_the_decoder_and_items_name_their_dataset(tmp_path):
     from test_video import write_indexed_video
-
     from vtp_bench.data.dataset import DecodeOptions, MixedDataset, VideoTextDataset
     from vtp_bench.data.manifest import ManifestRow, write_manifest
 

@@ -121,9 +121,8 @@ TRAIN_TINY = [*tiny_overrides("frozen"), "trainer.max_steps=3", "data.eval_batch
 
 @pytest.fixture(scope="module")
 def ddp_data(tmp_path_factory) -> Path:
-    from vtp_bench.data.synthetic import generate_synthetic
-
     from vtp_bench.data.manifest import read_manifest
+    from vtp_bench.data.synthetic import generate_synthetic
 
     root = tmp_path_factory.mktemp("ddp")
     generate_synthetic(root / "synth", num_videos=50, seed=5, grounding_videos=0, progress=False)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-import oracle
+import oracle  # noqa: F401 (registers the oracle method)
 from conftest import assert_per_query_means, tiny_config
 from test_oracle import oracle_checkpoint
 from vtp_bench.cli import main
@@ -28,8 +28,8 @@ from vtp_bench.data.manifest import read_manifest
 from vtp_bench.data.synthetic import generate_synthetic
 from vtp_bench.embed import EmbeddingsError, load_embeddings
 from vtp_bench.lit import VTPModule
-from vtp_bench.metrics import retrieval_metrics
 from vtp_bench.methods.base import Embeddings, Method
+from vtp_bench.metrics import retrieval_metrics
 from vtp_bench.search import FaissParams, build_faiss, exact_topk, faiss_topk, normalised
 
 N_TEST = 14  # videos in the test split: more than the 10 a search returns

@@ -170,7 +170,8 @@ def test_one_video_id_with_two_paths_is_refused_naming_both_lines(tmp_path):
     p = tmp_path / "test.jsonl"
     rows = [{"video_id": "a", "path": "a.mp4", "text": "one", "text_id": "a_0", "split": "test"},
             {"video_id": "b", "path": "b.mp4", "text": "two", "text_id": "b_0", "split": "test"},
-            {"video_id": "a", "path": "a.mp4", "text": "three", "text_id": "a_1", "split": "test"},  # a second caption: fine
+            # a second caption: fine
+            {"video_id": "a", "path": "a.mp4", "text": "three", "text_id": "a_1", "split": "test"},
             {"video_id": "a", "path": "c.mp4", "text": "four", "text_id": "a_2", "split": "test"}]
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(ManifestError, match=r"line 4: video_id 'a' has path 'c.mp4', but line 1 gives it 'a.mp4'"):

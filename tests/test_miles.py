@@ -13,9 +13,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 from omegaconf import OmegaConf
-from test_checkpoints import TEXT_CFG, VIDEO, official_embeddings, official_frozen_state
 
 from conftest import tiny_config
+from test_checkpoints import TEXT_CFG, VIDEO, official_embeddings, official_frozen_state
 from vtp_bench.config import ConfigError, load_config
 from vtp_bench.lit import build_method
 from vtp_bench.methods.miles import Miles, MilesConfig

@@ -10,9 +10,8 @@ import pytest
 from lightning.fabric.utilities.data import _set_sampler_epoch
 from torch.utils.data import DataLoader
 
-from vtp_bench.data.samplers import MixedBatchSampler, ResumableSampler
-
 from test_distributed import TRAIN_TINY, VTP, _run
+from vtp_bench.data.samplers import MixedBatchSampler, ResumableSampler
 
 
 @pytest.mark.parametrize("world,rank", [(1, 0), (2, 0), (2, 1), (3, 2)])

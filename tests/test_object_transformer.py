@@ -36,7 +36,8 @@ def reference(sd, feats, boxes, mask, heads, depth):
     for i in range(depth):
         g = lambda n: (sd[f"blocks.{i}.{n}.weight"], sd[f"blocks.{i}.{n}.bias"])  # noqa: E731
         h = _ln(x, *g("norm1"))
-        qkv = (h @ sd[f"blocks.{i}.attn.qkv.weight"].T + sd[f"blocks.{i}.attn.qkv.bias"]).reshape(b, -1, 3, heads, d // heads)
+        qkv = (h @ sd[f"blocks.{i}.attn.qkv.weight"].T + sd[f"blocks.{i}.attn.qkv.bias"])
+        qkv = qkv.reshape(b, -1, 3, heads, d // heads)
         q, kk, v = qkv.permute(2, 0, 3, 1, 4)
         out = torch.zeros_like(q)
         out[:, :, :1] = _attend(q[:, :, :1], kk, v, bias)

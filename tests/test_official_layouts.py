@@ -55,7 +55,8 @@ def promptswitch_from(ref: dict) -> PromptSwitch:
     c = ref["config"]
     v, t = c["vision"], c["text"]
     model = clip_model({"image_size": v["image_size"], "layers": v["num_hidden_layers"], "width": v["hidden_size"],
-                        "patch_size": v["patch_size"], "heads": v["num_attention_heads"], "mlp": v["intermediate_size"]},
+                        "patch_size": v["patch_size"], "heads": v["num_attention_heads"],
+                        "mlp": v["intermediate_size"]},
                        {"context": t["max_position_embeddings"], "vocab": t["vocab_size"], "width": t["hidden_size"],
                         "heads": t["num_attention_heads"], "layers": t["num_hidden_layers"],
                         "mlp": t["intermediate_size"]}, c["projection_dim"])
@@ -287,7 +288,8 @@ def test_cli_method_flag_scores_a_clip4clip_file(tmp_path, capsys):
     cfg = Clip4ClipConfig(video={"name": "clip_vit", "preset": "tiny"}, text={"name": "clip_text", "preset": "tiny"})
     ours = Clip4Clip(OmegaConf.structured(cfg))
     sd = {"clip.logit_scale": torch.tensor(3.0)}
-    sd.update({f"clip.{k[len('video_model.'):]}": v for k, v in ours.state_dict().items() if k.startswith("video_model.")})
+    sd.update({f"clip.{k[len('video_model.'):]}": v for k, v in ours.state_dict().items()
+               if k.startswith("video_model.")})
     sd.update({f"clip.{k[len('text_model.text.'):]}": v for k, v in ours.state_dict().items()
                if k.startswith("text_model.text.")})
     torch.save(sd, tmp_path / "pytorch_model.bin.0")

@@ -17,8 +17,7 @@ import pytest
 import torch
 
 import oracle
-from conftest import assert_per_query_means
-from conftest import PACKAGE_METHODS, tiny_config
+from conftest import PACKAGE_METHODS, assert_per_query_means, tiny_config
 from vtp_bench.cli import main
 from vtp_bench.config import config_from_dict, to_dict
 from vtp_bench.data.manifest import ManifestRow, read_manifest, write_manifest
@@ -38,7 +37,8 @@ def _save(module: VTPModule, path: Path) -> Path:
 
 def oracle_checkpoint(path: Path, dim: int, video_codes: dict | None = None, text_codes: dict | None = None,
                       text_onehot: bool = False) -> Path:
-    cfg = config_from_dict({"name": "oracle_test", "method": {"name": "oracle", "dim": dim, "video_codes": video_codes or {},
+    cfg = config_from_dict({"name": "oracle_test", "method": {"name": "oracle", "dim": dim,
+                                                               "video_codes": video_codes or {},
                                                                "text_codes": text_codes or {},
                                                                "text_onehot": text_onehot},
                             "data": {"num_frames": 4, "img_size": 32, "eval_batch_size": 3, "num_workers": 0}})

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+
 from test_checkpoints import hf_tiny_clip
 from test_clip import prompt_cube_reference
-
 from vtp_bench.methods.clip4clip import Clip4Clip, Clip4ClipConfig, imagenet_to_clip
 from vtp_bench.methods.promptswitch import (
     FREQUENT_WORDS,
@@ -319,7 +319,6 @@ def test_train_then_eval_with_more_test_frames(tmp_path):
     import json
 
     from conftest import tiny_overrides
-
     from vtp_bench.cli import main
     from vtp_bench.data.synthetic import generate_synthetic
 
@@ -335,7 +334,6 @@ def test_train_then_eval_with_more_test_frames(tmp_path):
     res = json.loads(out.read_text())
     assert res["method"] == "promptswitch" and res["frames"] == 4 and res["num_videos"] == 2
     from conftest import tiny_config
-
     from vtp_bench.data.datamodule import VideoTextDataModule
 
     dm = VideoTextDataModule(tiny_config("promptswitch", *common))

@@ -407,9 +407,9 @@ def test_checkpoint_layouts_that_do_not_fit_are_named():
 
 # ------------------------------------------------------------------------------------- drawing
 def test_viz_regions_draws_a_png_from_a_trained_checkpoint(tmp_path):
+    from conftest import tiny_overrides
     from vtp_bench.cli import main
     from vtp_bench.data.synthetic import generate_synthetic
-    from conftest import tiny_overrides
 
     generate_synthetic(tmp_path / "data" / "synth", num_videos=8, seed=0, grounding_videos=0, progress=False)
     runs = tmp_path / "runs"

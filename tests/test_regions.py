@@ -7,6 +7,7 @@ import pytest
 
 from vtp_bench.data.regions import RegionReadError, read_region_file, read_regions, region_file_count, synthetic_regions
 
+
 def _official_npz(path, n: int, seed: int, h: int = 360, w: int = 640) -> dict:
     """What bottom-up-attention's save_roi_features writes (info is a pickled dict)."""
     rng = np.random.default_rng(seed)

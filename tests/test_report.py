@@ -8,8 +8,14 @@ import re
 import pytest
 
 from vtp_bench.cli import main
-from vtp_bench.report import (ProtocolMismatchError, ReportError, collect_results, format_table, plot_curves,
-                              plot_results)
+from vtp_bench.report import (
+    ProtocolMismatchError,
+    ReportError,
+    collect_results,
+    format_table,
+    plot_curves,
+    plot_results,
+)
 
 RET_KEYS = ["R@1", "R@5", "R@10", "MedR", "MeanR"]
 

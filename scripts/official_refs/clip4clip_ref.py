@@ -23,7 +23,8 @@ from types import SimpleNamespace
 import torch
 
 REPO = Path(sys.argv[1]).resolve()
-OUT = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).resolve().parents[2] / "tests/fixtures/official/clip4clip.json"
+FIXTURES = Path(__file__).resolve().parents[2] / "tests/fixtures/official"
+OUT = Path(sys.argv[2]) if len(sys.argv) > 2 else FIXTURES / "clip4clip.json"
 COMMIT = "508ffa3de39ba0563a03199c440ab602a72e9b6f"  # the tree these fixtures were made from
 sys.path.insert(0, str(REPO))
 
@@ -48,11 +49,9 @@ def _stub_download_deps() -> None:
 
 _stub_download_deps()
 
-import open_clip  # noqa: E402
-
 import modules.module_clip as module_clip  # noqa: E402  (official)
+import open_clip  # noqa: E402
 from modules.modeling import CLIP4Clip  # noqa: E402  (official)
-
 
 from vtp_bench.testing import seeded_state_dict  # noqa: E402  (the weights the tests rebuild)
 

@@ -1,7 +1,7 @@
 """Reference outputs of the OFFICIAL Prompt Switch code (bladewaltz1/PromptSwitch, model/prompt_clip.py
 ``PromptCLIP``) on tiny seeded weights, written to tests/fixtures/official/promptswitch.json.
 
-Usage:  PYTHONPATH=src .venv/bin/python scripts/official_refs/promptswitch_ref.py /path/to/exported/PromptSwitch [out.json]
+Usage:  PYTHONPATH=src .venv/bin/python scripts/official_refs/promptswitch_ref.py /path/to/PromptSwitch [out.json]
 
 The official code is imported from the exported repository, never copied. The only monkeypatches replace the
 hub downloads (``CLIPConfig.from_pretrained`` / ``CLIPModel.from_pretrained``) by a tiny config built here and
@@ -19,16 +19,15 @@ from types import SimpleNamespace
 import torch
 
 REPO = Path(sys.argv[1]).resolve()
-OUT = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).resolve().parents[2] / "tests/fixtures/official/promptswitch.json"
+FIXTURES = Path(__file__).resolve().parents[2] / "tests/fixtures/official"
+OUT = Path(sys.argv[2]) if len(sys.argv) > 2 else FIXTURES / "promptswitch.json"
 COMMIT = "6420d3f3099569fd7aaf5455cdb5fe2e9eb55a4b"  # the tree these fixtures were made from
 sys.path.insert(0, str(REPO))
 
-import open_clip  # noqa: E402
-from transformers.models.clip import CLIPConfig as HFCLIPConfig  # noqa: E402
-
 import model.prompt_clip as pc  # noqa: E402  (official)
+import open_clip  # noqa: E402
 from modules.metrics import sim_matrix_training  # noqa: E402  (official)
-
+from transformers.models.clip import CLIPConfig as HFCLIPConfig  # noqa: E402
 
 from vtp_bench.testing import seeded_state_dict  # noqa: E402  (the weights the tests rebuild)
 
@@ -174,7 +173,8 @@ def main() -> None:
         "inputs": {
             "video_seed": 1,
             "video_shape": list(video.shape),
-            "video_note": "torch.randn(2, 12, 3, 64, 64, generator=torch.Generator().manual_seed(1)), already CLIP-normalised",
+            "video_note": "torch.randn(2, 12, 3, 64, 64, generator=torch.Generator().manual_seed(1)), "
+                          "already CLIP-normalised",
             "texts": TEXTS,
             "input_ids": input_ids.tolist(),
             "attention_mask": attention_mask.tolist(),

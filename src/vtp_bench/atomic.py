@@ -23,8 +23,9 @@ import stat
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["AtomicCheckpointIO", "AtomicWriteError", "atomic_path", "atomic_write_bytes", "atomic_write_text",
-           "file_mode"]
+# AtomicCheckpointIO is built on first use by __getattr__ (Lightning is slow to import)
+__all__ = ["AtomicCheckpointIO", "AtomicWriteError", "atomic_path", "atomic_write_bytes",  # noqa: F822
+           "atomic_write_text", "file_mode"]
 
 # where a hard link cannot be made (some network / FUSE filesystems): an exists-check and a rename instead
 _NO_LINK = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}

@@ -18,12 +18,12 @@ from vtp_bench.quiet import quiet_lightning, status
 def _user_errors() -> tuple[type[BaseException], ...]:
     from vtp_bench.atomic import AtomicWriteError  # a file that could not be written (disk full): which and why
     from vtp_bench.config import ConfigError
-    from vtp_bench.errors import InputShapeError
     from vtp_bench.data.catalog import DataNotFoundError
     from vtp_bench.data.dataset import MissingVideosError
     from vtp_bench.data.inputs import InputError  # a method's inputs this config cannot provide (data.regions)
     from vtp_bench.data.manifest import ManifestError  # also FromFolderError
     from vtp_bench.data.video import VideoReadError
+    from vtp_bench.errors import InputShapeError
     from vtp_bench.evaluate import CheckpointError, EvaluationError
     from vtp_bench.export import ExportError
     from vtp_bench.lit import NonFiniteLossError  # a loud stop with its own sentence (the step and what to check)

@@ -11,9 +11,8 @@ from vtp_bench.cli_args import at_least
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
-    from vtp_bench.data.synthetic import generate_synthetic
-
     from vtp_bench.config import ConfigError
+    from vtp_bench.data.synthetic import generate_synthetic
 
     try:
         summary = generate_synthetic(Path(args.out), num_videos=args.videos, seed=args.seed,
@@ -170,7 +169,8 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--data-root", default=None, help="where registered datasets live (default $VTP_DATA_ROOT or data)")
     d.add_argument("--out", default=None, help="write the rows whose video is readable here")
     d.add_argument("--report", default=None, help="write the per-video problems as JSON here")
-    d.add_argument("--min-frames", type=at_least(1), default=1, help="videos (or windows) with fewer frames are too short")
+    d.add_argument("--min-frames", type=at_least(1), default=1,
+                   help="videos (or windows) with fewer frames are too short (default %(default)s)")
     d.add_argument("--workers", type=at_least(1), default=None, help="processes (default: all CPU cores)")
     d.add_argument("--video-root", default=None, help="resolve relative paths here instead of the manifest dir")
     d.set_defaults(func=cmd_check)
@@ -180,10 +180,12 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--out-dir", required=True, help="videos/ and the new manifest go here (resumable)")
     d.add_argument("--short-side", type=at_least(16), default=224, help="scale to this short side in pixels (default "
                    "%(default)s)")
-    d.add_argument("--max-fps", type=at_least(0.1, float), default=None, help="drop frames above this rate (default: keep)")
+    d.add_argument("--max-fps", type=at_least(0.1, float), default=None,
+                   help="drop frames above this rate (default: keep)")
     d.add_argument("--gop", type=int, default=8, help="keyframe every N frames: short GOPs seek fast (default "
                    "%(default)s)")
-    d.add_argument("--crf", type=at_least(0, int, 51), default=23, help="H.264 quality: lower is better and larger (default "
+    d.add_argument("--crf", type=at_least(0, int, 51), default=23,
+                   help="H.264 quality, 0-51: lower is better and larger (default "
                    "%(default)s)")
     d.add_argument("--workers", type=at_least(1), default=None, help="processes (default: all CPU cores)")
     d.add_argument("--video-root", default=None, help="resolve relative paths here instead of the manifest dir")

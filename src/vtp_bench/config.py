@@ -53,7 +53,8 @@ class DataConfig:
     crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # RandomResizedCrop scale (Frozen)
     hflip: bool = True  # Frozen flips; captions that say "left"/"right" need hflip=false
     max_val_videos: Optional[int] = None  # validate during training on the first N videos only
-    mix: str = choice("round_robin", MIX_MODES)  # several data.train datasets: round_robin (Frozen's zip) | proportional
+    # several data.train datasets: round_robin (Frozen's zip) | proportional
+    mix: str = choice("round_robin", MIX_MODES)
     decode_size: Optional[int] = None  # short side scaled in the decoder; null = native resolution (Frozen)
     decode_threads: int = 1  # decoder threads per clip (1 inside DataLoader workers)
     # detector region features per dataset (methods that read them, e.g. DemoVLP): a path template,
@@ -81,7 +82,8 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    gather: str = choice("global", GATHER_MODES)  # global: negatives from every rank, exact gradients | none: per-GPU negatives
+    # global: negatives from every rank, exact gradients | none: per-GPU negatives
+    gather: str = choice("global", GATHER_MODES)
 
 
 LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")  # run.loggers (built by runlog.make_loggers)
@@ -141,7 +143,8 @@ class InitConfig:
 
     checkpoint: Optional[str] = None
     source: Optional[str] = None  # a checkpoint layout (`vtp-bench list`); null: detected from the keys
-    temporal_fix: str = choice("zeros", TEMPORAL_FIXES)  # a file with fewer frames than the model: zeros | interp | bilinear (Frozen)
+    # a file with fewer frames than the model: zeros | interp | bilinear (Frozen)
+    temporal_fix: str = choice("zeros", TEMPORAL_FIXES)
     strict: bool = True  # false: keys the model has no place for are reported, not an error (official loaders)
     trust: bool = False  # allow arbitrary unpickling (trusted files only)
 

@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-
 from vtp_bench import __version__
 from vtp_bench.config import apply_overrides, config_from_dict, load_config, to_dict
 from vtp_bench.data.datamodule import VideoTextDataModule

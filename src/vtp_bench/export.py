@@ -61,7 +61,8 @@ def model_card(module: Any, ckpt: str | Path, results: Sequence[dict[str, Any]],
 
     params = parameter_counts(module.method)
     lines = [f"# {cfg.method.name} ({cfg.name})", "",
-             f"A vtp_bench model (format `{FORMAT}`): `{WEIGHTS}` (safetensors, no pickle) and `{CONFIG}` (the resolved "
+             f"A vtp_bench model (format `{FORMAT}`): `{WEIGHTS}` (safetensors, no pickle) and `{CONFIG}` "
+             "(the resolved "
              "config it is built from).", "", "```python", "import vtp_bench",
              "model = vtp_bench.load(\"<this folder>\")", "v = model.encode_video([\"a.mp4\"])",
              "t = model.encode_text([\"a caption\"])", "print(model.similarity(t, v))", "```", "",

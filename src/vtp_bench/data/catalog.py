@@ -21,7 +21,6 @@ from pathlib import Path
 from vtp_bench.data.manifest import read_manifest, resolve_path
 from vtp_bench.registry import DATASETS
 
-
 SPLIT_STEMS = ("train", "val", "valid", "validation", "dev", "test")  # a manifest named so is named by its folder
 
 

@@ -61,7 +61,8 @@ def read_captions(path: Path) -> dict[str, list[str]]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise FromFolderError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at position {e.start}, e.g. a "
-                              "Latin-1 file); save it as UTF-8 (Excel: 'CSV UTF-8'; iconv -f latin1 -t utf-8)") from None
+                              "Latin-1 file); save it as UTF-8 (Excel: 'CSV UTF-8'; iconv -f latin1 -t utf-8)"
+                              ) from None
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)

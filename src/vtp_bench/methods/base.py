@@ -110,6 +110,11 @@ class Reported:
     task: str = "retrieval"
 
 
+def t2v(r1: float, r5: float, r10: float, medr: float) -> dict[str, float]:
+    """The text-to-video R@1 / R@5 / R@10 / MedR of a reported row, under the results' keys."""
+    return {"t2v/R@1": r1, "t2v/R@5": r5, "t2v/R@10": r10, "t2v/MedR": medr}
+
+
 @CHECKPOINT_LAYOUTS.register("vtp_bench")
 class VTPBenchLayout(CheckpointLayout):
     """vtp_bench's own ``.ckpt`` (a Lightning checkpoint: the method's state dict under ``method.``) as the start of

@@ -86,7 +86,8 @@ class Clip4ClipLayout(CheckpointLayout):
 
         heads = sorted({k.split(".")[0] for k in sd if k.startswith(OTHER_SIM_HEADERS)})
         if heads:
-            raise CheckpointError(f"this CLIP4Clip file was trained with a sequence similarity head ({', '.join(heads)}: "
+            raise CheckpointError("this CLIP4Clip file was trained with a sequence similarity head "
+                                  f"({', '.join(heads)}: "
                                   f"--sim_header seqTransf / seqLSTM / tightTransf); vtp_bench's clip4clip is the "
                                   "meanP model (parameter-free mean pooling), so its scores would not be the file's")
         out = {k[len("clip."):]: v for k, v in sd.items() if k.startswith("clip.")}

@@ -32,7 +32,7 @@ from vtp_bench.config import choice
 from vtp_bench.distributed import rank_world
 from vtp_bench.errors import InputShapeError
 from vtp_bench.losses import gather_with_grad, norm_softmax_loss
-from vtp_bench.methods.base import Embeddings, Method, Reported, cosine_similarity_matrix
+from vtp_bench.methods.base import Embeddings, Method, Reported, cosine_similarity_matrix, t2v
 from vtp_bench.models.build import build_encoder
 from vtp_bench.models.layouts import CheckpointLayout, LayoutMap
 from vtp_bench.registry import METHODS
@@ -97,7 +97,8 @@ class ProjectionHead(nn.Module):
 class ContextHead(nn.Module):
     """Warps a context clip's feature ``v`` [..., D] by its offset ``delta`` [...] (reference minus context).
 
-    ``residual``: ``v + f([v, delta]) - f([v, 0])`` with a two-layer MLP ``f`` (no output bias), so the warp is exactly the
+    ``residual``: ``v + f([v, delta]) - f([v, 0])`` with a two-layer MLP ``f`` (no output bias), so the warp is exactly
+    the
     identity at offset 0 and depends on the offset elsewhere. ``additive`` (the official code's only offset
     machinery): ``v + Linear(sign delta) + Linear(|delta|)``, not the identity at 0 (the biases remain).
     """
@@ -151,7 +152,7 @@ def _fp32(x: Tensor) -> Tensor:
 @METHODS.register("locvtp")
 class LocVTP(Method):
     Config = LocVTPConfig
-    reported = (Reported("msrvtt_1ka", "fine-tuned", {"t2v/R@1": 36.5, "t2v/R@5": 64.3, "t2v/R@10": 76.8, "t2v/MedR": 3.0},
+    reported = (Reported("msrvtt_1ka", "fine-tuned", t2v(36.5, 64.3, 76.8, 3.0),
                          "LocVTP (ViT-B/16, WebVid-2M + CC3M), as quoted by the SimVTP README", 1000),)
 
     def __init__(self, cfg: Any, loss_gather: str = "global") -> None:
@@ -217,7 +218,8 @@ class LocVTP(Method):
         b, t = video.shape[:2]
         c = self.cfg.num_clips
         if t % c:
-            raise InputShapeError(f"data.num_frames = {t} frames cannot be split into method.num_clips = {c} equal clips; "
+            raise InputShapeError(f"data.num_frames = {t} frames cannot be split into method.num_clips = {c} equal "
+                                  "clips; "
                              f"set data.num_frames to a multiple of {c}")
         frame_mask = batch.get("video_mask")
         if frame_mask is None:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from vtp_bench.config import choice
 from vtp_bench.distributed import rank_world
 from vtp_bench.losses import norm_softmax_loss
-from vtp_bench.methods.base import Reported
+from vtp_bench.methods.base import Reported, t2v
 from vtp_bench.methods.frozen import Frozen
 from vtp_bench.models.masking import MASK_TYPES, make_masks
 from vtp_bench.registry import METHODS
@@ -83,14 +83,14 @@ class Miles(Frozen):
 
     Config = MilesConfig
     reported = (  # paper Tables 1 and 2 (docs/methods/miles.md), text-to-video
-        Reported("msrvtt_1ka", "zero-shot", {"t2v/R@1": 26.1, "t2v/R@5": 47.2, "t2v/R@10": 56.9, "t2v/MedR": 7.0}, "MILES paper, Table 1", 1000),
-        Reported("msrvtt_1ka", "fine-tuned", {"t2v/R@1": 37.7, "t2v/R@5": 63.6, "t2v/R@10": 73.8, "t2v/MedR": 3.0}, "MILES paper, Table 1", 1000),
-        Reported("msvd", "zero-shot", {"t2v/R@1": 44.4, "t2v/R@5": 76.2, "t2v/R@10": 87.0, "t2v/MedR": 2.0}, "MILES paper, Table 2", 27763),
-        Reported("msvd", "fine-tuned", {"t2v/R@1": 53.9, "t2v/R@5": 83.5, "t2v/R@10": 90.2, "t2v/MedR": 1.0}, "MILES paper, Table 2", 27763),
-        Reported("lsmdc", "zero-shot", {"t2v/R@1": 11.1, "t2v/R@5": 24.7, "t2v/R@10": 30.6, "t2v/MedR": 50.7}, "MILES paper, Table 2", 1000),
-        Reported("lsmdc", "fine-tuned", {"t2v/R@1": 17.8, "t2v/R@5": 35.6, "t2v/R@10": 44.1, "t2v/MedR": 15.5}, "MILES paper, Table 2", 1000),
-        Reported("didemo", "zero-shot", {"t2v/R@1": 27.2, "t2v/R@5": 50.3, "t2v/R@10": 63.6, "t2v/MedR": 5.0}, "MILES paper, Table 2", 1004),
-        Reported("didemo", "fine-tuned", {"t2v/R@1": 36.6, "t2v/R@5": 63.9, "t2v/R@10": 74.0, "t2v/MedR": 3.0}, "MILES paper, Table 2", 1004),
+        Reported("msrvtt_1ka", "zero-shot", t2v(26.1, 47.2, 56.9, 7.0), "MILES paper, Table 1", 1000),
+        Reported("msrvtt_1ka", "fine-tuned", t2v(37.7, 63.6, 73.8, 3.0), "MILES paper, Table 1", 1000),
+        Reported("msvd", "zero-shot", t2v(44.4, 76.2, 87.0, 2.0), "MILES paper, Table 2", 27763),
+        Reported("msvd", "fine-tuned", t2v(53.9, 83.5, 90.2, 1.0), "MILES paper, Table 2", 27763),
+        Reported("lsmdc", "zero-shot", t2v(11.1, 24.7, 30.6, 50.7), "MILES paper, Table 2", 1000),
+        Reported("lsmdc", "fine-tuned", t2v(17.8, 35.6, 44.1, 15.5), "MILES paper, Table 2", 1000),
+        Reported("didemo", "zero-shot", t2v(27.2, 50.3, 63.6, 5.0), "MILES paper, Table 2", 1004),
+        Reported("didemo", "fine-tuned", t2v(36.6, 63.9, 74.0, 3.0), "MILES paper, Table 2", 1004),
     )
 
     def __init__(self, cfg: Any, loss_gather: str = "global") -> None:

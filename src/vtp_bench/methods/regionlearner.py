@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from vtp_bench.config import choice
 from vtp_bench.distributed import rank_world
-from vtp_bench.methods.base import Embeddings, Reported
+from vtp_bench.methods.base import Embeddings, Reported, t2v
 from vtp_bench.methods.frozen import Frozen
 from vtp_bench.models.layouts import CheckpointLayout, LayoutMap
 from vtp_bench.registry import METHODS
@@ -257,7 +257,7 @@ class RegionLearner(Frozen):
     """Frozen's towers, projections and loss; the video side goes through ``RegionLearnerHead``."""
 
     Config = RegionLearnerConfig
-    reported = (Reported("msrvtt_1ka", "fine-tuned", {"t2v/R@1": 36.3, "t2v/R@5": 63.9, "t2v/R@10": 72.5, "t2v/MedR": 3.0},
+    reported = (Reported("msrvtt_1ka", "fine-tuned", t2v(36.3, 63.9, 72.5, 3.0),
                          "RegionLearner paper table, as quoted by the SimVTP README", 1000),)
 
     def __init__(self, cfg: Any, loss_gather: str = "global") -> None:

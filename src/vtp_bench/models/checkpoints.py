@@ -33,7 +33,6 @@ from torch import Tensor, nn
 from vtp_bench.models.layouts import TEMPORAL_FIXES, CheckpointLayout, CheckpointTarget, LayoutMap
 
 
-
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read safely, or does not fit the model it is loaded into."""
 

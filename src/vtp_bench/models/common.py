@@ -10,7 +10,6 @@ from torch.utils.checkpoint import checkpoint
 
 from vtp_bench.models.checkpoints import CheckpointTarget, load_official
 
-
 T = TypeVar("T", bound="TowerOptions")
 
 

@@ -20,8 +20,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vtp_bench.report.rows import Cell, Row
-from vtp_bench.report.stats import (binomial_half_width, bootstrap_ci, hierarchical_bootstrap_ci, holm,
-                                   paired_permutation_test)
+from vtp_bench.report.stats import (
+    binomial_half_width,
+    bootstrap_ci,
+    hierarchical_bootstrap_ci,
+    holm,
+    paired_permutation_test,
+)
 
 LEVEL = 0.95
 ALPHA = 0.05

@@ -24,7 +24,6 @@ from typing import Any, Sequence
 
 import torch
 from omegaconf import DictConfig
-from torch import Tensor
 
 from vtp_bench.data.dataset import unique_videos
 from vtp_bench.data.inputs import clip_windows  # the data side cuts training videos the same way (grounding heads)

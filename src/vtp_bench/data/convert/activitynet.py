@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vtp_bench.data.convert.base import ConvertError, Converted, converter, read_json, split_from_name
+from vtp_bench.data.convert.base import Converted, ConvertError, converter, read_json, split_from_name
 from vtp_bench.data.manifest import ManifestRow
 
 

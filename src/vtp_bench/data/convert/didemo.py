@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from vtp_bench.data.convert.base import ConvertError, Converted, converter, read_id_list, read_json, split_from_name
+from vtp_bench.data.convert.base import Converted, ConvertError, converter, read_id_list, read_json, split_from_name
 from vtp_bench.data.manifest import ManifestRow
 
 SEGMENT_SECONDS = 5.0

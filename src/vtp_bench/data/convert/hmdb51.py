@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from vtp_bench.data.convert.base import ConvertError, Converted, bad_line, converter, read_text_lines
+from vtp_bench.data.convert.base import Converted, ConvertError, bad_line, converter, read_text_lines
 from vtp_bench.data.manifest import ManifestRow
 
 PARTITION_IDS = {"train": "1", "test": "2"}

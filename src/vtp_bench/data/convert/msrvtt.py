@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from vtp_bench.data.convert.base import (
-    ConvertError,
     Converted,
+    ConvertError,
     bad_line,
     converter,
     read_csv_rows,

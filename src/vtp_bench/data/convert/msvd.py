@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vtp_bench.data.convert.base import ConvertError, Converted, converter, read_id_list, read_json, split_from_name
+from vtp_bench.data.convert.base import Converted, ConvertError, converter, read_id_list, read_json, split_from_name
 from vtp_bench.data.manifest import ManifestRow
 
 

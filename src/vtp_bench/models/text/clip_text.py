@@ -11,7 +11,13 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from vtp_bench.models.clip_common import CLIP_PRESETS, CLIP_TEXT_KEYS, build_clip_tower, check_weights_file, run_clip_block
+from vtp_bench.models.clip_common import (
+    CLIP_PRESETS,
+    CLIP_TEXT_KEYS,
+    build_clip_tower,
+    check_weights_file,
+    run_clip_block,
+)
 from vtp_bench.models.common import TowerOptions
 from vtp_bench.models.layouts import CheckpointLayout, LayoutMap
 from vtp_bench.models.outputs import EncoderOutput
