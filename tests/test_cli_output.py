@@ -215,3 +215,8 @@ def test_resume_from_a_torn_or_foreign_file_is_a_sentence(tmp_path, capsys):
     (run / "checkpoints").mkdir(parents=True)
     assert main(["train", "frozen_synth", "--resume", str(run)]) == 2  # a run dir: its checkpoints/last.ckpt
     assert "no such checkpoint file (give a .ckpt, or a run dir" in capsys.readouterr().err
+
+
+def test_embed_out_that_is_a_folder_is_refused_before_anything_runs(tmp_path, capsys):
+    assert main(["embed", "--ckpt", str(tmp_path / "none.ckpt"), "--dataset", "synth", "--out", str(tmp_path)]) == 2
+    assert "is a folder; give a file name" in capsys.readouterr().err

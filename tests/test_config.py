@@ -139,7 +139,7 @@ def test_a_method_config_choice_is_checked(monkeypatch):
                                       "eval.rerank_temperature=0", "eval.grounding_clip_seconds=0",
                                       "eval.prompt_template=no_placeholder", "trainer.enable_progress_bar=maybe",
                                       "data.crop_scale=[2,1]", "run.ckpt_every_n_steps=0", "data.max_val_videos=0",
-                                      "eval.grounding_max_clips=0"])
+                                      "eval.grounding_max_clips=0", "run.version=../escape"])
 def test_values_no_run_can_use_are_refused_before_a_run_dir(override, tmp_path, capsys):
     from vtp_bench.cli import main
 

@@ -122,3 +122,18 @@ def test_data_synth_refuses_negative_counts_and_warns_of_empty_splits(tmp_path, 
     assert "WARNING" not in capsys.readouterr().err
     assert main(["data", "synth", "--out", str(tmp_path / "d"), "--videos", "6", "--splits", "2,2,3"]) == 2
     assert "must be >= 0 and sum to num_videos=6" in capsys.readouterr().err
+
+
+def test_check_is_a_gate_and_its_clean_manifest_works_from_elsewhere(corpus, tmp_path, capsys):
+    """Exit 1 when videos are bad (so scripts can stop); with --out in another folder the clean manifest's paths
+    point at the same videos (they kept the old folder's relative paths)."""
+    from vtp_bench.data.manifest import read_manifest, resolve_path
+
+    assert main(["data", "check", str(corpus / "train.jsonl"), "--workers", "1"]) == 1
+    out = tmp_path / "elsewhere" / "clean.jsonl"
+    assert main(["data", "check", str(corpus / "train.jsonl"), "--out", str(out), "--workers", "1"]) == 0
+    rows = read_manifest(out)
+    assert rows and all(resolve_path(r.path, out).is_file() for r in rows)
+    capsys.readouterr()
+    assert main(["data", "compress", str(corpus / "train.jsonl"), "--out-dir", str(corpus)]) == 2
+    assert "would replace it" in capsys.readouterr().err

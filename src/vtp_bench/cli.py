@@ -272,14 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_lightning(verbose=getattr(args, "verbose", False))
     try:
-        args.func(args)
+        code = args.func(args)  # a command may return its exit status (data check: 1 when videos are bad)
     except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `vtp-bench list | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    return 0
+    return int(code or 0)
 
 
 if __name__ == "__main__":

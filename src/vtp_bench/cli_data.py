@@ -60,7 +60,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
               f"(e.g. {missing[0]}); `vtp-bench data check {out}` lists them")
 
 
-def cmd_check(args: argparse.Namespace) -> None:
+def cmd_check(args: argparse.Namespace) -> int:
     from vtp_bench.data.catalog import is_path, locate
     from vtp_bench.data.check import check_manifest
 
@@ -77,6 +77,7 @@ def cmd_check(args: argparse.Namespace) -> None:
 
         atomic_write_text(args.report, json.dumps(report.to_dict(), indent=2))
         print(f"report written to {args.report}")
+    return 1 if report.problems and not args.out else 0  # a gate; with --out the written manifest is the clean one
 
 
 def cmd_from_folder(args: argparse.Namespace) -> None:
@@ -96,6 +97,11 @@ def cmd_from_folder(args: argparse.Namespace) -> None:
 
 def cmd_compress(args: argparse.Namespace) -> None:
     from vtp_bench.data.compress import compress_manifest
+    from vtp_bench.data.manifest import ManifestError
+
+    if Path(args.out_dir).resolve() == Path(args.manifest).resolve().parent:
+        raise ManifestError(f"--out-dir {args.out_dir} is the folder of {args.manifest}: the new manifest would "
+                            "replace it; choose another folder")
 
     summary = compress_manifest(Path(args.manifest), Path(args.out_dir), short_side=args.short_side,
                                 max_fps=args.max_fps, gop=args.gop, crf=args.crf, workers=args.workers,

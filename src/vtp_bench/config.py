@@ -290,6 +290,8 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     "eval.prompt_template": (lambda v: v is None or (isinstance(v, str) and v.count("{}") == 1),
                              "null or a text with exactly one {} (the class name), e.g. 'a video of {}'"),
     "trainer.enable_progress_bar": (lambda v: v is None or isinstance(v, bool), "true or false"),
+    "run.version": (lambda v: v is None or (str(v).strip() not in ("", ".", "..") and not any(
+        c in str(v) for c in "/\\")), "null or a folder name (no / or ..): runs stay under run.dir/<experiment>/"),
     "init.source": (lambda v: v is None or str(v).lower() in _layout_names(),
                     lambda: f"null (detected from the keys) or a checkpoint layout: {', '.join(_layout_names())}"),
     "run.loggers": (lambda v: isinstance(v, (list, tuple, ListConfig)) and all(x in LOGGERS for x in v),

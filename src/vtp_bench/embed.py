@@ -89,6 +89,8 @@ def unflatten(side: str, tensors: dict[str, Tensor]) -> Embeddings:
 def paths(out: str | Path) -> tuple[Path, Path]:
     """(tensors, sidecar): ``FILE.safetensors`` and ``FILE.json``; ``.safetensors`` is added when missing."""
     out = Path(out)
+    if out.is_dir():
+        raise EmbeddingsError(f"--out {out} is a folder; give a file name, e.g. {out / 'embeddings.safetensors'}")
     if out.suffix != ".safetensors":
         out = out.with_name(out.name + ".safetensors")
     return out, out.with_suffix(".json")
@@ -106,6 +108,7 @@ def export_embeddings(ckpt: str | Path, dataset: str, out: str | Path, split: st
     from vtp_bench.distributed import rank_world
     from vtp_bench.evaluate import evaluate, refuse_existing, sha256_of
 
+    paths(out)  # a folder given as --out is refused before anything runs
     if not overwrite:
         for p in paths(out):
             refuse_existing(p)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -94,7 +94,10 @@ def check_manifest(manifest: Path, out: Path | None = None, min_frames: int = 1,
     bad = {k: res for k, res in zip(keys, results) if res is not None}
     problems = [Problem(jobs[k], k[0], kind, detail) for k, (kind, detail) in bad.items()]
     kept = [r for r in rows if (str(resolve_path(r.path, manifest, video_root)), r.start, r.end) not in bad]
-    if out is not None:
+    if out is not None:  # paths as seen from the new file's folder (it may live elsewhere)
+        folder = Path(out).resolve().parent
+        kept = [replace(r, path=os.path.relpath(resolve_path(r.path, manifest, video_root).resolve(), folder))
+                if folder != Path(manifest).resolve().parent or video_root is not None else r for r in kept]
         write_manifest(out, kept)
     return CheckReport(str(manifest), len(rows), len({r.video_id for r in rows}), len(keys), len(kept), problems,
                        str(out) if out is not None else None)

@@ -46,6 +46,12 @@ class Retrieval(EvalTask):
         rset = RetrievalSet.from_manifest(manifest, video_root, allow_missing, max_videos, check_videos)
         leave_out = set(protocol(cfg)["exclude"])
         excluded = [i for i, v in enumerate(rset.video_ids) if v in leave_out]
+        unknown = sorted(set(cfg.eval.exclude) - set(rset.video_ids) - set(rset.missing))
+        if unknown:  # a typo would silently exclude nothing
+            import sys
+
+            print(f"warning: eval.exclude names {len(unknown)} video id(s) that {manifest} does not hold "
+                  f"(e.g. {unknown[0]!r}); nothing is left out for them", file=sys.stderr)
         if excluded:
             missing, names = rset.missing, [rset.video_ids[i] for i in excluded]
             rset = rset.drop_videos(excluded)
