@@ -180,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train an experiment: vtp-bench train EXP [key=value ...]")
     s.add_argument("experiment", help="name in experiments/ or a path to a yaml file")
-    s.add_argument("overrides", nargs="*", help="config overrides, e.g. trainer.max_steps=20 data.batch_size=8")
+    s.add_argument("overrides", nargs="*", default=[], metavar="key=value",
+                   help="config overrides, e.g. trainer.max_steps=20 data.batch_size=8")
     s.add_argument("--resume", metavar="CKPT", nargs="?", const="last", default=None,
                    help="resume from a checkpoint path, or (no value) from last.ckpt of run.version, or of the "
                         "newest run when run.version is not set: same config (the run's config.yaml), data order, "

@@ -34,7 +34,8 @@ def add_checkpoint_args(s: argparse.ArgumentParser, verb: str) -> None:
     s.add_argument("--experiment", default=None, help="for a released checkpoint: build this experiment's model")
     s.add_argument("--accelerator", default="auto", help="cpu | gpu | auto")
     s.add_argument("--devices", type=int, default=1, help=f"{verb} on N devices (DDP): sharded, no padding")
-    s.add_argument("overrides", nargs="*", help="config overrides, e.g. data.num_workers=0")
+    s.add_argument("overrides", nargs="*", default=[], metavar="key=value",
+                   help="config overrides, e.g. data.num_workers=0")
 
 
 def checkpoint_overrides(args: argparse.Namespace) -> list[str]:

@@ -127,5 +127,6 @@ def add_embed_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--ef-search", type=at_least(1), default=128, help="hnsw: search breadth (128)")
     s.add_argument("--json", action="store_true", help="print the hits as JSON")
     s.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary unpickling (trusted files only)")
-    s.add_argument("overrides", nargs="*", help="config overrides of the model (rarely needed)")
+    s.add_argument("overrides", nargs="*", default=[], metavar="key=value",
+                   help="config overrides of the model (rarely needed)")
     s.set_defaults(func=cmd_search)

@@ -181,6 +181,9 @@ def _experiment_file(name_or_path: str) -> Path:
     candidate = experiments_dir() / f"{name_or_path}.yaml"
     if candidate.is_file():
         return candidate
+    if p.suffix in (".yaml", ".yml") or len(p.parts) > 1:  # meant as a file
+        raise ConfigError(f"experiment file {name_or_path} does not exist (an experiment is a name from `vtp-bench "
+                          "list` or the path of a .yaml file)")
     known = ", ".join(list_experiments()) or "(none)"
     raise ConfigError(f"unknown experiment {name_or_path!r}; known experiments: {known} (files in {experiments_dir()})")
 

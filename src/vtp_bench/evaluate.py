@@ -103,8 +103,10 @@ def module_from_checkpoint(
         config, state = read_exported(path)
         ckpt: Any = {"hyper_parameters": {"config": config}, "state_dict": state}
     elif Path(path).is_dir():
+        last = Path(path) / "checkpoints" / "last.ckpt"
+        hint = f"; it is a run dir: give {last}" if last.is_file() else ""
         raise CheckpointError(f"{path} is a folder but not one `vtp-bench export` wrote (no {WEIGHTS} and "
-                              "config.yaml); give a .ckpt / .pth file or an exported folder")
+                              f"config.yaml); give a .ckpt / .pth file or an exported folder{hint}")
     else:
         ckpt = load_checkpoint(path, trust)
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
@@ -133,6 +135,9 @@ def module_from_checkpoint(
         return module
     if source == "vtp_bench":
         raise CheckpointError(f"{path} is not a vtp_bench checkpoint (no hyper_parameters.config)")
+    if ours:  # a vtp_bench checkpoint with another --ckpt-source
+        raise CheckpointError(f"{path} is a vtp_bench checkpoint: it rebuilds its own model, so --ckpt-source "
+                              f"{source!r} (the layout of a released file) does not apply; drop it")
     module = VTPModule(_official_config(Path(path), method, experiment, list(overrides)))
     init = module.cfg.init
     module.official_load_report = load_official(module.method, ckpt, source, temporal_fix=init.temporal_fix,

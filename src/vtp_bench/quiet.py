@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 # Lightning's INFO lines of every run: the accelerator banner, how it counted steps, the seed (in the config)
 _CHATTER = re.compile(r"(GPU|TPU) available: \S+, us(ed|ing): |Loading `\w+` to estimate number of stepping batches"
-                      r"|(\[rank: \d+\] )?Seed set to \d+")
+                      r"|(\[rank: \d+\] )?Seed set to \d+"
+                      r"|The following callbacks returned in `LightningModule.configure_callbacks` will override")
 _ADVERT = re.compile(r"💡 Tip: .*litlogger")  # an advertisement: dropped even with --verbose
 # rank_zero_info logs to whichever of the two rank_zero loggers was imported last; seed_everything to its own
 _LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",

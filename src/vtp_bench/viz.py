@@ -152,5 +152,6 @@ def add_viz_parser(sub: Any) -> None:
     s.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary unpickling (trusted files only)")
     s.add_argument("--method", default=None, help="for a released checkpoint: build this method at its defaults")
     s.add_argument("--experiment", default=None, help="for a released checkpoint: build this experiment's model")
-    s.add_argument("overrides", nargs="*", help="config overrides, e.g. data.img_size=224")
+    s.add_argument("overrides", nargs="*", default=[], metavar="key=value",
+                   help="config overrides, e.g. data.img_size=224")
     s.set_defaults(func=cmd_regions)
