@@ -89,3 +89,18 @@ def norm_softmax_loss(
     t2v = F.cross_entropy(t @ gv.all.t() / temperature, labels, reduction="sum") * scale
     v2t = F.cross_entropy(v @ gt.all.t() / temperature, labels, reduction="sum") * scale
     return {"t2v": t2v, "v2t": v2t}
+
+
+def global_mean(total: Tensor, count: Tensor, gather: str, min_count: float | None = 1.0) -> Tensor:
+    """``total / count`` of a loss summed over this rank's items. With ``gather="global"`` the count is summed over
+    the ranks and the quotient scaled by the world size, so DDP's average of the ranks' values (and of their
+    gradients) is the single-process mean over the global batch; otherwise the per-rank mean. ``min_count`` keeps an
+    empty count from dividing by zero (None: no floor, for weighted counts that may be below 1)."""
+    _, world = rank_world()
+    n, scale = count.detach(), 1
+    if gather == "global" and world > 1:
+        n, scale = n.to(torch.float64).clone(), world
+        dist.all_reduce(n)
+    if min_count is not None:
+        n = n.clamp_min(min_count)
+    return total * scale / n.to(total.dtype)

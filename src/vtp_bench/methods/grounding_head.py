@@ -32,13 +32,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vtp_bench.config import choice
-from vtp_bench.distributed import rank_world
 from vtp_bench.errors import InputShapeError
+from vtp_bench.losses import global_mean
 from vtp_bench.methods.base import Embeddings, Method, config_to_kwargs
 from vtp_bench.metrics.grounding import moment_iou
 from vtp_bench.registry import METHODS
@@ -182,13 +181,7 @@ def scaled_iou_bce(logits: Tensor, targets: Tensor, moments: Tensor, gather: str
     DDP's average of the ranks' values is the single-process mean of the global batch."""
     bce = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
     m = moments.to(bce.dtype)
-    total, count = (bce * m).sum(), m.sum()
-    _, world = rank_world()
-    if gather == "global" and world > 1:
-        n = count.detach().clone()
-        dist.all_reduce(n)
-        return total * world / n.clamp_min(1)
-    return total / count.clamp_min(1)
+    return global_mean((bce * m).sum(), m.sum(), gather)
 
 
 @METHODS.register("grounding_head")

@@ -24,14 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vtp_bench.config import choice
-from vtp_bench.distributed import rank_world
 from vtp_bench.errors import InputShapeError
-from vtp_bench.losses import gather_with_grad, norm_softmax_loss
+from vtp_bench.losses import gather_with_grad, global_mean, norm_softmax_loss
 from vtp_bench.methods.base import Embeddings, Method, Reported, cosine_similarity_matrix, t2v
 from vtp_bench.models.build import build_encoder
 from vtp_bench.models.layouts import CheckpointLayout, LayoutMap
@@ -252,12 +250,7 @@ class LocVTP(Method):
     def _mean(self, total: Tensor, count: Tensor) -> Tensor:
         """``total / count`` over the global batch (gather=global): DDP's average of the per-rank values then
         equals the single-process mean; per-rank mean with gather=none."""
-        _, world = rank_world()
-        if self.loss_gather == "global" and world > 1:
-            n = count.detach().to(torch.float64).clone()
-            dist.all_reduce(n)
-            return total * world / n.clamp_min(1).to(total.dtype)
-        return total / count.clamp_min(1).to(total.dtype)
+        return global_mean(total, count, self.loss_gather)
 
     def losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         cfg = self.cfg

@@ -20,14 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
 from vtp_bench.config import choice
-from vtp_bench.distributed import rank_world
-from vtp_bench.losses import norm_softmax_loss
+from vtp_bench.losses import global_mean, norm_softmax_loss
 from vtp_bench.methods.base import Reported, t2v
 from vtp_bench.methods.frozen import Frozen
 from vtp_bench.models.masking import MASK_TYPES, make_masks
@@ -199,12 +197,7 @@ class Miles(Frozen):
         else:
             per = 1.0 - F.cosine_similarity(p, t, dim=-1)
         count = torch.tensor(float(per.shape[0]), device=per.device, dtype=per.dtype)
-        _, world = rank_world()
-        if self.loss_gather == "global" and world > 1:
-            total = count.clone()
-            dist.all_reduce(total)
-            return per.sum() * world / total.clamp_min(1.0)
-        return per.sum() / count.clamp_min(1.0)
+        return global_mean(per.sum(), count, self.loss_gather)
 
     def losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         if self.cfg.mvm_weight == 0:  # fine-tuning: Frozen's loss, no masking, no snapshot forward

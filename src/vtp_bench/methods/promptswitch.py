@@ -25,13 +25,12 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vtp_bench.config import choice
-from vtp_bench.distributed import rank_world
 from vtp_bench.errors import InputShapeError
+from vtp_bench.losses import global_mean
 from vtp_bench.methods.base import Embeddings, Reported
 from vtp_bench.methods.clip4clip import Clip4Clip, Clip4ClipConfig
 from vtp_bench.models.clip_common import hf_clip_to_open_clip
@@ -307,13 +306,7 @@ class PromptSwitch(Clip4Clip):
         target = target[keep]
         w = self.caption_class_weight[target].to(logits.dtype)
         num = (w * F.cross_entropy(logits, target, reduction="none")).sum()
-        den = w.sum().detach()
-        _, world = rank_world()
-        if self.loss_gather == "global" and world > 1:
-            den = den.clone()
-            dist.all_reduce(den)
-            return num * world / den
-        return num / den
+        return global_mean(num, w.sum(), self.loss_gather, min_count=None)  # weights may sum below 1
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """CLIP's parameters (towers, logit scale; by default also the aggregation MHA, as in the official code
