@@ -5,7 +5,7 @@ other ranks' embeddings *with* gradient (the backward of ``torch.distributed.nn.
 gradients of every rank's loss into the owner's slice) and scores only its own rows against all columns.
 DDP's gradient averaging then yields exactly the single-process gradient of the mean loss over the
 global batch. The anchors' "slice-only" gather (backward keeps only the local slice, no reduction) gets
-the scale wrong with a global loss and the direction wrong with a local one (specs/ecosystem.md §2.1).
+the scale wrong with a global loss and the direction wrong with a local one (docs/protocols.md, "Losses across ranks").
 
 ``gather="none"`` keeps per-GPU negatives only, as methods trained without a gather did.
 """

@@ -4,7 +4,7 @@ Every distinct video of a manifest is decoded and written again as H.264 (yuv420
 side scaled to ``short_side`` (never upscaled), the frame rate capped at ``max_fps`` (frames dropped by
 timestamp, so seconds stay seconds and grounding windows stay valid), and a keyframe every ``gop`` frames:
 the seeking reader then decodes at most ``gop`` frames per sampled frame. This is the recipe of VindLU /
-CLIP4Clip / Prompt Switch's ffmpeg scripts (specs/ecosystem.md §3.4), with a short GOP added.
+CLIP4Clip / Prompt Switch's ffmpeg scripts (docs/protocols.md), with a short GOP added.
 
 Videos are written to ``<out_dir>/videos/<same relative path>`` (``.mp4`` appended unless already there)
 through a temporary file and an atomic rename, so an interrupted run resumes where it stopped (finished files

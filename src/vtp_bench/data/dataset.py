@@ -1,4 +1,4 @@
-"""Manifest rows -> sample dicts (the batch keys of DESIGN.md).
+"""Manifest rows -> sample dicts (the batch keys the methods read, methods/base.py).
 
 Training reads (video, text) pairs; an unreadable video yields a *skip marker*, never another sample, and
 the collate function drops it so the run can count and report it. Evaluation reads each video once

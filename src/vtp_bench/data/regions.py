@@ -1,6 +1,6 @@
 """Region features for DemoVLP: the official bottom-up-attention outputs, and the synthetic dataset's boxes.
 
-Official layout (specs/demovlp.md §1.1): one ``.npz`` per extracted frame, ``<video dir>/<k>.npz`` with
+Official layout (docs/methods/demovlp.md): one ``.npz`` per extracted frame, ``<video dir>/<k>.npz`` with
 ``k = 0, 1, ...`` (usually 8 uniformly sampled frames), keys ``x`` [n, 2048] features, ``bbox`` [n, 4]
 ``(x1, y1, x2, y2)`` in pixels, ``image_h``, ``image_w`` and ``info`` (a pickled dict with
 ``objects_conf``). DemoVLP keeps the ``K`` (30) most confident boxes, describes each by the 6-d geometry

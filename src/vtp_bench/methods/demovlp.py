@@ -1,7 +1,7 @@
 """DemoVLP (Cai et al., "Revitalize Region Feature for Democratizing Video-Language Pre-training", 2022).
 
 A dual encoder whose visual side sees only regions: per frame the K (30) most confident detector boxes, each a
-2048-d feature plus 6-d geometry, through ``object_transformer`` (specs/demovlp.md §1.2). The text side is
+2048-d feature plus 6-d geometry, through ``object_transformer`` (docs/methods/demovlp.md). The text side is
 DistilBERT padded to 100 tokens with ``ReLU -> Linear(768, 256)`` on every token ([CLS] = global, the rest =
 local). Loss = NormSoftmax (τ 0.05) on the global embeddings + the bidirectional region-word alignment (RWA)
 loss on the local ones, unweighted (the official ``coef`` is never read). Retrieval score = cosine of the

@@ -1,6 +1,6 @@
 """Frozen in Time (Bain et al., ICCV 2021): space-time ViT + BERT-family text encoder, NormSoftmax.
 
-Faithful to ``m-bain/frozen-in-time`` (see specs/miles.md §1.1, §2.1): the video feature is the CLS token
+Faithful to ``m-bain/frozen-in-time`` (docs/methods/miles.md): the video feature is the CLS token
 of the space-time transformer; the text feature is the [CLS] position of the text encoder;
 ``projection="minimal"`` is ``vid_proj = Linear(768, 256)`` and ``txt_proj = Sequential(ReLU, Linear)`` —
 note the ReLU *before* the text projection; the loss is NormSoftmax with a fixed τ = 0.05, summed over the

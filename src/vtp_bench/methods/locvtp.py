@@ -2,7 +2,7 @@
 
 A video of ``T`` frames is split into ``num_clips`` clips of ``T / num_clips`` consecutive frames; every clip is
 encoded on its own by the video tower (as the official code's C3D feature extraction does), projected, and the
-video embedding is the mean of its clip embeddings. Losses (specs/locvtp.md; docs/methods/locvtp.md lists every
+video embedding is the mean of its clip embeddings. Losses (docs/methods/locvtp.md lists every
 deviation from the official code and every unverified choice):
 
 - ``coarse_*``: video-sentence InfoNCE (NormSoftmax, both directions, negatives from every rank);

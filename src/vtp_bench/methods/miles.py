@@ -8,7 +8,7 @@ evolves with the online encoder, which the contrastive loss aligns with text). T
 encoder by EMA or by a hard copy every N optimizer steps, after each step (``on_train_batch_end``).
 
 Total loss = NormSoftmax (t2v + v2t, τ = 0.05, as Frozen) + λ · MVM. The MVM pre-training code was never
-released (specs/miles.md §0), so every detail the paper figure does not fix is a config value whose default is
+released (docs/methods/miles.md), so every detail the paper figure does not fix is a config value whose default is
 documented in docs/methods/miles.md; the inference path (towers, projections, similarity) is the released one
 and loads ``MILES.pth`` strictly (``text_proj`` is renamed to ``txt_proj`` by the loader).
 """

@@ -1,6 +1,6 @@
 """RegionLearner (Yan et al., "Video-Text Pre-training with Learned Regions", arXiv 2112.01194; AAAI 2023).
 
-Frozen-in-Time's dual encoder with one module after the last space-time block (specs/regionlearner.md §1),
+Frozen-in-Time's dual encoder with one module after the last space-time block (docs/methods/regionlearner.md),
 numerically as ``showlab/Region_Learner`` HEAD runs it:
 
 1. **Quantization**: every patch token takes the nearest of K codebook vectors (squared distance written as

@@ -1,4 +1,4 @@
-"""Retrieval, zero-shot classification and temporal grounding metrics, with the semantics of DESIGN.md
+"""Retrieval, zero-shot classification and temporal grounding metrics, with the semantics of docs/protocols.md
 "Evaluation semantics"."""
 
 from vtp_bench.metrics.classification import PROMPT_TEMPLATE, PROMPT_TEMPLATES, class_prompts, zeroshot_metrics

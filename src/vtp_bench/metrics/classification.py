@@ -1,14 +1,14 @@
 """Zero-shot classification metrics: every video ranked against one text per class (action recognition cast as
 video-to-text retrieval, as MCQ and MILES evaluate HMDB51 and UCF101).
 
-Ties are scored as the retrieval metrics score them (``metrics/retrieval.py``, DESIGN.md "Evaluation
-semantics"): the expected value under uniformly random tie-breaking. A video whose true class ties with ``m - 1``
+Ties are scored as the retrieval metrics score them (``metrics/retrieval.py``, docs/protocols.md "Zero-shot
+classification"): the expected value under uniformly random tie-breaking. A video whose true class ties with ``m - 1``
 other classes, below ``g`` classes that score strictly higher, is a top-k hit with probability
 ``clamp((k - g) / m, 0, 1)``; a collapsed model that gives every class the same score gets chance (100 / C),
 never 100 %. ``ties="optimistic"`` (the true class wins every tie) is there to reproduce Frozen-style numbers.
 
 The prompt: class names become texts through a template. The MILES paper's template is not in the released code
-and the paper body could not be read (specs/miles.md §4.4, §9 item 8), so ``PROMPT_TEMPLATE`` is the class name
+and the paper body could not be read (docs/methods/miles.md), so ``PROMPT_TEMPLATE`` is the class name
 alone, the plain reading of "class names as text queries". It is a configurable default, not a verified fact.
 """
 

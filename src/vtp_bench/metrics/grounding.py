@@ -1,6 +1,6 @@
 """Temporal grounding metrics: "R@n, IoU=m" after greedy NMS, and mIoU, as the field computes them.
 
-Conventions (``../shared/specs/eval_protocols.md`` §2.7; LocVTP ``clip/data/datasets/evaluation.py`` and
+Conventions (docs/protocols.md, "Temporal grounding"; LocVTP ``clip/data/datasets/evaluation.py`` and
 2D-TAN ``lib/core/eval.py`` agree on all of them):
 
 - per query, candidates are ranked by score, highest first; equal scores keep their input order (a stable

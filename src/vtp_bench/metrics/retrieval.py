@@ -1,7 +1,7 @@
-"""Text-video retrieval metrics with explicit semantics (DESIGN.md "Evaluation semantics").
+"""Text-video retrieval metrics with explicit semantics (docs/protocols.md, "Retrieval metrics").
 
 Why not reuse an official implementation: they disagree on ties, on the median and on what video-to-text
-ranks (``../shared/specs/eval_protocols.md`` §1). This module makes each choice an option, and the defaults
+ranks (docs/protocols.md). This module makes each choice an option, and the defaults
 are the ones a collapsed model cannot game.
 
 How: every query's 0-based rank is computed from counts against its ground-truth (GT) score — ``g``

@@ -22,7 +22,7 @@ from vtp_bench.registry import TASKS
 from vtp_bench.tasks.base import EvalTask, Scorer, similarity
 
 # X-Pool and Prompt Switch rank videos for v2t by their best caption (group-wise), and their LSMDC loader skips
-# one clip of the 1,000-clip test file, so they score 999 (specs/promptswitch.md §9-§10, eval_protocols.md §2.4)
+# one clip of the 1,000-clip test file, so they score 999 (docs/protocols.md, LSMDC)
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "vtp_bench": {"v2t": None, "exclude": []},
     "xpool": {"v2t": "group", "exclude": ["1012_Unbreakable_00.05.16.065-00.05.21.941"]},

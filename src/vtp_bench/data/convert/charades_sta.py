@@ -1,7 +1,7 @@
 """Charades-STA (``charades_sta_{train,test}.txt``: ``<video> <start> <end>##<sentence>``), optionally with
 Charades' ``Charades_v1_{split}.csv`` for the durations.
 
-As 2D-TAN (the protocol LocVTP follows, specs/eval_protocols.md §2.7), the end is clipped to the video's
+As 2D-TAN (the protocol LocVTP follows, docs/protocols.md), the end is clipped to the video's
 ``length`` when the csv is given, and a query whose start is not before its end is dropped (4 train
 queries; reported with their lines). Test: 3,720 queries over 1,334 videos. Videos are ``<video>.mp4``.
 """

@@ -1,6 +1,6 @@
 """DiDeMo (LisaAnne/LocalizingMoments ``{split}_data.json`` + collaborative-experts ``{split}_list.txt``).
 
-- ``didemo``: paragraph-to-video retrieval (specs/eval_protocols.md §2.5): the descriptions of a video, in
+- ``didemo``: paragraph-to-video retrieval (docs/protocols.md): the descriptions of a video, in
   file order, joined with spaces into one query; one row per listed video (test: 1,004). As CLIP4Clip, a
   video is matched by its exact file name (27 test names end in ``.`` or have no extension), and its window
   is ``[0, 31)`` s: annotation stopped at 30 s, so frames are sampled there, not from the rest of longer

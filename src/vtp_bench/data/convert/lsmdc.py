@@ -4,7 +4,7 @@ end_extracted, sentence``, no header), e.g. ``LSMDC16_challenge_1000_publictect.
 
 Clips are files ``<movie>/<clip_id>.avi`` where ``movie`` is the clip id up to its last ``_``. All 1,000 test
 clips are kept; X-Pool and Prompt Switch drop ``1012_Unbreakable_00.05.16.065-00.05.21.941`` and score 999
-(specs/eval_protocols.md §2.4) — to reproduce that, remove the row from the manifest.
+(docs/protocols.md) — to reproduce that, remove the row from the manifest.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """MSR-VTT: the 1k-A test csv (JSFusion split, one caption per video) and any split with all captions.
 
 - ``msrvtt_1ka``: ``MSRVTT_JSFUSION_test.csv`` (header ``key,vid_key,video_id,sentence``): 1,000 videos x 1
-  caption, the square test matrix of every method here (specs/eval_protocols.md §2.1).
+  caption, the square test matrix of every method here (docs/protocols.md).
 - ``msrvtt``: ``MSRVTT_data.json`` (CLIP4Clip/X-Pool: ``sentences[*].video_id/caption``) or FiT's
   ``MSR_VTT.json`` (``annotations[*].image_id/caption``) + a split list (``MSRVTT_train.9k.csv``,
   ``MSRVTT_train.7k.csv`` or a CE ``*_list_*.txt``): one row per caption of every listed video (~20 each).

@@ -1,7 +1,7 @@
 """MSVD: ``captions_msvd.json`` (``{clip_id: [caption, ...]}``, X-Pool / Prompt Switch) + a split list.
 
 One row per caption: the test split has 670 videos and 27,763 captions, every caption a query
-(multi-caption retrieval, specs/eval_protocols.md §2.3). Videos are the YouTubeClips ``<clip_id>.avi``.
+(multi-caption retrieval, docs/protocols.md). Videos are the YouTubeClips ``<clip_id>.avi``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""DemoVLP's ObjectTransformer: a transformer over detector region features (specs/demovlp.md §1.2).
+"""DemoVLP's ObjectTransformer: a transformer over detector region features (docs/methods/demovlp.md).
 
 Inputs (batch keys agreed with the data pipeline): ``region_feats`` [B, T, K, 2048], ``region_boxes`` [B, T, K, 6]
 (``x1/W, y1/H, x2/W, y2/H, w/W, h/H``, §1.1) and ``region_mask`` [B, T, K] bool, True = a real box.

@@ -1,6 +1,6 @@
 """Frozen-in-Time's SpaceTimeTransformer, numerically (m-bain/frozen-in-time ``model/video_transformer.py``).
 
-Divided space-time attention with the official quirks (specs/miles.md §1.1):
+Divided space-time attention with the official quirks (docs/methods/miles.md):
 
 - in both attentions the CLS query attends to *all* tokens, and each patch query attends to its group (the
   same frame for space, the same spatial position for time) plus the CLS key/value;
