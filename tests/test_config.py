@@ -174,3 +174,16 @@ def test_a_broken_experiment_file_is_named(tmp_path):
         load_config(str(tmp_path / "bad.yaml"))
     with pytest.raises(ConfigError, match="a mapping of config sections"):
         load_config(str(tmp_path / "list.yaml"))
+
+
+def test_the_config_schema_imports_no_torch_and_its_choices_match_the_code():
+    """``choice`` sets live in ``vtp_bench.choices`` (no torch, no PyAV): the modules acting on them agree."""
+    import subprocess
+    import sys
+
+    code = "import sys, vtp_bench.config; print('torch' in sys.modules or 'av' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    from vtp_bench.choices import OPTIMIZER_NAMES
+    from vtp_bench.optim import OPTIMIZERS
+
+    assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES

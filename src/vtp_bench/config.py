@@ -16,13 +16,8 @@ from typing import Any, Optional, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from vtp_bench.data.samplers import MIX_MODES
-from vtp_bench.data.video import SAMPLINGS
+from vtp_bench.choices import GATHER_MODES, LOGGERS, MIX_MODES, OPTIMIZER_NAMES, SAMPLINGS, SCHEDULERS, TEMPORAL_FIXES
 from vtp_bench.errors import ConfigError
-from vtp_bench.losses import GATHER_MODES
-from vtp_bench.models.build import resolve_encoder
-from vtp_bench.models.layouts import TEMPORAL_FIXES
-from vtp_bench.optim import OPTIMIZERS, SCHEDULERS
 from vtp_bench.registry import METHODS, RegistryError, experiments_dir, list_experiments
 
 __all__ = ["ConfigError", "choice", "load_config", "config_from_dict", "apply_overrides", "to_dict"]
@@ -69,7 +64,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = choice("adamw", tuple(OPTIMIZERS))
+    name: str = choice("adamw", OPTIMIZER_NAMES)
     lr: float = 3e-5  # Frozen-in-Time's fine-tuning learning rate
     weight_decay: float = 0.0  # not on biases, norms, embeddings (optim.no_decay_names)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -84,9 +79,6 @@ class OptimConfig:
 class LossConfig:
     # global: negatives from every rank, exact gradients | none: per-GPU negatives
     gather: str = choice("global", GATHER_MODES)
-
-
-LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")  # run.loggers (built by runlog.make_loggers)
 
 
 @dataclass
@@ -232,6 +224,8 @@ def _check_encoders(method: DictConfig) -> None:
     for key in method:
         value = method[key]
         if isinstance(value, DictConfig) and "name" in value and value.name not in METHODS:
+            from vtp_bench.models.build import resolve_encoder  # the encoder registry: imported when checked
+
             resolve_encoder(OmegaConf.to_container(value), f"method.{key}")
 
 

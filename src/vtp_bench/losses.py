@@ -19,9 +19,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from vtp_bench.choices import GATHER_MODES  # noqa: F401 (kept here for the modules that use it)
 from vtp_bench.distributed import rank_world
-
-GATHER_MODES = ("global", "none")
 
 
 @dataclass

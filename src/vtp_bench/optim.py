@@ -16,8 +16,9 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from vtp_bench.choices import SCHEDULERS  # noqa: F401 (kept here for the modules that use it)
+
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
-SCHEDULERS = ("constant", "cosine", "step")
 
 # parameter leaf names that are embeddings or learned tokens, whatever their module
 EMBEDDING_NAMES = ("pos_embed", "temporal_embed", "cls_token", "mask_token", "positional_embedding",

@@ -17,7 +17,7 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from vtp_bench.config import LOGGERS  # noqa: F401 (the names make_loggers builds)
+from vtp_bench.choices import LOGGERS  # noqa: F401 (the names make_loggers builds)
 from vtp_bench.errors import ConfigError
 
 

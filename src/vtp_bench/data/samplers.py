@@ -14,6 +14,8 @@ from typing import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from vtp_bench.choices import MIX_MODES  # noqa: F401 (kept here for the modules that use it)
+
 
 def shard_bounds(length: int, rank: int, world: int) -> tuple[int, int]:
     base, extra = divmod(length, world)
@@ -74,7 +76,6 @@ class ResumableSampler(EpochPosition, Sampler[int]):
         return self.length // self.world
 
 
-MIX_MODES = ("round_robin", "proportional")
 
 
 class MixedBatchSampler(EpochPosition, Sampler[list[int]]):

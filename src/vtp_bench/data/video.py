@@ -46,10 +46,12 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
+from vtp_bench.choices import SAMPLINGS  # noqa: F401 (kept here for the modules that use it)
+
 # "rand_fit": Frozen-in-Time's training sampler as its descendants (MILES, RegionLearner, DemoVLP) run it,
 # random.choice(range(start, next - 1)): the last index of each segment is never drawn; a segment of one index
 # (where the official code raises and substitutes another sample) gives that index
-SAMPLINGS = ("uniform", "rand", "rand_fit")
+
 DECODE_MODES = ("seek", "sequential")
 
 # What PyAV/FFmpeg raise on unreadable input (InvalidDataError etc. subclass FFmpegError; some paths raise

@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
-__all__ = ["CheckpointLayout", "CheckpointTarget", "LayoutMap", "TEMPORAL_FIXES", "prefixed"]
+from vtp_bench.choices import TEMPORAL_FIXES  # noqa: F401 (kept here for the modules that use it)
 
-# how a temporal_embed with fewer frames than the model is fitted (``models.checkpoints.inflate_temporal_embed``)
-TEMPORAL_FIXES = ("zeros", "interp", "bilinear")
+__all__ = ["CheckpointLayout", "CheckpointTarget", "LayoutMap", "TEMPORAL_FIXES", "prefixed"]
 
 
 @dataclass
