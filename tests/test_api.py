@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import vtp_bench
+from conftest import PACKAGE_METHODS
 from vtp_bench.api import Model
 from vtp_bench.cli import main
 from vtp_bench.config import ConfigError, load_config, to_dict
@@ -80,7 +81,7 @@ def test_export_then_load_eval_and_embed_give_the_same_numbers(run, data_root, t
     assert "not one `vtp-bench export` wrote" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", [n for n in METHODS.names()])
+@pytest.mark.parametrize("name", PACKAGE_METHODS)
 def test_every_method_encodes_files_as_the_decoded_tensor(name, data_root):
     """Paths are decoded by the evaluation pipeline; the same clip given as a tensor gives the same embedding."""
     from vtp_bench.api import _Files

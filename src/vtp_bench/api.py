@@ -31,8 +31,8 @@ class _Files:
     manifest row per file for the per-item inputs that need one (frame times)."""
 
     def __init__(self, paths: Sequence[Path]) -> None:
+        from vtp_bench.data.evalset import Clip
         from vtp_bench.data.manifest import ManifestRow
-        from vtp_bench.tasks.base import Clip
 
         self.clips = [Clip(i, p) for i, p in enumerate(paths)]
         self.video_ids = [str(p) for p in paths]

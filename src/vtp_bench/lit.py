@@ -21,11 +21,12 @@ from torch import Tensor
 from vtp_bench import optim
 from vtp_bench.config import config_from_dict
 from vtp_bench.data.dataset import MissingVideosError
+from vtp_bench.data.evalset import EvalSet
 from vtp_bench.data.samplers import shard_bounds
 from vtp_bench.distributed import gather_objects, rank_world, tensor_digest, weights_digest
 from vtp_bench.methods.base import Embeddings, Method
 from vtp_bench.registry import METHODS
-from vtp_bench.tasks.base import EvalSet, EvalTask
+from vtp_bench.tasks.base import EvalTask
 
 
 def build_method(cfg: DictConfig) -> Method:

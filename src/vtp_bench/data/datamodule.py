@@ -18,13 +18,13 @@ from torch.utils.data import DataLoader
 
 from vtp_bench.data.catalog import DatasetSource, is_path, locate
 from vtp_bench.data.dataset import DecodeOptions, EvalClipDataset, MixedDataset, VideoTextDataset, collate
+from vtp_bench.data.evalset import EvalSet, EvalSetSource
 from vtp_bench.data.inputs import ItemInputs
 from vtp_bench.data.manifest import ManifestError
 from vtp_bench.data.samplers import MixedBatchSampler, ShardSampler
 from vtp_bench.data.transforms import VideoTransform
 from vtp_bench.distributed import rank_world
 from vtp_bench.registry import TASKS
-from vtp_bench.tasks.base import EvalSet, EvalTask
 
 
 class VideoTextDataModule(L.LightningDataModule):
@@ -35,8 +35,8 @@ class VideoTextDataModule(L.LightningDataModule):
         self.cfg = cfg
         d = cfg.data
         self.eval_dataset = eval_dataset or d.eval[0]
-        self.test_task: EvalTask = TASKS.get(task)()
-        self.val_task: EvalTask = TASKS.get(cfg.eval.val_task)()
+        self.test_task: EvalSetSource = TASKS.get(task)()
+        self.val_task: EvalSetSource = TASKS.get(cfg.eval.val_task)()
         self.split_given = eval_split is not None  # asked for: a manifest file of another split is refused
         self.eval_split = eval_split or self.test_task.default_split(self.eval_dataset)
         self.allow_missing = allow_missing or cfg.eval.allow_missing

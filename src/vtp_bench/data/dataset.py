@@ -16,12 +16,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset
 
+from vtp_bench.data.evalset import Clip
 from vtp_bench.data.inputs import FRAME_TIMES, GROUNDING_CLIPS, VARIABLE_LENGTH, VIDEO, ItemInputs, clip_windows
 from vtp_bench.data.manifest import ManifestError, ManifestRow, read_manifest, resolve_path
 from vtp_bench.data.regions import RegionReadError
 from vtp_bench.data.transforms import Crop, VideoTransform
 from vtp_bench.data.video import VideoReadError, probe_video, read_frames_timed
-from vtp_bench.tasks.base import Clip
 
 
 class MissingVideosError(FileNotFoundError):

@@ -12,40 +12,14 @@ zero-shot classification and temporal grounding the same way, with no branch per
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Sequence
+from typing import Any, ClassVar, Protocol
 
 from omegaconf import DictConfig
 from torch import Tensor
 
-from vtp_bench.data.manifest import ManifestRow
+from vtp_bench.data.evalset import Clip, EvalSet  # noqa: F401 (the tasks' set and clip types, defined in data/)
 from vtp_bench.methods.base import Embeddings, Method
-
-
-@dataclass(frozen=True)
-class Clip:
-    """One item the video side encodes: ``path`` between ``start`` and ``end`` seconds (None: the whole file),
-    belonging to video ``video`` of the set."""
-
-    video: int
-    path: Path
-    start: float | None = None
-    end: float | None = None
-
-
-class EvalSet(Protocol):
-    manifest: Path
-    video_ids: list[str]
-    missing: list[str]  # videos of the manifest left out (absent or unreadable, under allow_missing)
-    rows: list[ManifestRow]  # each video's first manifest row (boxes, region files: data/inputs.py)
-
-    @property
-    def clips(self) -> list[Clip]: ...
-
-    def drop_videos(self, bad: Sequence[int]) -> "EvalSet":
-        """The same set without these video indices, their clips (order kept) and their queries."""
-        ...
 
 
 class Scorer(Protocol):

@@ -26,6 +26,7 @@ import torch
 from omegaconf import DictConfig
 
 from vtp_bench.data.dataset import unique_videos
+from vtp_bench.data.evalset import Clip
 from vtp_bench.data.inputs import clip_windows  # the data side cuts training videos the same way (grounding heads)
 from vtp_bench.data.manifest import ManifestError, ManifestRow, read_manifest
 from vtp_bench.data.video import VideoReadError, probe_video
@@ -33,7 +34,7 @@ from vtp_bench.methods.base import Embeddings
 from vtp_bench.metrics import grounding_metrics
 from vtp_bench.metrics.grounding import moment_iou
 from vtp_bench.registry import TASKS
-from vtp_bench.tasks.base import Clip, EvalTask, Scorer
+from vtp_bench.tasks.base import EvalTask, Scorer
 
 
 def moments(windows: Sequence[tuple[float, float]], max_clips: int | None = None) -> list[tuple[int, int]]:

@@ -12,12 +12,13 @@ from omegaconf import DictConfig
 
 from vtp_bench.data.classes import ClassList, read_classes
 from vtp_bench.data.dataset import unique_videos
+from vtp_bench.data.evalset import Clip
 from vtp_bench.data.manifest import ManifestError, ManifestRow, read_manifest
 from vtp_bench.methods.base import Embeddings
 from vtp_bench.metrics import zeroshot_metrics
 from vtp_bench.metrics.classification import PROMPT_TEMPLATE, class_prompts
 from vtp_bench.registry import TASKS
-from vtp_bench.tasks.base import Clip, EvalTask, Scorer, similarity
+from vtp_bench.tasks.base import EvalTask, Scorer, similarity
 
 
 @dataclass
