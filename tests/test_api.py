@@ -134,9 +134,17 @@ def test_unknown_logger_is_refused_when_the_config_loads():
 def test_wandb_and_mlflow_offline_get_config_curves_final_metrics_and_summary(data_root, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     pytest.importorskip("mlflow")
+    import tempfile
+
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    # wandb's caches and temporary folders (tmp*wandb-artifacts, tmp*wandb-media) inside the test's folder, not /tmp
+    for var, sub in (("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data"), ("WANDB_ARTIFACT_DIR", "artifacts"),
+                     ("WANDB_CONFIG_DIR", "config"), ("TMPDIR", "tmp")):
+        (tmp_path / "wandb_home" / sub).mkdir(parents=True)
+        monkeypatch.setenv(var, str(tmp_path / "wandb_home" / sub))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "wandb_home" / "tmp"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert main(["train", "frozen_synth", *TINY, f"data.root={data_root}", f"run.dir={tmp_path / 'runs'}",
                  "run.version=t", "run.loggers=[csv,wandb,mlflow]"]) == 0
