@@ -77,6 +77,9 @@ def test_export_then_load_eval_and_embed_give_the_same_numbers(run, data_root, t
     assert torch.equal(e1.pooled, e2.pooled)
     assert main(["export", "--ckpt", str(ckpt), "--out", str(folder)]) == 2  # not over an existing export
     assert "--overwrite" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "afile"), "--overwrite"]) == 2
+    assert "is a file; an export is a folder" in capsys.readouterr().err
     assert main(["eval", "--ckpt", str(tmp_path), "--dataset", "synth", "--data-root", str(data_root)]) == 2
     assert "not one `vtp-bench export` wrote" in capsys.readouterr().err
 
@@ -115,6 +118,17 @@ def test_api_refuses_what_it_cannot_encode(run):
         model.encode_video(torch.zeros(3, 32, 32))
     with pytest.raises(TypeError, match="list of strings"):
         model.encode_text("a caption")
+    with pytest.raises(ValueError, match="at least one video"):
+        model.encode_video([])
+    with pytest.raises(ValueError, match="B >= 1"):
+        model.encode_video(torch.zeros(0, 4, 3, 32, 32))
+    with pytest.raises(TypeError, match="float frames"):
+        model.encode_video(torch.zeros(1, 4, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="is a folder, not a video file"):
+        model.encode_video([run])
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            vtp_bench.load(run / "checkpoints" / "last.ckpt", device="cuda")
 
 
 def test_python_m_runs_the_cli_with_the_package_version():

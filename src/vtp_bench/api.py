@@ -44,6 +44,8 @@ class Model:
     """A loaded method in evaluation mode on ``device``; ``module`` is the underlying ``VTPModule``."""
 
     def __init__(self, module: Any, device: str | torch.device = "cpu") -> None:
+        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}, but CUDA is not available here; use device='cpu'")
         self.module = module.eval().to(device)
         self.device = torch.device(device)
         self.cfg = module.cfg
@@ -86,8 +88,11 @@ class Model:
         normalised as the data pipeline does (ImageNet mean/std). Returns the method's ``Embeddings``."""
         if isinstance(videos, Tensor):
             self._pixels_only()
-            if videos.ndim != 5:
-                raise ValueError(f"a video tensor must be [B, T, 3, H, W], got shape {tuple(videos.shape)}")
+            if videos.ndim != 5 or videos.shape[0] == 0:
+                raise ValueError(f"a video tensor must be [B, T, 3, H, W] with B >= 1, got shape {tuple(videos.shape)}")
+            if not videos.is_floating_point():
+                raise TypeError(f"a video tensor must hold float frames normalised as the data pipeline does (ImageNet "
+                                f"mean/std: (x / 255 - mean) / std), got {videos.dtype}; or give the video files")
             video = videos.to(self.device, torch.float32)
             mask = torch.ones(video.shape[:2], dtype=torch.bool, device=self.device)
             return self.method.encode_video({"video": video, "video_mask": mask}).detach()
@@ -95,6 +100,11 @@ class Model:
             raise TypeError("encode_video takes a list of paths (or a tensor), not one path: [path]")
         self._pixels_only()
         paths = [Path(p).expanduser().resolve() for p in videos]
+        if not paths:
+            raise ValueError("encode_video needs at least one video")
+        folders = [str(p) for p in paths if p.is_dir()]
+        if folders:
+            raise ValueError(f"{folders[0]} is a folder, not a video file (give the files inside it)")
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"{len(missing)} of {len(paths)} videos do not exist (e.g. {missing[0]})")

@@ -88,7 +88,10 @@ def export(ckpt: str | Path, out: str | Path, results: Sequence[str | Path] = ()
     from vtp_bench.report import collect_results
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; an export is a folder (model.safetensors, config.yaml, README.md): "
+                          "give a folder name")
+    if out.exists() and any(out.iterdir()) and not overwrite:
         raise ExportError(f"{out} exists and is not an empty folder; choose another --out or pass --overwrite")
     module = module_from_checkpoint(ckpt, trust=trust, method=method, experiment=experiment)
     found = collect_results(results) if results else []

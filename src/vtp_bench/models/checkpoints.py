@@ -175,7 +175,8 @@ def detect_layout(sd: Mapping[str, Any]) -> CheckpointLayout:
             return lay
     raise CheckpointError(
         "cannot tell the checkpoint's source from its keys (first: "
-        f"{', '.join(list(sd)[:5])}); give it explicitly: one of {', '.join(layout_names())}"
+        f"{', '.join(list(sd)[:5])}); name its layout with --ckpt-source (init.source): one of "
+        f"{', '.join(layout_names())}"
     )
 
 

@@ -31,9 +31,10 @@ def paper_results(results: list[Result]) -> tuple[list[Result], list[str]]:
                   "num_queries": p.num_queries, "file": f"docs/methods/{name}.md"} for p in mine]
         if not mine:
             where = sorted({f"{p.dataset}/{p.split}" for p in reported})
-            notes.append(f"{name}: its paper reports nothing on "
-                         f"{', '.join(sorted(f'{d}/{s}' for d, s, _ in groups))}"
-                         + (f" (it reports {', '.join(where)})" if where else " (no numbers recorded)"))
+            shown = ", ".join(sorted(f"{d}/{s}" for d, s, _ in groups))
+            notes.append(f"{name}: no reported numbers on {shown} recorded (its card's numbers are on "
+                         f"{', '.join(where)})" if where else f"{name}: no reported numbers recorded for this method "
+                         "(Method.reported is empty)")
     return refs, notes
 
 
