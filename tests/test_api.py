@@ -20,11 +20,9 @@ from vtp_bench.data.manifest import read_manifest
 from vtp_bench.data.synthetic import generate_synthetic
 from vtp_bench.lit import VTPModule
 from vtp_bench.registry import METHODS
-from vtp_bench.testing import tiny_config
+from vtp_bench.testing import tiny_config, tiny_overrides
 
-TINY = ["trainer.max_steps=1", "trainer.accelerator=cpu", "data.batch_size=4", "data.eval_batch_size=2",
-        "data.num_workers=0", "data.img_size=32", "method.video.img_size=32", "method.video.depth=1",
-        "method.text.preset=tiny", "optim.warmup_steps=0", "trainer.enable_progress_bar=false"]
+TINY = [*tiny_overrides("frozen"), "trainer.max_steps=1", "data.eval_batch_size=2", "optim.warmup_steps=0"]
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +189,32 @@ def test_the_docs_example_runs(run, data_root, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "docs/python_api.md", "exec"), {})
     assert capsys.readouterr().out.count(" -> data/synth/videos/") == 2
+
+
+def test_an_export_failing_half_way_leaves_the_previous_export_whole(run, tmp_path, monkeypatch, capsys):
+    """The files go to a staging folder renamed into place: a failure (here while writing the model card) leaves the
+    previous export as it was, and no staging folder behind."""
+    import vtp_bench.export as export_mod
+
+    ckpt = run / "checkpoints" / "last.ckpt"
+    folder = tmp_path / "exp"
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(folder)]) == 0
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert oct(folder.stat().st_mode & 0o777) == oct(0o777 & ~_umask_now())
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export_mod, "model_card", broken)
+    with pytest.raises(OSError):
+        export_mod.export(ckpt, folder, overwrite=True)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def _umask_now() -> int:
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

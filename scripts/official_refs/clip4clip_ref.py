@@ -14,19 +14,15 @@ throw-away build of the official ``modules.module_clip.CLIP``. The model is then
 
 from __future__ import annotations
 
-import json
 import sys
 import types
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from fixture_io import official_repo_and_out, write_fixture
 
-REPO = Path(sys.argv[1]).resolve()
-FIXTURES = Path(__file__).resolve().parents[2] / "tests/fixtures/official"
-OUT = Path(sys.argv[2]) if len(sys.argv) > 2 else FIXTURES / "clip4clip.json"
+REPO, OUT = official_repo_and_out("clip4clip")
 COMMIT = "508ffa3de39ba0563a03199c440ab602a72e9b6f"  # the tree these fixtures were made from
-sys.path.insert(0, str(REPO))
 
 
 def _stub_download_deps() -> None:
@@ -189,9 +185,7 @@ def main() -> None:
             "text_heads": "transformer_heads = transformer_width // 64 (= 1 here) is inferred, not configurable",
         },
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(fixture, indent=1) + "\n")
-    print("wrote", OUT, OUT.stat().st_size, "bytes")
+    write_fixture(OUT, fixture)
 
 
 if __name__ == "__main__":

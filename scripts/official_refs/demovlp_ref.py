@@ -38,7 +38,6 @@ import argparse
 import importlib
 import importlib.util
 import inspect
-import json
 import sys
 import textwrap
 import types
@@ -46,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fixture_io import write_fixture
 
 DEFAULT_COMMIT = "fc5a31d4b86517d4a9d2c873d30cdfade058ea0f"
 
@@ -303,10 +303,8 @@ def main() -> None:
             "integer_buffers": released_ints,
         },
     }
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(fixture, indent=None, separators=(",", ":")) + "\n")
-    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB): {len(keys)} tiny keys, {len(released)} released keys")
+    write_fixture(Path(args.out), fixture, compact=True)
+    print(f"{len(keys)} tiny keys, {len(released)} released keys")
 
 
 if __name__ == "__main__":

@@ -11,18 +11,13 @@ a randomly initialised model; every floating-point tensor is then overwritten wi
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from fixture_io import official_repo_and_out, write_fixture
 
-REPO = Path(sys.argv[1]).resolve()
-FIXTURES = Path(__file__).resolve().parents[2] / "tests/fixtures/official"
-OUT = Path(sys.argv[2]) if len(sys.argv) > 2 else FIXTURES / "promptswitch.json"
+REPO, OUT = official_repo_and_out("promptswitch")
 COMMIT = "6420d3f3099569fd7aaf5455cdb5fe2e9eb55a4b"  # the tree these fixtures were made from
-sys.path.insert(0, str(REPO))
 
 import model.prompt_clip as pc  # noqa: E402  (official)
 import open_clip  # noqa: E402
@@ -204,9 +199,7 @@ def main() -> None:
             "nf12_build_frame_features_max_abs_diff": nf12_max_abs_diff,
         },
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(fixture, indent=1) + "\n")
-    print("wrote", OUT, OUT.stat().st_size, "bytes")
+    write_fixture(OUT, fixture)
 
 
 if __name__ == "__main__":

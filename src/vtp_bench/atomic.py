@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 # AtomicCheckpointIO is built on first use by __getattr__ (Lightning is slow to import)
 __all__ = ["AtomicCheckpointIO", "AtomicWriteError", "atomic_path", "atomic_write_bytes",  # noqa: F822
-           "atomic_write_text", "file_mode"]
+           "atomic_write_text", "dir_mode", "file_mode"]
 
 # where a hard link cannot be made (some network / FUSE filesystems): an exists-check and a rename instead
 _NO_LINK = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}
@@ -48,6 +48,12 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def dir_mode() -> int:
+    """The mode ``os.mkdir`` would give a new folder (0755 under the usual umask): for folders made by mkdtemp
+    (0700) that are renamed into place."""
+    return 0o777 & ~_umask()
 
 
 def file_mode(path: str | os.PathLike, replacing: bool = True) -> int:

@@ -12,6 +12,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -83,7 +86,7 @@ def export(ckpt: str | Path, out: str | Path, results: Sequence[str | Path] = ()
     from omegaconf import OmegaConf
     from safetensors.torch import save
 
-    from vtp_bench.atomic import atomic_write_bytes, atomic_write_text
+    from vtp_bench.atomic import atomic_write_bytes, atomic_write_text, dir_mode
     from vtp_bench.evaluate import module_from_checkpoint
     from vtp_bench.report import collect_results
 
@@ -100,8 +103,23 @@ def export(ckpt: str | Path, out: str | Path, results: Sequence[str | Path] = ()
     if Path(ckpt).is_file() and run_summary.is_file():
         summary = json.loads(run_summary.read_text())
     tensors = {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / WEIGHTS, save(tensors, metadata={"format": FORMAT, "method": module.cfg.method.name}))
-    atomic_write_text(out / CONFIG, OmegaConf.to_yaml(module.cfg))
-    atomic_write_text(out / CARD, model_card(module, ckpt, found, summary))
+    # the three files go to a new folder beside `out`, renamed into place once all are written: an export is whole
+    # or absent (never new weights beside an old config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        atomic_write_bytes(staging / WEIGHTS, save(tensors, metadata={"format": FORMAT,
+                                                                      "method": module.cfg.method.name}))
+        atomic_write_text(staging / CONFIG, OmegaConf.to_yaml(module.cfg))
+        atomic_write_text(staging / CARD, model_card(module, ckpt, found, summary))
+        os.chmod(staging, dir_mode())
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return out

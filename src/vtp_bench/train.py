@@ -153,17 +153,20 @@ def resume_checkpoint(cfg: DictConfig, resume: str | None) -> Path | None:
 
 
 def _readable(path: Path) -> Path:
-    """``path`` if it is a complete vtp_bench training checkpoint (read safely), else a TrainError that says so and
-    points at the run's other checkpoints."""
-    from vtp_bench.models.checkpoints import CheckpointError, load_checkpoint
+    """``path`` if it is a complete ``torch.save`` archive, else a TrainError that says so and points at the run's
+    other checkpoints. Only the zip's central directory (at its end) is read: a truncated or foreign file fails
+    here, in milliseconds, instead of after the run is set up (Lightning reads the whole file once, later)."""
+    import zipfile
 
     try:
-        ckpt = load_checkpoint(path)
-    except CheckpointError as e:
-        raise TrainError(f"--resume {path}: {e}; resume from another checkpoint of the run "
-                         f"({path.parent}/epoch*.ckpt) with --resume PATH") from None
-    if not (isinstance(ckpt, dict) and "state_dict" in ckpt and "hyper_parameters" in ckpt):
-        raise TrainError(f"--resume {path}: not a vtp_bench training checkpoint (no state_dict / hyper_parameters)")
+        with zipfile.ZipFile(path) as z:
+            ok = any(name.endswith("data.pkl") for name in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        ok = False
+    if not ok:
+        raise TrainError(f"--resume {path}: cannot read checkpoint {path} (not a complete torch.save archive: torn "
+                         f"by a crash or a full disk?); resume from another checkpoint of the run "
+                         f"({path.parent}/epoch*.ckpt) with --resume PATH")
     return path
 
 
