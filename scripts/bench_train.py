@@ -4,7 +4,7 @@ in fp32, in one run (part of ``make bench``).
 
 - Every registered method (``vtp_bench.registry.METHODS``), built as training builds it (``lit.build_method``,
   ``Method.param_groups``, ``optim.configure``), on ``vtp_bench.testing.fake_batch``. ``--size tiny`` (CPU
-  default): the ``tests/tiny/<method>.yaml`` size the tests train at. ``--size paper`` (GPU default): the
+  default): the ``experiments/tiny/<method>.yaml`` size the tests train at. ``--size paper`` (GPU default): the
   method's paper-size experiment (``PAPER`` below: ViT-B towers, 224 px, the paper's frames), random weights.
 - The baseline is the same model and batch with every attention computed explicitly (``softmax(q k^T) v``,
   the attention matrix materialised): all attention in the code base goes through PyTorch's
@@ -179,7 +179,7 @@ def bench_method(name: str, args: argparse.Namespace, device: torch.device) -> d
     if counts[True][1]:
         raise RuntimeError(f"{name}: {counts[True][1]} fused attention calls under the explicit-softmax switch")
     n = int(cfg.data.batch_size)
-    out = {"method": name, "experiment": cfg.name if args.size == "paper" else f"tests/tiny/{name}.yaml",
+    out = {"method": name, "experiment": cfg.name if args.size == "paper" else f"experiments/tiny/{name}.yaml",
            "batch": n, "frames": int(cfg.data.num_frames), "img_size": int(cfg.data.img_size),
            "trainable_params": params, "fused_attention_calls": counts[False][1]}
     flops = counts[True][0]  # the model's FLOPs, counted on the math path (see the module docstring)

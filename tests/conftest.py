@@ -1,9 +1,14 @@
-"""Shared test helpers: every registered method at CPU-test size, and the real annotation files.
+"""Shared test helpers: every registered method at CPU-test size, the real annotation files, and the fixtures that
+several test modules use.
 
-``tiny_config(method)`` is ``experiments/<method>_synth.yaml`` with ``tests/tiny/<method>.yaml`` merged over it
-and the CPU settings (``vtp_bench.testing``, which the benchmarks share): the one place a method's test size is
-written, so that every check parametrised over the registered methods (gradients, learning, schedules, oracle
-ranks) picks a new method up at once.
+``tiny_config(method)`` is ``experiments/<method>_synth.yaml`` with ``experiments/tiny/<method>.yaml`` (in the
+package, next to the experiments) merged over it and the CPU settings (``vtp_bench.testing``, which the benchmarks
+share): the one place a method's test size is written, so that every check parametrised over the registered methods
+(gradients, learning, schedules, oracle ranks) picks a new method up at once.
+
+Builders shared between test modules live in ``tests/helpers`` (a test module never imports another test module):
+``helpers.oracle`` (the known-answer method), ``helpers.official`` and ``helpers.clip`` (independent computations
+of the released models), ``helpers.videos`` (frame-indexed video files), ``helpers.runs`` (CLI runs, checkpoints).
 """
 
 from __future__ import annotations
@@ -12,25 +17,20 @@ import os
 from pathlib import Path
 
 import pytest
-from omegaconf import DictConfig
 
 from vtp_bench.registry import METHODS
-from vtp_bench.testing import CPU, fake_batch, fake_grounding_clips, fake_method_inputs  # noqa: F401 (for the tests)
-from vtp_bench.testing import tiny_config as _tiny_config
-from vtp_bench.testing import tiny_overrides as _tiny_overrides
+from vtp_bench.testing import (  # noqa: F401 (for the tests)
+    CPU,
+    TINY_DIR,
+    fake_batch,
+    fake_grounding_clips,
+    fake_method_inputs,
+    tiny_config,
+    tiny_overrides,
+)
 
-# the methods of the package (not test-only ones such as tests/oracle.py): what parametrised checks run over
+# the methods of the package (not test-only ones such as tests/helpers/oracle.py): what parametrised checks run over
 PACKAGE_METHODS = [n for n in METHODS.names() if METHODS.get(n).__module__.startswith("vtp_bench.methods.")]
-TINY_DIR = Path(__file__).parent / "tiny"
-
-
-def tiny_overrides(method: str) -> list[str]:
-    """CPU settings + ``tests/tiny/<method>.yaml`` as ``key=value`` overrides of ``<method>_synth``."""
-    return _tiny_overrides(method, TINY_DIR)
-
-
-def tiny_config(method: str, *overrides: str) -> DictConfig:
-    return _tiny_config(method, *overrides, tiny_dir=TINY_DIR)
 
 
 def _annotation_candidates() -> list[Path]:
@@ -83,3 +83,12 @@ def assert_per_query_means(result: dict) -> int:
                                   ("top1" if key == "mean_class_acc" else key)]), key
         checked += 1
     return checked
+
+
+@pytest.fixture(scope="module")
+def coded_grounding(tmp_path_factory) -> Path:
+    """3 videos of 6 s whose seconds are coloured by code (``helpers.oracle.SEGMENTS``); each query names a code and
+    its moment is where that code is shown (the grounding tests move it by a second to plant known IoUs)."""
+    from helpers import oracle  # here, not at the top: importing it registers the oracle method
+
+    return oracle.write_coded_grounding(tmp_path_factory.mktemp("gr"))

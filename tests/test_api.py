@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 import vtp_bench
 from conftest import PACKAGE_METHODS
+from helpers.runs import frozen_tiny
 from vtp_bench.api import Model
 from vtp_bench.cli import main
 from vtp_bench.config import ConfigError, load_config, to_dict
@@ -20,9 +21,9 @@ from vtp_bench.data.manifest import read_manifest
 from vtp_bench.data.synthetic import generate_synthetic
 from vtp_bench.lit import VTPModule
 from vtp_bench.registry import METHODS
-from vtp_bench.testing import tiny_config, tiny_overrides
+from vtp_bench.testing import tiny_config
 
-TINY = [*tiny_overrides("frozen"), "trainer.max_steps=1", "data.eval_batch_size=2", "optim.warmup_steps=0"]
+TINY = frozen_tiny("trainer.max_steps=1", "data.eval_batch_size=2")
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,9 @@ from typing import Any, Callable
 import pytest
 import torch
 
-import oracle
 from conftest import tiny_config
-from test_oracle import oracle_checkpoint
+from helpers import oracle
+from helpers.oracle import oracle_checkpoint
 from vtp_bench.cli import main
 from vtp_bench.data.manifest import ManifestRow, read_manifest, write_manifest
 from vtp_bench.data.synthetic import generate_synthetic

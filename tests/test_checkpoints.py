@@ -13,7 +13,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from test_space_time_vit import _official_keys_and_shapes, reference_forward
+from helpers.clip import hf_tiny_clip, open_clip_tiny
+from helpers.official import VIDEO, official_embeddings, official_frozen_state, our_frozen, reference_forward
 from vtp_bench.methods.frozen import Frozen, FrozenConfig
 from vtp_bench.models.checkpoints import (
     CheckpointError,
@@ -28,53 +29,10 @@ from vtp_bench.models.text.clip_text import ClipText
 from vtp_bench.models.video.clip_vit import ClipViT
 from vtp_bench.models.video.space_time_vit import SpaceTimeViT
 
-VIDEO = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=4)
-TEXT_CFG = {"model_type": "distilbert", "vocab_size": 30522, "dim": 32, "n_layers": 2, "n_heads": 2,
-            "hidden_dim": 64, "max_position_embeddings": 64}
 TEXTS = ["a dog runs across the park", "two people cook pasta", "red car"]
 
 
 # --------------------------------------------------------------------------------- Frozen / MILES layout
-def official_frozen_state(frames=4, seed=0, text_proj_name="txt_proj", text_cfg=TEXT_CFG):
-    """A FrozenInTime state dict as the official trainer saves it: random values under the official names,
-    the text model being HuggingFace's DistilBertModel, everything under DataParallel's ``module.``."""
-    from transformers import DistilBertConfig, DistilBertModel
-
-    g = torch.Generator().manual_seed(seed)
-    shapes = _official_keys_and_shapes(depth=2, d=48, p=16, frames=frames, patch=8, mlp=192)
-    video = {k: 0.2 * torch.randn(s, generator=g) + (1.0 if k.endswith("norm1.weight") else 0.0)
-             for k, s in shapes.items()}
-    torch.manual_seed(seed)
-    bert = DistilBertModel(DistilBertConfig(**{k: v for k, v in text_cfg.items() if k != "model_type"})).eval()
-    with torch.no_grad():
-        for p in bert.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    sd = {f"module.video_model.{k}": v for k, v in video.items()}
-    sd.update({f"module.text_model.{k}": v for k, v in bert.state_dict().items()})
-    sd[f"module.{text_proj_name}.1.weight"] = 0.1 * torch.randn(24, text_cfg["dim"], generator=g)
-    sd[f"module.{text_proj_name}.1.bias"] = 0.1 * torch.randn(24, generator=g)
-    sd["module.vid_proj.0.weight"] = 0.1 * torch.randn(24, 48, generator=g)
-    sd["module.vid_proj.0.bias"] = 0.1 * torch.randn(24, generator=g)
-    return sd, video, bert
-
-
-def official_embeddings(sd, video, bert, tokens, clip, text_proj_name="txt_proj"):
-    """FrozenInTime.compute_video / compute_text, written from the spec (miles.md §1.1)."""
-    feat = reference_forward(video, clip, heads=4, patch=8, depth=2)[:, 0]
-    v = feat @ sd["module.vid_proj.0.weight"].T + sd["module.vid_proj.0.bias"]
-    cls = bert(**tokens).last_hidden_state[:, 0]
-    t = cls.relu() @ sd[f"module.{text_proj_name}.1.weight"].T + sd[f"module.{text_proj_name}.1.bias"]
-    return v, t
-
-
-def our_frozen(num_frames=4):
-    cfg = OmegaConf.structured(FrozenConfig(
-        video={"name": "space_time_vit", **VIDEO, "num_frames": num_frames},
-        text={"name": "hf_text", "config": TEXT_CFG}, embed_dim=24,
-    ))
-    return Frozen(cfg).eval()
-
-
 @pytest.mark.parametrize("text_proj_name", ["txt_proj", "text_proj"])  # Frozen / RegionLearner vs MCQ / MILES
 def test_frozen_checkpoint_reproduces_official_embeddings(tmp_path, text_proj_name):
     sd, video, bert = official_frozen_state(text_proj_name=text_proj_name)
@@ -175,28 +133,6 @@ def test_wrong_checkpoints_are_named():
 
 
 # ------------------------------------------------------------------------------------------------- CLIP
-def hf_tiny_clip(seed=0):
-    from transformers import CLIPConfig, CLIPModel
-
-    v, t = TINY_CLIP["vision_cfg"], TINY_CLIP["text_cfg"]
-    cfg = CLIPConfig(
-        vision_config=dict(hidden_size=v["width"], num_hidden_layers=v["layers"], num_attention_heads=2,
-                           intermediate_size=4 * v["width"], image_size=v["image_size"], patch_size=v["patch_size"],
-                           hidden_act="quick_gelu"),
-        text_config=dict(vocab_size=t["vocab_size"], hidden_size=t["width"], num_hidden_layers=t["layers"],
-                         num_attention_heads=t["heads"], intermediate_size=4 * t["width"],
-                         max_position_embeddings=t["context_length"], hidden_act="quick_gelu",
-                         eos_token_id=49407, bos_token_id=49406, pad_token_id=0),
-        projection_dim=TINY_CLIP["embed_dim"],
-    )
-    torch.manual_seed(seed)
-    model = CLIPModel(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
-
-
 def test_hf_clip_weights_reproduce_hf_embeddings(tmp_path):
     hf = hf_tiny_clip()
     path = tmp_path / "pytorch_model.bin"
@@ -238,17 +174,6 @@ def test_hf_clip_safetensors_and_logit_scale(tmp_path):
     assert pair.logit_scale.item() == pytest.approx(hf.logit_scale.item())
 
 
-def _open_clip_tiny(seed=0):
-    from open_clip.model import CLIP
-
-    torch.manual_seed(seed)
-    model = CLIP(**TINY_CLIP, quick_gelu=True).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
-
-
 def _open_clip_reference(model, video, ids):
     with torch.no_grad():
         return model.encode_image(video.flatten(0, 1)), model.encode_text(ids)
@@ -277,7 +202,7 @@ def _as_openai_torchscript(model, path):
 
 @pytest.mark.parametrize("fmt", ["openai_torchscript", "open_clip_state_dict"])
 def test_openai_and_open_clip_weights_reproduce_open_clip(tmp_path, fmt):
-    model = _open_clip_tiny(seed=2)
+    model = open_clip_tiny(seed=2)
     path = tmp_path / "ViT-tiny.pt"
     if fmt == "openai_torchscript":
         _as_openai_torchscript(model, path)

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers.runs import frozen_tiny
 from vtp_bench.cli import main
 from vtp_bench.data.synthetic import generate_synthetic
 
-TINY = ["trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.log_every_n_steps=1", "data.batch_size=4",
-        "data.eval_batch_size=8", "data.num_workers=0", "data.img_size=32", "method.video.img_size=32",
-        "method.video.depth=1", "method.text.preset=tiny", "optim.warmup_steps=0", "trainer.enable_progress_bar=false"]
+TINY = frozen_tiny()
 CHATTER = ("💡 Tip", "litlogger", "LeafSpec", "GPU available: False", "TPU available", "Total params",
            "Trainable params", "Seed set to", "to estimate number of stepping batches")
 
@@ -108,13 +107,13 @@ def test_list_imports_no_torch_and_names_every_registered_entry():
     lines = r.stdout.splitlines()
     assert lines[-1] == "no torch"
     from vtp_bench.config import list_experiments
-    from vtp_bench.registry import CHECKPOINT_LAYOUTS, DATASETS, ENCODERS, METHODS, TASKS
+    from vtp_bench.registry import CHECKPOINT_LAYOUTS, DATA_FORMATS, DATASETS, ENCODERS, INPUTS, METHODS, TASKS
 
     shown = {line.split(":")[0]: line.split(":", 1)[1].strip().split(", ") for line in lines[:-1]}
     package = [n for n in METHODS.names() if METHODS.get(n).__module__.startswith("vtp_bench.")]
     assert shown == {"methods": package, "encoders": ENCODERS.names(), "datasets": DATASETS.names(),
                      "tasks": TASKS.names(), "checkpoints": CHECKPOINT_LAYOUTS.names(),
-                     "experiments": list_experiments()}
+                     "formats": DATA_FORMATS.names(), "inputs": INPUTS.names(), "experiments": list_experiments()}
 
 
 def test_list_shows_plugins(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers.clip import prompt_cube_reference
 from vtp_bench.models.build import build_encoder
 from vtp_bench.models.text.clip_text import ClipText
 from vtp_bench.models.video.clip_vit import ClipLayerHook, ClipViT
@@ -70,26 +71,6 @@ class PromptCube(ClipLayerHook):
         h = h.reshape(-1, n, *h.shape[1:])  # [B*C, frame-in-chunk, L + Np, W]
         switched = h[:, :, -n:].transpose(1, 2)
         return torch.cat([h[:, :, :-n], switched], dim=2).flatten(0, 1)
-
-
-def prompt_cube_reference(model, video, cube):
-    """specs/promptswitch.md §3.2-3.3 with explicit loops over frames and open_clip's own attention module."""
-    v = model.visual
-    b, t = video.shape[:2]
-    n = cube.shape[0]
-    x = v._embeds(video.flatten(0, 1)).reshape(b, t, 17, -1)
-    x = torch.cat([x, torch.stack([cube[f % n] for f in range(t)])[None].expand(b, -1, -1, -1)], dim=2)
-    for blk in v.transformer.resblocks:
-        h = blk.ln_1(x)
-        s = h.clone()
-        for f in range(t):
-            for j in range(n):  # the attention input at (frame f, slot j) is LN(h[frame j, slot f]) in f's chunk
-                c = f // n
-                s[:, f, 17 + j] = h[:, c * n + j, 17 + f % n]
-        flat = s.flatten(0, 1)
-        x = x + blk.attn(flat, flat, flat, need_weights=False)[0].reshape(x.shape)
-        x = x + blk.mlp(blk.ln_2(x))
-    return x
 
 
 def test_layer_hook_reproduces_the_prompt_cube():

@@ -10,17 +10,16 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from test_checkpoints import _open_clip_tiny, hf_tiny_clip
+from helpers.clip import TINY_CLIP_TOWERS, hf_tiny_clip, open_clip_tiny
 from vtp_bench.data.transforms import normalize
 from vtp_bench.methods.clip4clip import CLIP_MEAN, CLIP_STD, Clip4Clip, Clip4ClipConfig, cut_tokens, imagenet_to_clip
 from vtp_bench.models.checkpoints import load_official
 
-TINY = {"video": {"name": "clip_vit", "preset": "tiny"}, "text": {"name": "clip_text", "preset": "tiny"}}
 TEXTS = ["a small red circle moves left while a large blue square grows", "cat!", "two people cook pasta"]
 
 
 def tiny_clip4clip(**kw) -> Clip4Clip:
-    return Clip4Clip(OmegaConf.structured(Clip4ClipConfig(**{**TINY, **kw}))).eval()
+    return Clip4Clip(OmegaConf.structured(Clip4ClipConfig(**{**TINY_CLIP_TOWERS, **kw}))).eval()
 
 
 def test_pixels_are_renormalised_to_clip_statistics():
@@ -43,7 +42,7 @@ def test_max_words_cut_equals_tokenizing_to_that_length():
 
 
 def test_embeddings_equal_open_clip_forward_with_mean_pooling(tmp_path):
-    model = _open_clip_tiny(seed=7)
+    model = open_clip_tiny(seed=7)
     path = tmp_path / "open_clip.pt"
     torch.save(model.state_dict(), path)
     m = tiny_clip4clip()

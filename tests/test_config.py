@@ -136,10 +136,11 @@ def test_a_method_config_choice_is_checked(monkeypatch):
                                       "optim.lr=nan", "trainer.max_steps=-5", "trainer.max_steps=0",
                                       "trainer.limit_val_batches=1", "trainer.limit_val_batches=0.5", "seed=-5",
                                       "data.train=[]", "optim.betas=[0.9]", "optim.eps=0", "optim.gamma=nan",
-                                      "eval.rerank_temperature=0", "eval.grounding_clip_seconds=0",
-                                      "eval.prompt_template=no_placeholder", "trainer.enable_progress_bar=maybe",
+                                      "eval.retrieval.rerank_temperature=0", "eval.grounding.clip_seconds=0",
+                                      "eval.zeroshot_cls.prompt_template=no_placeholder",
+                                      "trainer.enable_progress_bar=maybe", "eval.val_task=nope",
                                       "data.crop_scale=[2,1]", "run.ckpt_every_n_steps=0", "data.max_val_videos=0",
-                                      "eval.grounding_max_clips=0", "run.version=../escape"])
+                                      "eval.grounding.max_clips=0", "run.version=../escape"])
 def test_values_no_run_can_use_are_refused_before_a_run_dir(override, tmp_path, capsys):
     from vtp_bench.cli import main
 
@@ -183,7 +184,27 @@ def test_the_config_schema_imports_no_torch_and_its_choices_match_the_code():
 
     code = "import sys, vtp_bench.config; print('torch' in sys.modules or 'av' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    # a method's module (and every task's) loads no decoder, checkpoint reader, optimizer or trainer
+    heavy = ("av", "vtp_bench.data.video", "vtp_bench.models.checkpoints", "vtp_bench.optim", "lightning")
+    code = ("import sys; from vtp_bench.registry import METHODS, TASKS; METHODS.names(); TASKS.names(); "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
     from vtp_bench.choices import OPTIMIZER_NAMES
     from vtp_bench.optim import OPTIMIZERS
 
     assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES
+
+
+def test_a_task_option_lives_in_its_section_and_an_earlier_flat_key_is_moved_there(capsys):
+    """``eval.<task>`` is typed by the task's ``Config``; ``eval.v2t`` (one flat section, earlier versions) is read
+    as ``eval.retrieval.v2t`` with a note, and a saved config holding it loads unchanged (old checkpoints)."""
+    cfg = load_config("frozen_synth", ["eval.v2t=group", "eval.grounding_clip_seconds=2.5"])
+    assert cfg.eval.retrieval.v2t == "group" and cfg.eval.grounding.clip_seconds == 2.5
+    assert "eval.v2t (command line) is now eval.retrieval.v2t" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"'eval.retrieval.v2t': 'sideways'; choose one of: caption, group"):
+        load_config("frozen_synth", ["eval.retrieval.v2t=sideways"])
+    saved = to_dict(load_config("frozen_synth"))
+    flat = dict(saved, eval={"split": "test", "protocol": "xpool", "grounding_score": "mean"})
+    again = config_from_dict(flat)
+    assert again.eval.retrieval.protocol == "xpool" and again.eval.grounding.score == "mean"
+    assert "now eval" not in capsys.readouterr().err  # a saved config is read quietly

@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 import pytest
 
-from test_video import _index_of, write_indexed_video
+from helpers.videos import index_of, write_indexed_video
 from vtp_bench.cli import main
 from vtp_bench.data.check import check_manifest
 from vtp_bench.data.compress import compress_manifest
@@ -85,7 +85,7 @@ def test_compress_short_gop_fps_cap_resume(tmp_path):
     # window [1 s, 3 s) still selects the same seconds
     frames, idx = read_frames(path, 4, "uniform", start=new[0].start, end=new[0].end)
     assert idx == [5, 8, 10, 13]
-    assert [_index_of(f) for f in frames.numpy()] == [2 * i for i in idx]
+    assert [index_of(f) for f in frames.numpy()] == [2 * i for i in idx]
     mtime = path.stat().st_mtime_ns
     again = compress_manifest(tmp_path / "train.jsonl", out, short_side=32, max_fps=5, gop=4, workers=1, progress=False)
     assert "0 compressed, 1 already done, 1 failed" in again and path.stat().st_mtime_ns == mtime

@@ -5,8 +5,9 @@ import random
 
 import torch
 
-from vtp_bench.data.dataset import RetrievalSet, collate
+from vtp_bench.data.dataset import collate
 from vtp_bench.data.transforms import VideoTransform, center_crop_resize, random_resized_crop
+from vtp_bench.tasks.retrieval import RetrievalSet
 
 
 def _manifest(tmp_path, rows):
@@ -66,7 +67,7 @@ def test_random_resized_crop_is_deterministic_by_rng():
 
 
 def test_decode_options_scale_in_the_decoder_and_items_name_their_dataset(tmp_path):
-    from test_video import write_indexed_video
+    from helpers.videos import write_indexed_video
     from vtp_bench.data.dataset import DecodeOptions, MixedDataset, VideoTextDataset
     from vtp_bench.data.manifest import ManifestRow, write_manifest
 

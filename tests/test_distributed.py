@@ -21,10 +21,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import PACKAGE_METHODS, fake_batch, tiny_config, tiny_overrides
+from conftest import PACKAGE_METHODS, fake_batch, tiny_config
+from helpers.runs import TRAIN_TINY, VTP, run_clean
 from vtp_bench.lit import build_method
 
-VTP = str(Path(sys.executable).with_name("vtp-bench"))
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -108,17 +108,6 @@ def test_two_process_gradients_equal_one_process(name, split, two_process_grads)
     assert any(not torch.allclose(results["none"][k], ref, rtol=1e-6, atol=1e-9) for k, ref in reference.items())
 
 
-def _run(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    e = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "VTP_RUN_VERSION"):
-        if k not in (env or {}):
-            e.pop(k, None)
-    return subprocess.run(args, cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
-
-
-TRAIN_TINY = [*tiny_overrides("frozen"), "trainer.max_steps=3", "data.eval_batch_size=3", "optim.warmup_steps=0"]
-
-
 @pytest.fixture(scope="module")
 def ddp_data(tmp_path_factory) -> Path:
     from vtp_bench.data.manifest import read_manifest
@@ -146,8 +135,8 @@ def test_ddp_train_cli_and_distributed_eval_equal_single(ddp_data, tmp_path):
     """``trainer.devices=2`` without ``run.version``: the launching process picks the version, the rank that
     Lightning starts learns it, and one run dir holds everything."""
     runs = tmp_path / "runs"
-    r = _run([VTP, "train", "frozen_synth", *TRAIN_TINY, f"data.root={ddp_data}", f"run.dir={runs}",
-              "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=-1"], tmp_path)
+    r = run_clean([VTP, "train", "frozen_synth", *TRAIN_TINY, f"data.root={ddp_data}", f"run.dir={runs}",
+                   "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=-1"], tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "rank 1/2" in r.stdout + r.stderr
     run = _one_run_dir(runs)
@@ -160,8 +149,8 @@ def test_ddp_train_cli_and_distributed_eval_equal_single(ddp_data, tmp_path):
     res = {}
     for n in (1, 2):
         out = tmp_path / f"eval{n}.json"
-        r = _run([VTP, "eval", "--ckpt", str(ckpt), "--dataset", "synth", "--split", "test", "--out", str(out),
-                  "--data-root", str(ddp_data), "--accelerator", "cpu", "--devices", str(n)], tmp_path)
+        r = run_clean([VTP, "eval", "--ckpt", str(ckpt), "--dataset", "synth", "--split", "test", "--out",
+                       str(out), "--data-root", str(ddp_data), "--accelerator", "cpu", "--devices", str(n)], tmp_path)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         res[n] = json.loads(out.read_text())
     assert res[1]["num_videos"] == 5  # odd: a padded sampler would duplicate one video
@@ -203,8 +192,8 @@ def test_two_nodes_with_torchrun_train_one_model(ddp_data, tmp_path):
     assert len(digests) == 2 and digests[0] == digests[1], "the two nodes ended with different weights"
 
     single = tmp_path / "single"
-    r = _run([VTP, "train", "frozen_synth", *TRAIN_TINY, *EXACT, f"data.root={ddp_data}", f"run.dir={single}",
-              "data.batch_size=8"], tmp_path)
+    r = run_clean([VTP, "train", "frozen_synth", *TRAIN_TINY, *EXACT, f"data.root={ddp_data}",
+                   f"run.dir={single}", "data.batch_size=8"], tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     ref_run = _one_run_dir(single)
     # both trained (every trainable tensor moved), on the same 5 global batches

@@ -8,15 +8,12 @@ from pathlib import Path
 import pytest
 
 from conftest import annotations_dir, assert_per_query_means
+from helpers.runs import frozen_tiny
 from vtp_bench.cli import main
 from vtp_bench.data.manifest import read_manifest
 from vtp_bench.data.synthetic import generate_synthetic
 
-TINY = [
-    "trainer.max_steps=4", "trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.log_every_n_steps=1",
-    "data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=0", "data.img_size=32",
-    "method.video.img_size=32", "method.video.depth=1", "method.text.preset=tiny", "optim.warmup_steps=0",
-]
+TINY = frozen_tiny("method.text.freeze=true", "trainer.max_steps=4")  # the text tower frozen, as frozen_synth's
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +106,7 @@ def test_compare_prints_table(trained, data_root, tmp_path, capsys):
     for rerank in ("dual_softmax", "qbnorm"):
         main(["eval", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--dataset", "synth", "--out",
               str(tmp_path / "res" / f"frozen_{rerank}.json"), "--data-root", str(data_root), "--rerank", rerank,
-              "eval.qbnorm_bank=10"])
+              "eval.retrieval.qbnorm_bank=10"])
         rr = json.loads((tmp_path / "res" / f"frozen_{rerank}.json").read_text())
         assert rr["metrics"] == raw["metrics"] and rr["protocol"]["rerank"]["name"] == rerank
         assert 0 <= rr["metrics_reranked"]["t2v/R@1"] <= 100

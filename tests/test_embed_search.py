@@ -2,9 +2,9 @@
 
 - The exported file scored by hand (the method's own ``similarity``; plain numpy for a pooled-cosine model) gives
   exactly the metrics of a separate ``vtp-bench eval`` run on the same checkpoint and split.
-- Search: an oracle checkpoint (tests/oracle.py: the rank of every video for every caption is known in closed form)
-  must return, for a caption of the synthetic test split, its own video and then exactly the known top 10; the faiss
-  path must return the exact path's top 10.
+- Search: an oracle checkpoint (tests/helpers/oracle.py: the rank of every video for every caption is known in
+  closed form) must return, for a caption of the synthetic test split, its own video and then exactly the known
+  top 10; the faiss path must return the exact path's top 10.
 - Our R@K against torchmetrics' retrieval metrics on a random case (an independent implementation).
 """
 
@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-import oracle  # noqa: F401 (registers the oracle method)
 from conftest import assert_per_query_means, tiny_config
-from test_oracle import oracle_checkpoint
+from helpers.oracle import oracle_checkpoint
+from helpers.runs import save_checkpoint
 from vtp_bench.cli import main
 from vtp_bench.config import to_dict
 from vtp_bench.data.manifest import read_manifest
@@ -115,8 +115,7 @@ def test_token_level_method_export_equals_eval_and_search_uses_its_similarity(sy
     """LocVTP scores with clip-word tokens: the file keeps them, the method's similarity on the file gives the
     eval's metrics exactly, the exact search ranks by it, and faiss is refused with the reason."""
     module = VTPModule(to_dict(tiny_config("locvtp")))
-    ckpt = tmp_path / "locvtp.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": {"config": to_dict(module.cfg)}}, ckpt)
+    ckpt = save_checkpoint(module, tmp_path / "locvtp.ckpt")
     out, res = tmp_path / "g.safetensors", tmp_path / "r.json"
     common = ["--ckpt", str(ckpt), "--dataset", "synth", "--data-root", str(synth)]
     assert main(["embed", *common, "--out", str(out)]) == 0

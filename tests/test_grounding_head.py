@@ -13,9 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import oracle
 from conftest import CPU, fake_batch, tiny_config
-from test_tasks import SEGMENTS, coded_grounding  # noqa: F401 - the fixture: 3 videos of 6 s coloured per second
+from helpers import oracle
+from helpers.oracle import SEGMENTS
+from helpers.runs import save_checkpoint
 from vtp_bench.cli import main
 from vtp_bench.config import config_from_dict, load_config, to_dict
 from vtp_bench.data.dataset import EvalClipDataset, VideoTextDataset, collate
@@ -138,8 +139,7 @@ def test_a_short_cpu_run_lowers_the_loss():
 
 def _tiny_frozen_checkpoint(path: Path) -> tuple[Path, VTPModule]:
     module = VTPModule(to_dict(tiny_config("frozen")))
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": {"config": to_dict(module.cfg)}}, path)
-    return path, module
+    return save_checkpoint(module, path), module
 
 
 def test_backbone_from_a_checkpoint_and_clips_that_do_not_fit_it(tmp_path):
@@ -174,7 +174,7 @@ def test_paper_config_loads():
 
 
 # --- the grounding_clips data input -----------------------------------------------------------------------------
-def test_grounding_clips_item_collate_and_eval_clips(coded_grounding, tmp_path):  # noqa: F811
+def test_grounding_clips_item_collate_and_eval_clips(coded_grounding, tmp_path):
     """Each training item holds every 2 s window of its 6 s video, each decoded from its own seconds (the oracle's
     pixel code of window k is the code shown then), the query's moment and the duration; collate pads a shorter
     video; evaluation clips of the same method are single clips."""
@@ -183,7 +183,7 @@ def test_grounding_clips_item_collate_and_eval_clips(coded_grounding, tmp_path):
     short = tmp_path / "short.jsonl"  # g0's first 4 s as a video of its own (a manifest duration of 4 s)
     write_manifest(short, [ManifestRow(**{**rows[0].to_dict(), "path": str(manifest.parent / rows[0].path),
                                           "duration": 4.0, "end": 2.0})])
-    inputs = ItemInputs(frozenset({VIDEO, GROUNDING_CLIPS}), clip_seconds=2.0)
+    inputs = ItemInputs.of({VIDEO: None, GROUNDING_CLIPS: {"clip_seconds": 2.0}})
     ds = VideoTextDataset(manifest, 4, VideoTransform(32, train=True, crop_scale=(0.5, 1.0)), "rand", inputs=inputs)
     item = ds[0]
     assert item["video_id"] == rows[0].video_id and "video" not in item
@@ -219,9 +219,7 @@ def _oracle_head_checkpoint(path: Path) -> Path:
                                                               "backbone": {"name": "oracle", "dim": 5,
                                                                            "text_onehot": True}},
                             "data": {"num_frames": 4, "img_size": 32, "eval_batch_size": 3, "num_workers": 0}})
-    module = VTPModule(to_dict(cfg))
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": {"config": to_dict(module.cfg)}}, path)
-    return path
+    return save_checkpoint(VTPModule(to_dict(cfg)), path)
 
 
 def _planted(self, clips, num_clips, text):
@@ -237,7 +235,7 @@ def _planted(self, clips, num_clips, text):
     return torch.stack(maps)
 
 
-def test_eval_grounding_ranks_moments_by_the_heads_scores(coded_grounding, tmp_path, monkeypatch):  # noqa: F811
+def test_eval_grounding_ranks_moments_by_the_heads_scores(coded_grounding, tmp_path, monkeypatch):
     """The oracle backbone alone (zero-shot) finds every moment exactly (test_tasks); a head planted to extend each
     query's moment by one second to the right gives, through ``vtp-bench eval --task grounding``, exactly the IoUs
     L / (L + 1) (L = the moment's seconds; 1 where it already ends the video)."""

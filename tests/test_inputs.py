@@ -1,11 +1,13 @@
-"""Method-declared per-item inputs (data/inputs.py): region boxes moved with the clip's crop, detector region
-features without decoding pixels, FiT's off-by-one "rand_fit" sampler, and the errors that name the fix."""
+"""Method-declared per-item inputs (data/inputs/): region boxes moved with the clip's crop, detector region
+features without decoding pixels, FiT's off-by-one "rand_fit" sampler, the errors that name the fix, and an input
+registered from outside the package going through the same path (loaded, collated, faked)."""
 
 from __future__ import annotations
 
 import json
 import random
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +15,17 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from test_regions import _official_npz
+from helpers.official import official_npz
 from vtp_bench.data.datamodule import VideoTextDataModule
 from vtp_bench.data.dataset import decode_clip
-from vtp_bench.data.inputs import InputError, method_inputs
+from vtp_bench.data.inputs import Input, InputError, InputReadError, ItemInputs, method_inputs
 from vtp_bench.data.manifest import ManifestRow, read_manifest, resolve_path, write_manifest
 from vtp_bench.data.regions import synthetic_regions
 from vtp_bench.data.synthetic import generate_synthetic
 from vtp_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Crop, VideoTransform
 from vtp_bench.data.video import sample_indices
+from vtp_bench.registry import INPUTS, METHODS
+from vtp_bench.testing import fake_method_inputs
 
 
 def test_rand_fit_never_draws_the_last_index_of_a_segment():
@@ -125,7 +129,7 @@ def _feature_dataset(root: Path, frames: dict[str, int]) -> None:
         if n:
             d.mkdir(parents=True)
         for k in range(n):
-            _official_npz(d / f"{k}.npz", 5 + k, seed=k)
+            official_npz(d / f"{k}.npz", 5 + k, seed=k)
 
 
 def test_region_features_without_pixels(tmp_path):
@@ -146,7 +150,7 @@ def test_region_features_without_pixels(tmp_path):
     assert batch["region_mask"][batch["video_id"].index("a")].sum(-1).tolist() == [5, 7, 9, 11]  # rand_fit: 0 2 4 6
     val = next(iter(dm.eval_loader(dm.val_set)))  # uniform: (start + next - 1) // 2 = files 0, 2, 4, 6 of 8
     assert val["region_mask"][0].sum(-1).tolist() == [5, 7, 9, 11] and val["skipped"] == ["gone"]
-    first = _official_npz(tmp_path / "check.npz", 5, seed=0)  # file 0 of video a, written again
+    first = official_npz(tmp_path / "check.npz", 5, seed=0)  # file 0 of video a, written again
     top = np.argsort(-first["conf"], kind="stable")
     assert torch.equal(val["region_feats"][0, 0, :5], torch.from_numpy(first["x"][top]))
 
@@ -161,7 +165,7 @@ def test_missing_configuration_is_named(tmp_path):
 
 
 def test_rows_reach_the_eval_set(synth_root):
-    from vtp_bench.data.dataset import RetrievalSet
+    from vtp_bench.tasks.retrieval import RetrievalSet
 
     rset = RetrievalSet.from_manifest(synth_root / "synth" / "val.jsonl")
     assert [r.video_id for r in rset.rows] == rset.video_ids
@@ -188,3 +192,86 @@ def test_train_and_eval_on_region_features_only(tmp_path):
                  "--data-root", str(tmp_path), "--accelerator", "cpu"]) == 0
     res = json.loads(out.read_text())
     assert res["num_videos"] == 6 and res["num_queries"] == 6 and 0 <= res["metrics"]["t2v/R@1"] <= 100
+
+
+# --- an input registered from outside the package -------------------------------------------------------------
+@dataclass
+class _LightOptions:
+    scale: float = 1.0
+    skip: tuple[str, ...] = ()  # video ids whose side file is "missing"
+
+
+class _Light(Input):
+    """Test-only: each frame's mean pixel times ``scale`` (fixed length, read at the decoded clip) and the caption's
+    word lengths (variable length)."""
+
+    name = "test_light"
+    keys = ("light", "word_lengths")
+    variable_length = ("word_lengths",)
+    needs = frozenset({"video"})
+    Options = _LightOptions
+
+    def load(self, item):
+        if item.row.video_id in self.options.skip:
+            raise InputReadError(f"no light file for {item.row.video_id}")
+        return {"light": item.clip.video.mean((1, 2, 3)) * self.options.scale,
+                "word_lengths": torch.tensor([len(w) for w in item.row.text.split()])}
+
+    @classmethod
+    def fake(cls, cfg, n, generator, dtype):
+        scale = cls.read_options(cfg).scale
+        return {"light": torch.rand(n, cfg.data.num_frames, generator=generator, dtype=dtype) * scale,
+                "word_lengths": torch.randint(1, 9, (n, 5), generator=generator)}
+
+
+@pytest.fixture
+def light_input(monkeypatch):
+    """``test_light`` registered as a plugin file would, read by Frozen; unregistered after the test."""
+    INPUTS.names()  # the package's inputs first
+    INPUTS.register("test_light")(_Light)
+    monkeypatch.setattr(METHODS.get("frozen"), "data_inputs", classmethod(lambda c, cfg: frozenset({"video",
+                                                                                                "test_light"})))
+    yield
+    INPUTS._entries.pop("test_light", None)
+
+
+def test_an_input_registered_outside_the_package_is_loaded_collated_and_faked(synth_root, light_input):
+    cfg = tiny_config("frozen", f"data.root={synth_root}", "data.inputs.test_light.scale=2.0")
+    assert method_inputs(cfg) == {"video", "test_light"}
+    dm = VideoTextDataModule(cfg)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    b, t = batch["video"].shape[:2]
+    assert batch["light"].shape == (b, t) and torch.allclose(batch["light"], batch["video"].mean((2, 3, 4)) * 2)
+    lengths = [[len(w) for w in text.split()] for text in batch["text"]]  # padded with zeros to the longest
+    assert batch["word_lengths"].shape == (b, max(map(len, lengths)))
+    assert all(batch["word_lengths"][i].tolist() == x + [0] * (batch["word_lengths"].shape[1] - len(x))
+               for i, x in enumerate(lengths))
+    val = next(iter(dm.eval_loader(dm.val_set)))  # evaluation clips read it too
+    assert val["light"].shape == val["video"].shape[:2]
+    fake = fake_method_inputs(cfg, 3, torch.Generator().manual_seed(0), torch.float32)
+    assert set(fake) == {"light", "word_lengths"} and fake["light"].shape == (3, cfg.data.num_frames)
+    # a missing side file skips the item (counted), as an unreadable video
+    part = dm.train_set.parts[0]
+    skip = ItemInputs.of({"video": None, "test_light": {"skip": [part.rows[0].video_id]}})
+    part.inputs = skip
+    assert "no light file" in part[0]["error"] and "light" in part[1]
+    # options are checked by the input's Options, naming the key
+    with pytest.raises(InputError, match=r"data\.inputs\.test_light: Key 'scal'"):
+        VideoTextDataModule(tiny_config("frozen", f"data.root={synth_root}", "data.inputs.test_light.scal=2"))
+    with pytest.raises(InputError, match=r"data\.inputs\.test_ligth: no input 'test_ligth' is registered"):
+        VideoTextDataModule(tiny_config("frozen", f"data.root={synth_root}", "data.inputs.test_ligth.scale=2"))
+
+
+def test_declarations_are_checked():
+    with pytest.raises(InputError, match=r"input 'frame_times' needs \['video'\] too"):
+        ItemInputs.of(["frame_times"])
+    with pytest.raises(InputError, match="cannot be read with"):
+        ItemInputs.of(["video", "grounding_clips", "region_boxes"])
+    with pytest.raises(InputError, match="registered inputs are"):
+        ItemInputs.of(["video", "nope"])
+    both = ItemInputs.of(["video", "region_boxes", "region_feats"])  # the features' file brings the boxes
+    assert [p.name for p in both.loaded] == ["video", "region_feats"]
+    grounding = ItemInputs.of(["video", "grounding_clips", "frame_times"])
+    assert [p.name for p in grounding.loaded] == ["grounding_clips"]  # the clip and its frame times: not in training
+    assert grounding.per_clip().names == {"video", "frame_times"}  # each evaluation clip

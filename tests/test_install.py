@@ -20,6 +20,8 @@ model = vtp_bench.load("runs/frozen_synth/version_0/checkpoints/last.ckpt")
 v = model.encode_video(["data/synth/" + rows[i].path for i in meta["video_ids"][:3]], progress=False)
 assert (v.pooled - load_file("emb.safetensors")["video.pooled"][:3]).abs().max() < 1e-5
 assert tuple(model.similarity(model.encode_text(["a", "b"]), v).shape) == (2, 3)
+from vtp_bench.testing import tiny_config
+assert tiny_config("frozen").data.img_size == 32  # the CPU-test sizes ship in the wheel (experiments/tiny)
 print("api ok")
 """
 

@@ -181,8 +181,8 @@ def test_one_video_id_with_two_paths_is_refused_naming_both_lines(tmp_path):
 
 
 def test_an_empty_test_split_is_refused(tmp_path):
-    from vtp_bench.data.dataset import RetrievalSet
     from vtp_bench.data.manifest import ManifestError
+    from vtp_bench.tasks.retrieval import RetrievalSet
 
     p = tmp_path / "test.jsonl"
     p.write_text("")

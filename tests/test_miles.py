@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from conftest import tiny_config
-from test_checkpoints import TEXT_CFG, VIDEO, official_embeddings, official_frozen_state
+from helpers.official import TEXT_CFG, VIDEO, official_embeddings, official_frozen_state
 from vtp_bench.config import ConfigError, load_config
 from vtp_bench.lit import build_method
 from vtp_bench.methods.miles import Miles, MilesConfig

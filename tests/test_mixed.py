@@ -10,7 +10,7 @@ import pytest
 from lightning.fabric.utilities.data import _set_sampler_epoch
 from torch.utils.data import DataLoader
 
-from test_distributed import TRAIN_TINY, VTP, _run
+from helpers.runs import TRAIN_TINY, VTP, run_clean
 from vtp_bench.data.samplers import MixedBatchSampler, ResumableSampler
 
 
@@ -90,9 +90,9 @@ def mixed_root(tmp_path_factory) -> Path:
 def test_ddp_mixed_videos_and_images(mixed_root, tmp_path):
     runs = tmp_path / "runs"
     args = [a for a in TRAIN_TINY if not a.startswith("trainer.max_steps")]
-    r = _run([VTP, "train", "frozen_synth", *args, f"data.root={mixed_root}", f"run.dir={runs}",
-              "run.version=mixed", "data.train=[synth,cc3m]", "data.mix=proportional", "trainer.devices=2",
-              "trainer.strategy=ddp", "trainer.max_steps=-1"], tmp_path)
+    r = run_clean([VTP, "train", "frozen_synth", *args, f"data.root={mixed_root}", f"run.dir={runs}",
+                   "run.version=mixed", "data.train=[synth,cc3m]", "data.mix=proportional", "trainer.devices=2",
+                   "trainer.strategy=ddp", "trainer.max_steps=-1"], tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     summary = json.loads((runs / "frozen_synth" / "mixed" / "summary.json").read_text())
     # per rank and epoch: synth 32 train clips -> 16 per rank -> 4 batches; cc3m 24 -> 12 -> 3 batches

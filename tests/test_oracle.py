@@ -1,7 +1,7 @@
-"""Known answers through the real CLI: an oracle checkpoint (tests/oracle.py) whose scores are known in closed form
-must give exactly the expected metrics through ``vtp-bench eval``, on the synthetic split and on a multi-caption
-manifest of real mp4 files, with and without a planted permutation, on one process and on two; and every
-registered method's ``similarity`` must rank the oracle's embeddings exactly so. Any misalignment of texts and
+"""Known answers through the real CLI: an oracle checkpoint (tests/helpers/oracle.py) whose scores are known in
+closed form must give exactly the expected metrics through ``vtp-bench eval``, on the synthetic split and on a
+multi-caption manifest of real mp4 files, with and without a planted permutation, on one process and on two; and
+every registered method's ``similarity`` must rank the oracle's embeddings exactly so. Any misalignment of texts and
 videos between the manifest and the metric (order, sharding, gathering, orientation) changes these numbers."""
 
 from __future__ import annotations
@@ -9,17 +9,17 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-import oracle
 from conftest import PACKAGE_METHODS, assert_per_query_means, tiny_config
+from helpers import oracle
+from helpers.oracle import named_codes, oracle_checkpoint
+from helpers.runs import VTP, run_clean, save_checkpoint
 from vtp_bench.cli import main
-from vtp_bench.config import config_from_dict, to_dict
+from vtp_bench.config import to_dict
 from vtp_bench.data.manifest import ManifestRow, read_manifest, write_manifest
 from vtp_bench.data.synthetic import generate_synthetic
 from vtp_bench.lit import VTPModule
@@ -28,21 +28,6 @@ from vtp_bench.registry import METHODS
 
 N = 10  # videos in the coded manifest
 EVAL = ["data.num_frames=4", "data.img_size=32", "data.eval_batch_size=3", "data.num_workers=0"]
-
-
-def _save(module: VTPModule, path: Path) -> Path:
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": {"config": to_dict(module.cfg)}}, path)
-    return path
-
-
-def oracle_checkpoint(path: Path, dim: int, video_codes: dict | None = None, text_codes: dict | None = None,
-                      text_onehot: bool = False) -> Path:
-    cfg = config_from_dict({"name": "oracle_test", "method": {"name": "oracle", "dim": dim,
-                                                               "video_codes": video_codes or {},
-                                                               "text_codes": text_codes or {},
-                                                               "text_onehot": text_onehot},
-                            "data": {"num_frames": 4, "img_size": 32, "eval_batch_size": 3, "num_workers": 0}})
-    return _save(VTPModule(to_dict(cfg)), path)
 
 
 def _eval(ckpt: Path, dataset: str, root: Path, out: Path, *extra: str) -> dict:
@@ -100,15 +85,11 @@ def coded(tmp_path_factory) -> dict:
     return {"root": root, "planted_root": proot, "exact": exact, "planted": planted, "video_code": video_code}
 
 
-def _named(rows: list[ManifestRow]) -> dict[str, int]:
-    return {r.text_id: oracle.caption_code(r.text) for r in rows}
-
-
 def test_oracle_multi_caption_manifest_is_exact(coded, tmp_path):
     ckpt = oracle_checkpoint(tmp_path / "oracle.ckpt", N)
     res = _eval(ckpt, "msvd", coded["root"], tmp_path / "r.json")
     assert res["num_videos"] == N and res["num_queries"] == len(coded["exact"]) > N
-    want = _expected(coded["exact"], coded["video_code"], _named(coded["exact"]), N)
+    want = _expected(coded["exact"], coded["video_code"], named_codes(coded["exact"]), N)
     assert want["t2v/R@1"] == want["v2t/R@1"] == 100.0 and want["t2v/MeanR"] == 1.0
     _assert_metrics(res["metrics"], want)
 
@@ -116,7 +97,7 @@ def test_oracle_multi_caption_manifest_is_exact(coded, tmp_path):
 def test_oracle_planted_permutation_gives_the_exact_ranks(coded, tmp_path):
     ckpt = oracle_checkpoint(tmp_path / "oracle.ckpt", N)
     res = _eval(ckpt, "msvd", coded["planted_root"], tmp_path / "r.json")
-    want = _expected(coded["planted"], coded["video_code"], _named(coded["planted"]), N)
+    want = _expected(coded["planted"], coded["video_code"], named_codes(coded["planted"]), N)
     assert 0 < want["t2v/R@1"] < 100 and want["t2v/MedR"] > 1  # the planted shifts really move ranks
     _assert_metrics(res["metrics"], want)
     # each caption's own rank in closed form (shift s: rank N - s + 1, 1 for s = 0), in manifest order, and the
@@ -136,15 +117,13 @@ def test_oracle_two_process_eval_is_exact(coded, tmp_path):
     oracle is loaded in both processes as a plugin."""
     ckpt = oracle_checkpoint(tmp_path / "oracle.ckpt", N)
     out = tmp_path / "r2.json"
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK")}
-    env["VTP_PLUGINS"] = str(Path(oracle.__file__).resolve())
-    r = subprocess.run([str(Path(sys.executable).with_name("vtp-bench")), "eval", "--ckpt", str(ckpt), "--dataset",
-                        "msvd", "--data-root", str(coded["planted_root"]), "--out", str(out), "--accelerator", "cpu",
-                        "--devices", "2"], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r = run_clean([VTP, "eval", "--ckpt", str(ckpt), "--dataset", "msvd", "--data-root", str(coded["planted_root"]),
+                   "--out", str(out), "--accelerator", "cpu", "--devices", "2"], tmp_path,
+                  env={"VTP_PLUGINS": str(Path(oracle.__file__).resolve())})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["devices"] == 2
-    _assert_metrics(res["metrics"], _expected(coded["planted"], coded["video_code"], _named(coded["planted"]), N))
+    _assert_metrics(res["metrics"], _expected(coded["planted"], coded["video_code"], named_codes(coded["planted"]), N))
 
 
 # --- the synthetic split (its pixels carry no code: the oracle reads the video id) -------------------------------
@@ -181,9 +160,9 @@ def test_method_similarity_ranks_the_oracle_exactly(name, coded, tmp_path, monke
     monkeypatch.setattr(cls, "data_inputs", classmethod(lambda c, cfg: frozenset({"video"})))
     monkeypatch.setattr(cls, "encode_video", lambda self, batch: oracle.encode_video(batch, N))
     monkeypatch.setattr(cls, "encode_text", lambda self, batch: oracle.encode_text(batch, N))
-    ckpt = _save(VTPModule(to_dict(tiny_config(name, *EVAL))), tmp_path / f"{name}.ckpt")
+    ckpt = save_checkpoint(VTPModule(to_dict(tiny_config(name, *EVAL))), tmp_path / f"{name}.ckpt")
     res = _eval(ckpt, "msvd", coded["planted_root"], tmp_path / "r.json")
-    _assert_metrics(res["metrics"], _expected(coded["planted"], coded["video_code"], _named(coded["planted"]), N))
+    _assert_metrics(res["metrics"], _expected(coded["planted"], coded["video_code"], named_codes(coded["planted"]), N))
 
 
 def test_an_evaluation_that_scores_nothing_writes_nothing(coded, tmp_path, monkeypatch, capsys):

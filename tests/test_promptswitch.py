@@ -1,6 +1,6 @@
 """Prompt Switch against independent computations: the official forward written out on HuggingFace's CLIP modules
-(specs/promptswitch.md §3), test_clip's loop reference of the cube, the official caption loss on HF-style padding,
-information flow across frames, the frame-count rule, parameter groups and paper-size parameter counts."""
+(specs/promptswitch.md §3), the loop reference of the cube (helpers.clip), the official caption loss on HF-style
+padding, information flow across frames, the frame-count rule, parameter groups and paper-size parameter counts."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from test_checkpoints import hf_tiny_clip
-from test_clip import prompt_cube_reference
+from helpers.clip import TINY_CLIP_TOWERS, hf_tiny_clip, prompt_cube_reference
 from vtp_bench.methods.clip4clip import Clip4Clip, Clip4ClipConfig, imagenet_to_clip
 from vtp_bench.methods.promptswitch import (
     FREQUENT_WORDS,
@@ -23,13 +22,12 @@ from vtp_bench.methods.promptswitch import (
 )
 from vtp_bench.models.checkpoints import load_official
 
-TINY = {"video": {"name": "clip_vit", "preset": "tiny"}, "text": {"name": "clip_text", "preset": "tiny"}}
 EOT = 49407
 
 
 def tiny(seed: int = 0, **kw) -> PromptSwitch:
     torch.manual_seed(seed)
-    return PromptSwitch(OmegaConf.structured(PromptSwitchConfig(**{**TINY, **kw}))).eval()
+    return PromptSwitch(OmegaConf.structured(PromptSwitchConfig(**{**TINY_CLIP_TOWERS, **kw}))).eval()
 
 
 def randomize_new_parts(m: PromptSwitch, seed: int = 0) -> None:
@@ -113,7 +111,7 @@ def test_chunks_follow_the_official_sampler_layout():
 
 # ------------------------------------------------------------------------- baseline and information flow
 def test_no_prompt_tokens_gives_clip4clip_exactly():
-    c4c = Clip4Clip(OmegaConf.structured(Clip4ClipConfig(**TINY))).eval()
+    c4c = Clip4Clip(OmegaConf.structured(Clip4ClipConfig(**TINY_CLIP_TOWERS))).eval()
     ps = tiny(num_prompts=0, caption_weight=0.0)
     ps.load_state_dict(c4c.state_dict())
     video, mask = torch.randn(2, 4, 3, 64, 64), torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.bool)

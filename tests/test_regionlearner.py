@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 
 from conftest import tiny_config
+from helpers.official import TEXT_CFG, VIDEO, official_frozen_state, our_frozen, reference_forward
 from vtp_bench.config import ConfigError, load_config
 from vtp_bench.lit import build_method
 from vtp_bench.methods.regionlearner import RegionLearner, RegionLearnerConfig, RegionLearnerHead
@@ -345,8 +346,6 @@ def test_paper_experiments_load():
 
 # ------------------------------------------------------------------------------- released checkpoints
 def _rl_official_state(seed=0):
-    from test_checkpoints import official_frozen_state
-
     sd, video, bert = official_frozen_state(seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
     shapes = {"Quantization.embed": (16, 48), "Quantization.cluster_size": (16,), "Quantization.cluster_sum": (16,),
@@ -359,8 +358,6 @@ def _rl_official_state(seed=0):
 
 
 def _our_rl(**kw):
-    from test_checkpoints import TEXT_CFG, VIDEO
-
     cfg = OmegaConf.structured(RegionLearnerConfig(
         video={"name": "space_time_vit", **VIDEO, "num_frames": 4}, text={"name": "hf_text", "config": TEXT_CFG},
         embed_dim=24, num_codes=16, num_regions=3, **kw))
@@ -368,8 +365,6 @@ def _our_rl(**kw):
 
 
 def test_released_regionlearner_file_loads_strictly_and_reproduces_the_official_embedding():
-    from test_space_time_vit import reference_forward
-
     sd, video_sd, head_sd = _rl_official_state()
     method = _our_rl()
     report = load_official(method, {"state_dict": sd, "epoch": 3})  # strict by default
@@ -399,8 +394,6 @@ def test_checkpoint_layouts_that_do_not_fit_are_named():
     frozen_only = {k: v for k, v in sd.items() if "RegionLearner" not in k}
     report = load_official(_our_rl(), frozen_only)  # a Frozen file: the head stays as built, and is reported
     assert sorted(report.untouched) == sorted(f"region_learner.{k}" for k in HEAD_KEYS)
-    from test_checkpoints import our_frozen
-
     with pytest.raises(CheckpointError, match="--ckpt-non-strict"):  # the Frozen method has no head
         load_official(our_frozen(), sd)
 

@@ -5,23 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers.official import official_npz
 from vtp_bench.data.regions import RegionReadError, read_region_file, read_regions, region_file_count, synthetic_regions
 
 
-def _official_npz(path, n: int, seed: int, h: int = 360, w: int = 640) -> dict:
-    """What bottom-up-attention's save_roi_features writes (info is a pickled dict)."""
-    rng = np.random.default_rng(seed)
-    x1y1 = rng.uniform(0, [w / 2, h / 2], (n, 2))
-    bbox = np.concatenate([x1y1, x1y1 + rng.uniform(5, [w / 2, h / 2], (n, 2))], 1).astype(np.float32)
-    info = {"image_id": str(seed), "image_h": h, "image_w": w, "num_boxes": n, "objects_id": rng.integers(0, 1600, n),
-            "objects_conf": rng.random(n).astype(np.float32), "attrs_id": rng.integers(0, 400, n),
-            "attrs_conf": rng.random(n).astype(np.float32)}
-    x = rng.standard_normal((n, 2048)).astype(np.float32)
-    np.savez_compressed(path, x=x, bbox=bbox, num_bbox=n, image_h=h, image_w=w, info=info)
-    return {"x": x, "bbox": bbox, "conf": info["objects_conf"], "h": h, "w": w}
-
 def test_top_k_by_confidence_geometry_and_edge_padding(tmp_path):
-    many = _official_npz(tmp_path / "0.npz", 50, 0)
+    many = official_npz(tmp_path / "0.npz", 50, 0)
     feats, geo, mask = read_region_file(tmp_path / "0.npz", 30)
     order = sorted(range(50), key=lambda i: -many["conf"][i])[:30]  # brute force
     assert np.array_equal(feats, many["x"][order]) and mask.all()
@@ -29,7 +18,7 @@ def test_top_k_by_confidence_geometry_and_edge_padding(tmp_path):
     w, h = many["w"], many["h"]
     assert np.allclose(geo[4], [x1 / w, y1 / h, x2 / w, y2 / h, (x2 - x1) / w, (y2 - y1) / h], atol=1e-6)
 
-    few = _official_npz(tmp_path / "1.npz", 12, 1)
+    few = official_npz(tmp_path / "1.npz", 12, 1)
     feats, geo, mask = read_region_file(tmp_path / "1.npz", 30)
     assert mask.sum() == 12 and mask[:12].all()
     last = int(np.argsort(-few["conf"], kind="stable")[11])

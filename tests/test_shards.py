@@ -11,14 +11,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning.fabric.utilities.types import _Stateful
 
-from test_distributed import TRAIN_TINY, VTP, _run
+from helpers.runs import RESUME_ARGS, TRAIN_TINY, VTP, assert_same_run, run_clean
 from vtp_bench.data.dataset import VideoTextDataset
 from vtp_bench.data.inputs import ItemInputs
 from vtp_bench.data.manifest import ManifestRow, read_manifest, write_manifest
 from vtp_bench.data.samplers import MixedBatchSampler
 from vtp_bench.data.shard_write import write_shards
-from vtp_bench.data.shards import ShardLoader, ShardPart, ShardTrainSet, load_shard_set, read_range
+from vtp_bench.data.shards import (
+    ShardLoader,
+    ShardPart,
+    ShardTrainSet,
+    ShardVideos,
+    load_shard_set,
+    read_range,
+    video_members,
+)
 from vtp_bench.data.transforms import VideoTransform
 
 pytest.importorskip("webdataset")
@@ -26,7 +35,8 @@ pytest.importorskip("webdataset")
 
 @pytest.fixture(scope="module")
 def shard_root(tmp_path_factory) -> Path:
-    """30 synthetic videos (24 train rows, one corrupt file) and 22 CC3M-style images, each sharded."""
+    """30 synthetic videos (24 train rows, one corrupt file; the val split sharded once per video) and 22 CC3M-style
+    images, each sharded."""
     from PIL import Image
 
     from vtp_bench.data.synthetic import generate_synthetic
@@ -36,6 +46,7 @@ def shard_root(tmp_path_factory) -> Path:
     bad = read_manifest(root / "synth" / "train.jsonl")[5]
     (root / "synth" / bad.path).write_bytes(b"not an mp4")
     write_shards(root / "synth" / "train.jsonl", shard_size=5)
+    write_shards(root / "synth" / "val.jsonl", shard_size=2, once_per_video=True)  # validation reads them
     rng = np.random.default_rng(0)
     (root / "cc3m" / "images").mkdir(parents=True)
     rows = []
@@ -112,8 +123,10 @@ def test_workers_and_resume_mid_epoch(shard_root):
     ref = [sorted(b) for lane in (0, 1) for b in _positions(ds, lane)]
     order = [k for lane in (0, 1) for k in range(lane, 8, 2)]
     assert [full[k] for k in order] == ref and len(full) == 8
-    ds.set_epoch(0, skip_batches=3)
-    assert _keys(ShardLoader(ds, num_workers=2)) == full[3:]
+    loader = ShardLoader(ds, num_workers=2)
+    assert isinstance(loader, _Stateful)  # what Lightning asks of a loader to resume mid-epoch without a warning
+    loader.load_state_dict({"epoch": 0, "batches": 3})  # as Lightning restores it: 3 steps of epoch 0 were done
+    assert ds.skip_batches == 3 and _keys(loader) == full[3:]
     assert len(ds) == 8
     ds.set_epoch(1)  # Lightning's next epoch: the skip is over
     assert ds.skip_batches == 0
@@ -162,8 +175,26 @@ def test_mixed_images_and_videos_one_dataset_per_step_on_every_rank(shard_root, 
                 assert b["video_mask"][:, 0].all() and not b["video_mask"][:, 1:].any()  # an image: one frame
 
 
-def test_ddp_train_from_shards_through_the_cli(shard_root, tmp_path):
-    """Acceptance 2: `data shard`, then `train frozen_synth data.format=webdataset` under 2-process CPU DDP."""
+def test_evaluation_reads_each_video_from_its_shard_by_offset(shard_root):
+    """The tar headers give each video's member (its first sample); its bytes, read by offset, are the file's."""
+    rows = read_manifest(shard_root / "synth" / "val.jsonl")
+    index = json.loads((shard_root / "synth" / "shards" / "val" / "index.json").read_text())
+    assert index["once_per_video"] and index["samples"] == len({r.video_id for r in rows})
+    for split in ("val", "train"):  # train: one sample per row
+        members = video_members(load_shard_set("synth", shard_root / "synth" / "shards" / split))
+        first = {}
+        for r in read_manifest(shard_root / "synth" / f"{split}.jsonl"):
+            first.setdefault(r.video_id, r)
+        assert sorted(members) == sorted(first)
+        videos = ShardVideos(members)
+        for vid, row in first.items():
+            assert videos(vid, Path(row.path)).data == (shard_root / "synth" / row.path).read_bytes()
+
+
+def test_ddp_train_from_shards_through_the_cli(shard_root, tmp_path, capsys):
+    """Acceptance 2: `data shard`, then `train frozen_synth data.format=webdataset` under 2-process CPU DDP (validating
+    on the val split's shards: data.eval_format=webdataset); then `eval` of its checkpoint from the shards scores
+    what it scores from the files, and the results name the format."""
     root = tmp_path / "data"
     (root / "synth").mkdir(parents=True)
     for f in (shard_root / "synth").iterdir():  # the manifests and videos, without the earlier shards
@@ -173,34 +204,51 @@ def test_ddp_train_from_shards_through_the_cli(shard_root, tmp_path):
 
     assert main(["data", "shard", str(root / "synth" / "train.jsonl"), "--shard-size", "3"]) == 0  # in-process
     assert (root / "synth" / "shards" / "train" / "index.json").is_file()
+    assert main(["data", "shard", str(root / "synth" / "val.jsonl"), "--once-per-video"]) == 0
     runs = tmp_path / "runs"
     args = [a for a in TRAIN_TINY if not a.startswith("trainer.max_steps")]
-    r = _run([VTP, "train", "frozen_synth", *args, f"data.root={root}", f"run.dir={runs}", "run.version=wds",
-              "data.format=webdataset", "data.batch_size=3", "trainer.devices=2", "trainer.strategy=ddp",
-              "trainer.max_steps=-1"], tmp_path)
+    r = run_clean([VTP, "train", "frozen_synth", *args, f"data.root={root}", f"run.dir={runs}", "run.version=wds",
+                   "data.format=webdataset", "data.eval_format=webdataset", "data.batch_size=3", "trainer.devices=2",
+                   "trainer.strategy=ddp",
+                   "trainer.max_steps=-1"], tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     summary = json.loads((runs / "frozen_synth" / "wds" / "summary.json").read_text())
     assert summary["steps_per_rank"] == [4, 4] and summary["global_step"] == 4  # floor(24 / (2 * 3))
     assert summary["skipped_videos"] == 1  # the corrupt video, skipped on one rank and gathered
     metrics = (runs / "frozen_synth" / "wds" / "metrics.csv").read_text().splitlines()[0]
     assert "train/data_time" in metrics and "train/data_share" in metrics
+    ckpt = str(runs / "frozen_synth" / "wds" / "checkpoints" / "last.ckpt")
+    results = {}
+    for fmt in ("webdataset", "files"):  # the run's own format, and the files
+        out = tmp_path / f"{fmt}.json"
+        assert main(["eval", "--ckpt", ckpt, "--dataset", "synth", "--split", "val", "--data-root", str(root),
+                     "--out", str(out), f"data.eval_format={fmt}"]) == 0
+        results[fmt] = json.loads(out.read_text())
+        assert (results[fmt]["data_format"], results[fmt]["decoder"]) == (fmt, "pyav")
+    assert results["webdataset"]["metrics"] == results["files"]["metrics"]
+    assert results["webdataset"]["num_videos"] == 3
+    capsys.readouterr()
+    assert main(["eval", "--ckpt", ckpt, "--dataset", "synth", "--split", "test", "--data-root", str(root)]) == 2
+    assert "vtp-bench data shard" in capsys.readouterr().err  # no test shards: how to write them
+    assert main(["eval", "--ckpt", ckpt, "--dataset", "synth", "--split", "test", "--data-root", str(root),
+                 "data.eval_format=files"]) == 0  # the run's config evaluates from shards; the files on request
 
 
 @pytest.mark.slow
 def test_resume_mid_epoch_from_shards_matches_uninterrupted(shard_root, tmp_path):
     """Through the CLI with 2 workers: a run resumed from a mid-epoch checkpoint ends with the uninterrupted
     run's weights (same world size and workers: the exact case of docs/data_shards.md)."""
-    from test_resume import ARGS, _assert_same_run
-
     runs = tmp_path / "runs"
-    base = [VTP, "train", "frozen_synth", *ARGS, f"data.root={shard_root}", f"run.dir={runs}",
+    base = [VTP, "train", "frozen_synth", *RESUME_ARGS, f"data.root={shard_root}", f"run.dir={runs}",
             "data.format=webdataset", "data.num_workers=2", "data.shuffle_buffer=5"]
-    r = _run(base + ["run.version=full"], tmp_path)  # 24 samples / batch 4 = 6 steps per epoch, 2 epochs
+    r = run_clean(base + ["run.version=full"], tmp_path)  # 24 samples / batch 4 = 6 steps per epoch, 2 epochs
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     full = runs / "frozen_synth" / "full"
-    r = _run(base + ["run.version=resumed", "--resume", str(full / "checkpoints" / "epoch1-step9.ckpt")], tmp_path)
+    r = run_clean(base + ["run.version=resumed", "--resume", str(full / "checkpoints" / "epoch1-step9.ckpt")],
+                  tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    _assert_same_run(full, runs / "frozen_synth" / "resumed", 12)
+    assert "not resumable" not in r.stderr  # the shard loader is resumable in Lightning's sense
+    assert_same_run(full, runs / "frozen_synth" / "resumed", 12)
 
 
 def test_missing_webdataset_names_the_extra(monkeypatch, tmp_path):

@@ -1,8 +1,9 @@
 """SpaceTimeViT against Frozen-in-Time's SpaceTimeTransformer semantics (specs/miles.md §1.1).
 
-The reference below is written from the spec's pseudo-code only: it reads the weights from the state dict by
-their official names and recomputes everything with explicit maths (unfold-and-matmul patch embedding,
-LayerNorm and GELU by formula, explicit softmax attention with a loop over groups).
+The reference (``helpers.official.reference_forward``) is written from the spec's pseudo-code only: it reads the
+weights from the state dict by their official names and recomputes everything with explicit maths
+(unfold-and-matmul patch embedding, LayerNorm and GELU by formula, explicit softmax attention with a loop over
+groups).
 """
 
 from __future__ import annotations
@@ -12,73 +13,10 @@ import math
 import pytest
 import torch
 
+from helpers.official import official_keys_and_shapes, reference_forward
 from vtp_bench.models.video.space_time_vit import SpaceTimeViT, VarAttention
 
 SMALL = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=4, num_frames=4)
-
-
-# ----------------------------------------------------------------------------------------------- reference
-def _ln(x, w, b, eps=1e-6):
-    mu = x.mean(-1, keepdim=True)
-    var = ((x - mu) ** 2).mean(-1, keepdim=True)
-    return (x - mu) / torch.sqrt(var + eps) * w + b
-
-
-def _gelu(x):
-    return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
-
-
-def _linear(x, w, b):
-    return x @ w.T + b
-
-
-def _softmax_attend(q, k, v):
-    """q [B, Lq, H, c], k/v [B, Lk, H, c] -> [B, Lq, H, c] with an explicit softmax."""
-    scores = torch.einsum("bqhc,bkhc->bhqk", q, k)
-    scores = scores - scores.amax(-1, keepdim=True)
-    probs = scores.exp() / scores.exp().sum(-1, keepdim=True)
-    return torch.einsum("bhqk,bkhc->bqhc", probs, v)
-
-
-def _ref_attention(x, sd, prefix, heads, frames, mode):
-    b, n, d = x.shape
-    c = d // heads
-    p = (n - 1) // frames
-    qkv = _linear(x, sd[f"{prefix}.qkv.weight"], sd[f"{prefix}.qkv.bias"])
-    q, k, v = (qkv[..., i * d : (i + 1) * d].reshape(b, n, heads, c) for i in range(3))  # official chunk(3)
-    q = q * c**-0.5
-    out = torch.zeros_like(q)
-    out[:, :1] = _softmax_attend(q[:, :1], k, v)  # the CLS query attends to every token
-    if mode == "space":  # one group per frame: that frame's patches
-        groups = [[1 + f * p + j for j in range(p)] for f in range(frames)]
-    else:  # one group per spatial position: that position in every frame
-        groups = [[1 + f * p + j for f in range(frames)] for j in range(p)]
-    for idx in groups:
-        keys = [0] + idx  # each patch query also sees the CLS key/value
-        out[:, idx] = _softmax_attend(q[:, idx], k[:, keys], v[:, keys])
-    return _linear(out.reshape(b, n, d), sd[f"{prefix}.proj.weight"], sd[f"{prefix}.proj.bias"])
-
-
-def reference_forward(sd, video, heads, patch, depth, time_residual=False):
-    """Official SpaceTimeTransformer.forward_features up to the final norm (all tokens)."""
-    b, f, ch, hh, ww = video.shape
-    w = sd["patch_embed.proj.weight"]
-    d = w.shape[0]
-    frames = []
-    for i in range(f):  # patchify by reshape, row-major over the grid, then a matmul
-        img = video[:, i].reshape(b, ch, hh // patch, patch, ww // patch, patch)
-        cols = img.permute(0, 2, 4, 1, 3, 5).reshape(b, (hh // patch) * (ww // patch), ch * patch * patch)
-        frames.append(cols @ w.reshape(d, -1).T + sd["patch_embed.proj.bias"])
-    x = torch.cat([sd["cls_token"].expand(b, 1, d)] + frames, dim=1)
-    pos = [sd["pos_embed"][:, :1]] + [sd["pos_embed"][:, 1:] + sd["temporal_embed"][:, i : i + 1] for i in range(f)]
-    x = x + torch.cat(pos, dim=1)
-    for i in range(depth):
-        g = lambda name: (sd[f"blocks.{i}.{name}.weight"], sd[f"blocks.{i}.{name}.bias"])  # noqa: E731
-        t = _ref_attention(_ln(x, *g("norm3")), sd, f"blocks.{i}.timeattn", heads, f, "time")
-        s = _ref_attention(_ln(x + t, *g("norm1")), sd, f"blocks.{i}.attn", heads, f, "space")
-        x = x + s + (t if time_residual else 0.0)
-        x = x + _linear(_gelu(_linear(_ln(x, *g("norm2")), *g("mlp.fc1"))), *g("mlp.fc2"))
-    return _ln(x, sd["norm.weight"], sd["norm.bias"])
 
 
 def _randomized(seed=0, **kw):
@@ -161,30 +99,10 @@ def test_attention_groups_and_cls(mode):
     assert bool(changed.all())
 
 
-OFFICIAL_BLOCK_PARTS = ("norm1", "attn.qkv", "attn.proj", "timeattn.qkv", "timeattn.proj", "norm2", "mlp.fc1",
-                        "mlp.fc2", "norm3")
-
-
-def _official_keys_and_shapes(depth, d, p, frames, patch, mlp):
-    """From the spec: video_model.{cls_token,pos_embed,temporal_embed,patch_embed.proj.*,blocks.{i}.{...}.*,norm.*}"""
-    shapes = {"cls_token": (1, 1, d), "pos_embed": (1, p + 1, d), "temporal_embed": (1, frames, d),
-              "patch_embed.proj.weight": (d, 3, patch, patch), "patch_embed.proj.bias": (d,),
-              "norm.weight": (d,), "norm.bias": (d,)}
-    part = {"norm1": (d, d), "norm2": (d, d), "norm3": (d, d), "attn.qkv": (3 * d, d), "attn.proj": (d, d),
-            "timeattn.qkv": (3 * d, d), "timeattn.proj": (d, d), "mlp.fc1": (mlp, d), "mlp.fc2": (d, mlp)}
-    for i in range(depth):
-        for name in OFFICIAL_BLOCK_PARTS:
-            out, inp = part[name]
-            norm = name.startswith("norm")
-            shapes[f"blocks.{i}.{name}.weight"] = (out,) if norm else (out, inp)
-            shapes[f"blocks.{i}.{name}.bias"] = (out,)
-    return shapes
-
-
 def test_parameter_names_and_shapes_are_the_official_keys():
     with torch.device("meta"):
         model = SpaceTimeViT.preset("base")
-    expected = _official_keys_and_shapes(depth=12, d=768, p=196, frames=4, patch=16, mlp=3072)
+    expected = official_keys_and_shapes(depth=12, d=768, p=196, frames=4, patch=16, mlp=3072)
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert ours == expected
     assert len(expected) == 3 + 2 + 2 + 12 * 18

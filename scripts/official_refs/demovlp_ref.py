@@ -49,7 +49,7 @@ from fixture_io import write_fixture
 
 DEFAULT_COMMIT = "fc5a31d4b86517d4a9d2c873d30cdfade058ea0f"
 
-# tiny sizes: the project's tiny DemoVLP (tests/tiny/demovlp.yaml over experiments/demovlp_synth.yaml, preset
+# tiny sizes: the project's tiny DemoVLP (experiments/tiny/demovlp.yaml over experiments/demovlp_synth.yaml, preset
 # "tiny" of object_transformer and hf_text), depth 2 so that block indices are exercised
 OBJ = dict(feat_dim=128, embed_dim=64, depth=2, num_heads=4, num_regions=4, num_frames=4, output_dim=32)
 TEXT = dict(vocab_size=30522, dim=64, n_layers=2, n_heads=2, hidden_dim=128, max_position_embeddings=128)

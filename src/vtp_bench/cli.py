@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from vtp_bench.cli_args import add_checkpoint_args, checkpoint_overrides, image_file
+from vtp_bench.cli_args import add_checkpoint_args, add_task_args, checkpoint_overrides, image_file, task_flag_overrides
 from vtp_bench.quiet import quiet_lightning, status
 
 
@@ -19,7 +19,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from vtp_bench.atomic import AtomicWriteError  # a file that could not be written (disk full): which and why
     from vtp_bench.config import ConfigError
     from vtp_bench.data.catalog import DataNotFoundError
-    from vtp_bench.data.dataset import MissingVideosError
+    from vtp_bench.data.evalset import MissingVideosError
     from vtp_bench.data.inputs import InputError  # a method's inputs this config cannot provide (data.regions)
     from vtp_bench.data.manifest import ManifestError  # also FromFolderError
     from vtp_bench.data.video import VideoReadError
@@ -38,7 +38,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from vtp_bench.registry import CHECKPOINT_LAYOUTS, DATASETS, ENCODERS, METHODS, TASKS, list_experiments
+    from vtp_bench.registry import (
+        CHECKPOINT_LAYOUTS,
+        DATA_FORMATS,
+        DATASETS,
+        ENCODERS,
+        INPUTS,
+        METHODS,
+        TASKS,
+        list_experiments,
+    )
 
     # the names as the modules' source declares them: listing imports no torch and no model code
     print("methods:     " + ", ".join(METHODS.declared_names()))
@@ -46,6 +55,8 @@ def cmd_list(args: argparse.Namespace) -> None:
     print("datasets:    " + ", ".join(DATASETS.declared_names()))
     print("tasks:       " + ", ".join(TASKS.declared_names()))
     print("checkpoints: " + ", ".join(CHECKPOINT_LAYOUTS.declared_names()))  # released layouts (--ckpt-source)
+    print("formats:     " + ", ".join(DATA_FORMATS.declared_names()))  # data.format
+    print("inputs:      " + ", ".join(INPUTS.declared_names()))  # per-item inputs a method reads (data_inputs)
     print("experiments: " + ", ".join(list_experiments()))
     if args.params:
         from vtp_bench.models.params import preset_param_table
@@ -92,14 +103,14 @@ def _seed_list(text: str) -> list[int]:
 
 
 def _print_summary(summary: dict, val_task: str) -> None:
+    from vtp_bench.registry import TASKS
+    from vtp_bench.tasks.base import summary_line
+
     m = summary["val_metrics"]
     if m is None:
         print(f"validation: {summary['validation']}")
-    elif "t2v/R@1" in m:
-        print(f"final validation: t2v R@1 {m['t2v/R@1']:.1f}  R@5 {m['t2v/R@5']:.1f}  "
-              f"R@10 {m['t2v/R@10']:.1f}  MedR {m['t2v/MedR']:.1f}")
-    elif m:  # another validation task (eval.val_task): its metrics as they come
-        print("final validation (" + val_task + "): " + "  ".join(f"{k} {v:.1f}" for k, v in m.items()))
+    elif m:  # the validation task's headline metrics, labelled as its table columns
+        print(f"final validation ({val_task}): {summary_line(TASKS.get(val_task), m)}")
     print(f"run dir: {summary['run_dir']}\ncheckpoint: {summary['checkpoint']}")
 
 
@@ -109,10 +120,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from vtp_bench.evaluate import evaluate
     from vtp_bench.report import format_table
 
-    overrides = checkpoint_overrides(args)
-    for key in ("v2t", "protocol", "rerank"):
-        if getattr(args, key):
-            overrides.append(f"eval.{key}={getattr(args, key)}")
+    overrides = checkpoint_overrides(args) + task_flag_overrides(args)
     result = evaluate(args.ckpt, args.dataset, split=args.split, out=args.out, allow_missing=args.allow_missing,
                       overrides=overrides, trust_checkpoint=args.trust_checkpoint,
                       accelerator=args.accelerator, devices=args.devices, ckpt_source=args.ckpt_source,
@@ -198,15 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("eval", help="score a checkpoint on a dataset split")
     add_checkpoint_args(s, "score")
-    s.add_argument("--task", default="retrieval",
-                   help="retrieval | zeroshot_cls | grounding (registered tasks; default retrieval)")
-    s.add_argument("--v2t", choices=["caption", "group"], default=None,
-                   help="retrieval: video-to-text caption-wise (default, Frozen family) or group-wise (CLIP4Clip)")
-    s.add_argument("--protocol", choices=["vtp_bench", "xpool"], default=None,
-                   help="retrieval: another codebase's counting (xpool: X-Pool / Prompt Switch), named in the JSON")
-    s.add_argument("--rerank", choices=["none", "dual_softmax", "qbnorm"], default=None,
-                   help="retrieval: also report re-ranked metrics (metrics_reranked; the raw ones stay primary): "
-                        "dual softmax, or QB-Norm with a querybank of training captions (eval.qbnorm_* keys)")
+    add_task_args(s)
     s.add_argument("--out", default=None, help="write the results JSON here; an existing file is refused before "
                    "scoring unless --overwrite, and if another run writes it meanwhile, these results go to "
                    "<stem>.<n>.json beside it")

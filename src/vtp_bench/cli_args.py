@@ -4,6 +4,9 @@ definition, so a released checkpoint loads the same way whatever the command."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
+
+from vtp_bench.choices import TEMPORAL_FIXES
 
 
 def add_checkpoint_args(s: argparse.ArgumentParser, verb: str) -> None:
@@ -28,7 +31,7 @@ def add_checkpoint_args(s: argparse.ArgumentParser, verb: str) -> None:
     s.add_argument("--ckpt-non-strict", action="store_true",
                    help="released checkpoint: keys the model has no place for (e.g. RegionLearner's quantizer when "
                         "scoring with --method frozen) are listed instead of refused")
-    s.add_argument("--temporal-fix", choices=["zeros", "interp", "bilinear"], default=None,
+    s.add_argument("--temporal-fix", choices=TEMPORAL_FIXES, default=None,
                    help="released checkpoint with fewer frames than the model: how temporal_embed grows (zeros)")
     s.add_argument("--method", default=None, help="for a released checkpoint: build this method at its defaults")
     s.add_argument("--experiment", default=None, help="for a released checkpoint: build this experiment's model")
@@ -76,3 +79,28 @@ def image_file(text: str) -> str:
     if Path(text).suffix.lower() not in IMAGE_SUFFIXES:
         raise argparse.ArgumentTypeError(f"{text!r}: give an image file name ending in {', '.join(IMAGE_SUFFIXES)}")
     return text
+
+
+def _task_flags() -> list[tuple[str, str, dict]]:
+    """(task, config field, its metadata) of every registered task option made with ``choice(..., flag=...)``."""
+    from vtp_bench.registry import TASKS
+
+    return [(name, f.name, dict(f.metadata)) for name in TASKS.names() for f in fields(TASKS.get(name).Config)
+            if f.metadata.get("flag")]
+
+
+def add_task_args(s: argparse.ArgumentParser) -> None:
+    """``--task`` and the flags the registered tasks declare (each a shortcut of ``eval.<task>.<field>=VALUE``)."""
+    from vtp_bench.registry import TASKS
+
+    s.add_argument("--task", default="retrieval", choices=TASKS.names(), metavar="TASK",
+                   help=f"the evaluation task: {' | '.join(TASKS.names())} (registered tasks; default retrieval)")
+    for task, name, meta in _task_flags():
+        s.add_argument(meta["flag"], dest=f"task__{task}__{name}", choices=meta["choices"], default=None,
+                       help=f"{task}: {meta.get('help', '')} (eval.{task}.{name})")
+
+
+def task_flag_overrides(args: argparse.Namespace) -> list[str]:
+    """The task flags given, as ``eval.<task>.<field>=VALUE`` overrides."""
+    return [f"eval.{task}.{name}={getattr(args, f'task__{task}__{name}')}" for task, name, _ in _task_flags()
+            if getattr(args, f"task__{task}__{name}", None) is not None]

@@ -115,12 +115,14 @@ def cmd_shard(args: argparse.Namespace) -> None:
     manifest = Path(args.manifest)
     out = Path(args.out) if args.out else default_shard_dir(manifest)
     index = write_shards(manifest, out, shard_size=args.shard_size,
-                         video_root=Path(args.video_root) if args.video_root else None)
+                         video_root=Path(args.video_root) if args.video_root else None,
+                         once_per_video=args.once_per_video)
     print(f"{index['samples']} samples in {len(index['shards'])} shard(s) -> {out} (index: {out / 'index.json'})")
     if index["missing"]:
         print(f"warning: {len(index['missing'])} row(s) left out, their video file is missing "
               f"(e.g. {index['missing'][0]}); `vtp-bench data check {manifest}` lists them")
-    print("train from them with data.format=webdataset (they are read from <data.root>/<name>/shards/<split>/)")
+    print("read them with data.format=webdataset: training and evaluation read <data.root>/<name>/shards/<split>/ "
+          "(docs/data_shards.md)")
 
 
 def add_data_parser(sub: argparse._SubParsersAction) -> None:
@@ -203,4 +205,7 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
                    "stem>/, where data.format=webdataset looks for them)")
     d.add_argument("--shard-size", type=at_least(1), default=1000, help="samples per shard (default %(default)s)")
     d.add_argument("--video-root", default=None, help="resolve relative paths here instead of the manifest dir")
+    d.add_argument("--once-per-video", action="store_true",
+                   help="store each video once (its first row), not once per caption: for a val/test split, which "
+                   "evaluation reads by video (training reads one sample per row: leave it off there)")
     d.set_defaults(func=cmd_shard)

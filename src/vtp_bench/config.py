@@ -11,7 +11,7 @@ import inspect
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -20,15 +20,25 @@ from vtp_bench.choices import GATHER_MODES, LOGGERS, MIX_MODES, OPTIMIZER_NAMES,
 from vtp_bench.errors import ConfigError
 from vtp_bench.registry import METHODS, RegistryError, experiments_dir, list_experiments
 
-__all__ = ["ConfigError", "choice", "load_config", "config_from_dict", "apply_overrides", "to_dict"]
+__all__ = ["ConfigError", "apply_overrides", "checked", "choice", "config_from_dict", "load_config", "to_dict"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def choice(default: Any, options: Sequence[Any]) -> Any:
-    """A config field that takes one of ``options`` (also in a method's ``Config``): any other value is refused
-    when the config is loaded, naming the key and the choices, not when the value is first used."""
-    return field(default=default, metadata={"choices": tuple(options)})
+def choice(default: Any, options: Sequence[Any], flag: str | None = None, help: str = "") -> Any:
+    """A config field that takes one of ``options`` (also in a method's or a task's ``Config``): any other value is
+    refused when the config is loaded, naming the key and the choices, not when the value is first used. ``flag``
+    (a task's option): also a ``vtp-bench eval`` flag, with ``help``."""
+    meta: dict[str, Any] = {"choices": tuple(options)}
+    if flag:
+        meta.update(flag=flag, help=help)
+    return field(default=default, metadata=meta)
+
+
+def checked(default: Any, test: Callable[[Any], bool], what: str) -> Any:
+    """A config field whose value must pass ``test`` (``what`` it must be, for the error), checked when the config
+    is loaded like the keys of ``VALUE_RULES``."""
+    return field(default=default, metadata={"rule": (test, what)})
 
 
 @dataclass
@@ -56,9 +66,17 @@ class DataConfig:
     # {video_id} / {stem} (video path without extension) / {split}, to a folder of 0.npz..n-1.npz per video
     regions: dict[str, str] = field(default_factory=dict)
     num_regions: int = 30  # regions per frame: the most confident boxes, edge-padded (DemoVLP: 30)
-    # training data: files (a manifest's video files) | webdataset (tar shards of `vtp-bench data shard` or
-    # video2dataset under <root>/<name>/shards/train/; docs/data_shards.md)
-    format: str = choice("files", ("files", "webdataset"))
+    # options of the per-item inputs (data/inputs/; a plugin's too), one section per input name:
+    # data.inputs.<input>.<option>=..., checked by that input's Options when a dataset is built (the region inputs
+    # read data.regions / data.num_regions above, grounding_clips the grounding task's clip length)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    # how training clips are stored and read: a registered data format (data/formats/): files (a manifest's video
+    # files) | webdataset (tar shards of `vtp-bench data shard` or video2dataset, under <root>/<name>/shards/<split>/;
+    # docs/data_shards.md)
+    format: str = "files"
+    # how evaluation (validation and `vtp-bench eval`) reads its clips, whatever the training data is: files (the
+    # benchmark's videos) | webdataset (the split's shards, `vtp-bench data shard <manifest> --once-per-video`)
+    eval_format: str = "files"
     shuffle_buffer: int = 256  # webdataset: samples (raw bytes) per worker in the shuffle buffer
 
 
@@ -97,32 +115,11 @@ class RunConfig:
 
 @dataclass
 class EvalConfig:
+    """What every evaluation shares; each registered task adds its own section ``eval.<task>`` (its ``Config``:
+    retrieval's v2t / protocol / rerank, grounding's clip_seconds, ...)."""
+
     split: str = "test"
     allow_missing: bool = False  # score a test set with missing videos (they are counted and reported)
-    # retrieval: video-to-text ranks a video's captions caption-wise (Frozen family) or group-wise (CLIP4Clip, X-Pool)
-    v2t: str = choice("caption", ("caption", "group"))
-    # retrieval: another codebase's counting, named in the results JSON (tasks/retrieval.py PROTOCOLS): "xpool" =
-    # X-Pool / Prompt Switch (group-wise v2t; LSMDC without the clip their loader skips)
-    protocol: str = choice("vtp_bench", ("vtp_bench", "xpool"))
-    exclude: list[str] = field(default_factory=list)  # video ids left out of the evaluation (recorded)
-    # retrieval: re-ranked metrics besides the raw ones (metrics_reranked; metrics/rerank.py): dual softmax (its
-    # temperature on the cosine) or QB-Norm (a querybank of up to qbnorm_bank training captions, qbnorm_beta/_k;
-    # bank from qbnorm_bank_manifest, default the train.jsonl beside the evaluated manifest)
-    rerank: str = choice("none", ("none", "dual_softmax", "qbnorm"))
-    rerank_temperature: float = 0.01
-    qbnorm_beta: float = 20.0
-    qbnorm_k: int = 1
-    qbnorm_bank: int = 5000
-    qbnorm_bank_manifest: Optional[str] = None
-    # zeroshot_cls: class names become texts through this template ("{}" = the name); null: the dataset's own
-    # (the synthetic classes.json has "an object {}"), else metrics.classification.PROMPT_TEMPLATE
-    prompt_template: Optional[str] = None
-    # grounding: clips of this many seconds at the same stride; moments of up to grounding_max_clips clips (null: all)
-    grounding_clip_seconds: float = 1.0
-    grounding_max_clips: Optional[int] = None
-    # grounding (zero-shot): a moment's score: the method's similarity to each clip, inside minus outside mean
-    # (contrast) or inside mean (mean); or the cosine of the query and the moment's mean clip embedding (pooled)
-    grounding_score: str = choice("contrast", ("contrast", "mean", "pooled"))
     # the task that validates during training (on data.eval[0], split data.val_split): retrieval, or another
     # registered task (grounding: a grounding head validates on held-out timed queries)
     val_task: str = "retrieval"
@@ -162,7 +159,7 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     trainer: dict[str, Any] = field(default_factory=_trainer_defaults)
     run: RunConfig = field(default_factory=RunConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    eval: Any = field(default_factory=EvalConfig)  # replaced by eval_schema(): one section per registered task
     init: InitConfig = field(default_factory=InitConfig)
 
 
@@ -171,7 +168,7 @@ def _experiment_file(name_or_path: str) -> Path:
     if p.suffix in (".yaml", ".yml") and p.is_file():
         return p
     candidate = experiments_dir() / f"{name_or_path}.yaml"
-    if candidate.is_file():
+    if candidate.is_file() and candidate.parent == experiments_dir():  # tiny/<method>: test sizes, not experiments
         return candidate
     if p.suffix in (".yaml", ".yml") or len(p.parts) > 1:  # meant as a file
         raise ConfigError(f"experiment file {name_or_path} does not exist (an experiment is a name from `vtp-bench "
@@ -206,6 +203,49 @@ def method_schema(method_name: str) -> DictConfig:
     return OmegaConf.structured(cls.Config)
 
 
+def eval_schema() -> DictConfig:
+    """``eval``: the keys every evaluation shares and one section per registered task, typed by its ``Config``."""
+    from vtp_bench.registry import TASKS
+
+    node = OmegaConf.structured(EvalConfig)
+    OmegaConf.set_struct(node, False)
+    for name in TASKS.names():
+        node[name] = OmegaConf.structured(TASKS.get(name).Config)
+    OmegaConf.set_struct(node, True)
+    return node
+
+
+def moved_eval_keys() -> dict[str, str]:
+    """``eval.<key>`` of earlier versions (one flat section) -> the task section key it moved to, as the tasks
+    declare (``EvalTask.moved``): saved runs and checkpoints keep loading."""
+    from vtp_bench.registry import TASKS
+
+    return {old: f"{name}.{new}" for name in TASKS.names() for old, new in TASKS.get(name).moved.items()}
+
+
+def _move_eval_keys(layer: Any, source: str, quiet: bool = False) -> Any:
+    """``layer`` (a dict or DictConfig) with flat ``eval.<key>`` of earlier versions moved into their task section;
+    a note names each move (not for a saved config: ``quiet``)."""
+    ev = layer.get("eval") if hasattr(layer, "get") else None
+    if not ev or not hasattr(ev, "keys"):
+        return layer
+    moves = moved_eval_keys()
+    old = [k for k in list(ev.keys()) if k in moves]
+    if not old:
+        return layer
+    container = OmegaConf.to_container(layer) if OmegaConf.is_config(layer) else dict(layer)
+    ev = dict(container["eval"])
+    for key in old:
+        task, name = moves[key].split(".")
+        ev.setdefault(task, {})[name] = ev.pop(key)
+        if not quiet:
+            import sys
+
+            print(f"note: eval.{key} ({source}) is now eval.{moves[key]}; read as that", file=sys.stderr)
+    container["eval"] = ev
+    return OmegaConf.create(container) if OmegaConf.is_config(layer) else container
+
+
 def _open_dicts(node: DictConfig) -> None:
     """Plain ``dict`` fields of the schema (trainer, encoder specs) accept new keys; they are checked
     against the constructor they feed (lightning.Trainer, the encoder class) instead."""
@@ -230,16 +270,20 @@ def _check_encoders(method: DictConfig) -> None:
 
 
 def check_choices(node: DictConfig, prefix: str = "") -> None:
-    """Every ``choice`` field of the structured config (defaults and the method's ``Config``), recursively."""
+    """Every ``choice`` and ``checked`` field of the structured config (defaults, the method's and the tasks'
+    ``Config``), recursively."""
     typ = OmegaConf.get_type(node)
-    specs = {f.name: f.metadata["choices"] for f in fields(typ) if "choices" in f.metadata} if is_dataclass(typ) else {}
+    meta = {f.name: f.metadata for f in fields(typ)} if is_dataclass(typ) else {}
     for key in node:
         value = node._get_node(key)
         if isinstance(value, DictConfig):
             check_choices(value, f"{prefix}{key}.")
-        elif key in specs and node[key] not in specs[key]:
-            shown = ", ".join("null" if c is None else str(c) for c in specs[key])
+        elif "choices" in meta.get(key, {}) and node[key] not in meta[key]["choices"]:
+            shown = ", ".join("null" if c is None else str(c) for c in meta[key]["choices"])
             raise ConfigError(f"bad value for config key '{prefix}{key}': {node[key]!r}; choose one of: {shown}")
+        elif "rule" in meta.get(key, {}) and not meta[key]["rule"][0](node[key]):
+            raise ConfigError(f"bad value for config key '{prefix}{key}': {node[key]!r}; it must be "
+                              f"{meta[key]['rule'][1]}")
     if prefix == "":
         check_values(node)
     if prefix == "" and node.optim.scheduler == "step" and not node.optim.milestones:
@@ -253,6 +297,16 @@ def _is_int(v: Any) -> bool:
 
 def _is_number(v: Any) -> bool:
     return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+def positive_number(v: Any) -> bool:
+    """A finite number > 0 (a ``checked`` test)."""
+    return _is_number(v) and v > 0
+
+
+def positive_int_or_none(v: Any) -> bool:
+    """null or an integer >= 1 (a ``checked`` test)."""
+    return v is None or (_is_int(v) and v >= 1)
 
 
 # key -> (test, what it must be): values a run cannot start with, refused when the config loads (before any run dir)
@@ -281,14 +335,14 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     "optim.eps": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
     "optim.gamma": (lambda v: _is_number(v) and v > 0, "a finite number > 0 (the lr factor at each milestone)"),
     "run.ckpt_every_n_steps": (lambda v: v is None or (_is_int(v) and v >= 1), "null or a positive integer"),
-    "eval.rerank_temperature": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
-    "eval.grounding_clip_seconds": (lambda v: _is_number(v) and v > 0, "a finite number of seconds > 0"),
-    "eval.grounding_max_clips": (lambda v: v is None or (_is_int(v) and v >= 1), "null (all) or a positive integer"),
-    "eval.prompt_template": (lambda v: v is None or (isinstance(v, str) and v.count("{}") == 1),
-                             "null or a text with exactly one {} (the class name), e.g. 'a video of {}'"),
     "trainer.enable_progress_bar": (lambda v: v is None or isinstance(v, bool), "true or false"),
     "run.version": (lambda v: v is None or (str(v).strip() not in ("", ".", "..") and not any(
         c in str(v) for c in "/\\")), "null or a folder name (no / or ..): runs stay under run.dir/<experiment>/"),
+    "eval.val_task": (lambda v: v in _task_names(), lambda: f"a registered task: {', '.join(_task_names())}"),
+    "data.format": (lambda v: v in _data_format_names(),
+                    lambda: f"a registered data format: {', '.join(_data_format_names())}"),
+    "data.eval_format": (lambda v: v in _data_format_names(),
+                         lambda: f"a registered data format: {', '.join(_data_format_names())}"),
     "init.source": (lambda v: v is None or str(v).lower() in _layout_names(),
                     lambda: f"null (detected from the keys) or a checkpoint layout: {', '.join(_layout_names())}"),
     "run.loggers": (lambda v: isinstance(v, (list, tuple, ListConfig)) and all(x in LOGGERS for x in v),
@@ -303,6 +357,18 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
                                   "1.0 (the whole validation set) or 0 (no validation); metrics on a part of the set "
                                   "are not the set's metrics"),
 }
+
+
+def _task_names() -> list[str]:
+    from vtp_bench.registry import TASKS
+
+    return TASKS.names()
+
+
+def _data_format_names() -> list[str]:
+    from vtp_bench.registry import DATA_FORMATS
+
+    return DATA_FORMATS.declared_names()  # read from the source: the config imports no torch
 
 
 def _layout_names() -> list[str]:
@@ -356,7 +422,7 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] | tuple[str, ...]) -> 
     if not overrides:
         return cfg
     try:
-        merged = OmegaConf.merge(cfg, _parse_overrides(overrides))
+        merged = OmegaConf.merge(cfg, _move_eval_keys(_parse_overrides(overrides), "command line"))
     except OmegaConfBaseException as e:
         raise _wrap(e, "command line") from None
     check_choices(merged)
@@ -374,13 +440,15 @@ def load_config(experiment: str, overrides: list[str] | tuple[str, ...] = ()) ->
     if not isinstance(exp, DictConfig):
         raise ConfigError(f"{path}: an experiment file is a mapping of config sections (method:, data:, ...), "
                           f"not a {type(exp).__name__}")
-    cli = _parse_overrides(overrides)
+    exp = _move_eval_keys(exp, str(path))
+    cli = _move_eval_keys(_parse_overrides(overrides), "command line")
     method_name = OmegaConf.select(cli, "method.name") or OmegaConf.select(exp, "method.name")
     if not method_name:
         raise ConfigError(f"{path}: missing 'method.name' (one of: {', '.join(METHODS.names())})")
     base = OmegaConf.structured(ExperimentConfig)
     OmegaConf.set_struct(base, False)
     base.method = method_schema(str(method_name))
+    base.eval = eval_schema()
     base.name = path.stem
     OmegaConf.set_struct(base, True)
     _open_dicts(base)
@@ -411,7 +479,9 @@ def config_from_dict(d: dict[str, Any]) -> DictConfig:
     base = OmegaConf.structured(ExperimentConfig)
     OmegaConf.set_struct(base, False)
     base.method = method_schema(d["method"]["name"])
+    base.eval = eval_schema()
     OmegaConf.set_struct(base, True)
+    d = _move_eval_keys(d, "saved config", quiet=True)
     _open_dicts(base)
     _clear_replaced_encoders(base, d)
     try:

@@ -233,7 +233,7 @@ def evaluate(
         "sampler": cfg.data.eval_sampling,
         "img_size": cfg.data.img_size,
         "decode_size": cfg.data.decode_size,
-        "decoder": "pyav",
+        **dm.eval_format.record(),  # data_format (how the clips were stored) and decoder
         "metrics": module.last_metrics,
         "vtp_bench_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -20,8 +20,7 @@ from torch import Tensor
 
 from vtp_bench import optim
 from vtp_bench.config import config_from_dict
-from vtp_bench.data.dataset import MissingVideosError
-from vtp_bench.data.evalset import EvalSet
+from vtp_bench.data.evalset import EvalSet, MissingVideosError
 from vtp_bench.data.samplers import shard_bounds
 from vtp_bench.distributed import gather_objects, rank_world, tensor_digest, weights_digest
 from vtp_bench.methods.base import Embeddings, Method
@@ -47,7 +46,6 @@ class VTPModule(L.LightningModule):
         self.skipped_errors: dict[str, str] = {}
         self.dataset_steps: list[str] = []  # the training dataset of each step this process ran
         self.steps_per_rank: list[int] = []  # training steps each rank ran, gathered at the end of training
-        self.resume_position: dict[str, int] | None = None  # set when restoring a checkpoint
         self._resume_at_epoch_start = False  # restored from the end of a finished epoch (start_next_epoch)
         self.last_metrics: dict[str, float] = {}
         self.last_metrics_step: int | None = None  # the optimizer step whose weights last_metrics scored
@@ -90,10 +88,8 @@ class VTPModule(L.LightningModule):
         return bool(flag.item())
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Where the data stream stands: a resumed run continues the epoch with the next unseen batch."""
+        """The newest metrics and every rank's RNG (where the data stands is the DataModule's state)."""
         if self._trainer is not None and self.trainer.training:
-            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            checkpoint["vtp_data_position"] = {"epoch": self.current_epoch, "batches": done}
             # the newest validation: a resumed run that does not validate again still reports it (summary.json)
             checkpoint["vtp_last_metrics"] = {k: float(v) for k, v in self.last_metrics.items()
                                               if hasattr(v, "__float__")}  # plain floats: weights_only loads them
@@ -103,7 +99,10 @@ class VTPModule(L.LightningModule):
             checkpoint["vtp_rng_state"] = gather_objects(rng_state())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.resume_position = checkpoint.get("vtp_data_position")
+        dm = self._trainer.datamodule if self._trainer is not None else None
+        legacy = checkpoint.get("vtp_data_position")  # written before the DataModule kept it (its state_dict)
+        if legacy and dm is not None and type(dm).__qualname__ not in checkpoint:
+            dm.load_state_dict(legacy)
         if self._trainer is not None and self.trainer.state.fn == "fit":  # not when a test starts from it
             self.last_metrics = dict(checkpoint.get("vtp_last_metrics") or self.last_metrics)
             self.last_metrics_step = checkpoint.get("vtp_last_metrics_step", self.last_metrics_step)

@@ -168,6 +168,10 @@ ENCODERS = Registry("encoder", packages=("vtp_bench.models.video", "vtp_bench.mo
 METHODS = Registry("method", packages=("vtp_bench.methods",))
 DATASETS = Registry("dataset", modules=("vtp_bench.data.catalog",))
 TASKS = Registry("task", packages=("vtp_bench.tasks",))
+# per-item inputs a method reads besides (or instead of) the clip, one provider per file (data/inputs/)
+INPUTS = Registry("input", packages=("vtp_bench.data.inputs",))
+# how a dataset's clips are stored and read (data.format): one file each in data/formats/
+DATA_FORMATS = Registry("data format", packages=("vtp_bench.data.formats",))
 # released checkpoint formats, declared by the file of the model each belongs to (models.checkpoints)
 CHECKPOINT_LAYOUTS = Registry("checkpoint layout", modules=("vtp_bench.models.clip_common",),
                               packages=("vtp_bench.models.video", "vtp_bench.models.text", "vtp_bench.methods"))

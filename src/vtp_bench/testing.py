@@ -1,8 +1,10 @@
 """Every registered method at CPU-test size, and a fake training batch for it: shared by the tests
 (``tests/conftest.py``) and the benchmarks (``scripts/bench_train.py``), so both run the same sizes.
 
-``tiny_config(method)`` is ``experiments/<method>_synth.yaml`` with ``tests/tiny/<method>.yaml`` merged over it
-and the CPU settings below: the one place a method's test size is written.
+``tiny_config(method)`` is ``experiments/<method>_synth.yaml`` with ``experiments/tiny/<method>.yaml`` merged over
+it and the CPU settings below: the one place a method's test size is written. The sizes ship inside the package
+(an installed wheel has them too); a method from a plugin passes its own folder as ``tiny_dir``. ``experiments/tiny``
+is a subfolder, so ``vtp-bench list`` (``experiments/*.yaml``) does not take the sizes for experiments.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from vtp_bench.config import load_config
 
-# tests/tiny of the source checkout (the package is installed editable; the tests pass their own directory)
-TINY_DIR = Path(__file__).resolve().parents[2] / "tests" / "tiny"
+# every package method's CPU-test size, <method>.yaml (package data, next to the experiments)
+TINY_DIR = Path(__file__).resolve().parent / "experiments" / "tiny"
 CPU = ["trainer.accelerator=cpu", "trainer.max_epochs=1", "trainer.log_every_n_steps=1",
        "trainer.enable_progress_bar=false", "data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=0"]
 
@@ -42,49 +44,25 @@ def tiny_config(method: str, *overrides: str, tiny_dir: Path = TINY_DIR) -> Dict
 
 
 def fake_method_inputs(cfg: DictConfig, n: int, generator: torch.Generator, dtype: torch.dtype) -> dict[str, Any]:
-    """Random inputs for a batch of ``n`` that the configured method declares (``Method.data_inputs``): DemoVLP's
-    boxes or detector features, a grounding head's clips of whole videos; the clip and texts are the caller's.
-    Boxes are valid x1 y1 x2 y2 plus w h, and every frame keeps at least one real region."""
-    from vtp_bench.data.inputs import GROUNDING_CLIPS, REGION_BOXES, REGION_FEATS, method_inputs
-    from vtp_bench.data.regions import FEATURE_DIM
+    """Random inputs for a batch of ``n`` that the configured method declares (``Method.data_inputs``), each from
+    its provider's ``fake`` (``data/inputs/``): DemoVLP's boxes or detector features, LocVTP's frame times, a
+    grounding head's clips of whole videos; the clip and texts are the caller's."""
+    from vtp_bench.data.inputs import fake_inputs
 
-    names = method_inputs(cfg)
-    if GROUNDING_CLIPS in names:
-        return fake_grounding_clips(cfg, n, generator, dtype)
-    if not names & {REGION_BOXES, REGION_FEATS}:
-        return {}
-    shape = (n, cfg.data.num_frames, cfg.data.num_regions)
-    xy = torch.rand(*shape, 2, generator=generator, dtype=dtype) * 0.6
-    wh = 0.05 + torch.rand(*shape, 2, generator=generator, dtype=dtype) * 0.35
-    mask = torch.rand(*shape, generator=generator) > 0.3
-    mask[..., 0] = True
-    out = {"region_boxes": torch.cat([xy, xy + wh, wh], -1), "region_mask": mask}
-    if REGION_FEATS in names:
-        out["region_feats"] = torch.randn(*shape, FEATURE_DIM, generator=generator, dtype=dtype)
-    return out
+    return fake_inputs(cfg, n, generator, dtype)
 
 
 def fake_grounding_clips(cfg: DictConfig, n: int, generator: torch.Generator, dtype: torch.dtype
                          ) -> dict[str, Any]:
-    """The ``grounding_clips`` input of ``n`` videos of 1 s clips as ``collate`` pads it: videos of 2 to 4 clips,
-    longer ones later in the batch (so two ranks' halves hold different numbers of moments), a random moment each."""
-    d = cfg.data
-    counts = [2 + 3 * i // n for i in range(n)]
-    c = max(counts)
-    real = torch.arange(c)[None, :] < torch.tensor(counts)[:, None]  # [n, c]
-    clips = torch.randn(n, c, d.num_frames, 3, d.img_size, d.img_size, generator=generator, dtype=dtype)
-    windows = torch.stack([torch.arange(c), torch.arange(c) + 1], -1).double()[None].repeat(n, 1, 1)
-    start = torch.rand(n, generator=generator, dtype=torch.float64) * (torch.tensor(counts) - 1)
-    length = 0.5 + torch.rand(n, generator=generator, dtype=torch.float64)
-    return {"clips": clips * real[..., None, None, None, None],
-            "clips_mask": real[..., None].repeat(1, 1, d.num_frames), "clip_windows": windows * real[..., None],
-            "timestamps": torch.stack([start, start + length], -1),
-            "duration": torch.tensor(counts, dtype=torch.float64), "num_clips": torch.tensor(counts)}
+    """The ``grounding_clips`` input of ``n`` videos as ``collate`` pads it (``GroundingClips.fake``)."""
+    from vtp_bench.registry import INPUTS
+
+    return INPUTS.get("grounding_clips").fake(cfg, n, generator, dtype)
 
 
 def fake_batch(cfg: DictConfig, n: int, dtype: torch.dtype) -> dict[str, Any]:
     """A training batch of ``n`` random clips and caption-like texts at the config's size (seeded), with the
-    region inputs the method declares."""
+    other inputs the method declares (``fake_method_inputs``)."""
     g = torch.Generator().manual_seed(1)
     d = cfg.data
     words = ["red", "blue", "green", "circle", "square", "moves", "left", "grows", "while", "a", "small"]
@@ -95,7 +73,7 @@ def fake_batch(cfg: DictConfig, n: int, dtype: torch.dtype) -> dict[str, Any]:
         "text": texts,
         "video_id": [f"v{i}" for i in range(n)],
         "size": n,
-        **fake_method_inputs(cfg, n, g, dtype),  # region boxes / features of methods that read them
+        **fake_method_inputs(cfg, n, g, dtype),  # region boxes / features, frame times, grounding clips
     }
 
 

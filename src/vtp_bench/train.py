@@ -23,6 +23,7 @@ from vtp_bench.data_time import DataTime
 from vtp_bench.distributed import is_launch_rank_zero
 from vtp_bench.lit import VTPModule
 from vtp_bench.quiet import model_summary_callback, quiet_lightning
+from vtp_bench.registry import DATA_FORMATS
 from vtp_bench.runlog import log_final, make_loggers
 
 
@@ -331,8 +332,6 @@ def train(cfg: DictConfig, resume: str | None = None, overrides: list[str] | Non
     A resumed run continues with its own config (``resumed_config``; ``overrides`` are the command line's)."""
     # frozen towers stay in eval mode on purpose (no dropout in fixed features): not worth a warning
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
-    # our loaders are resumable without Lightning's state_dict interface (VTPModule's vtp_data_position)
-    warnings.filterwarnings("ignore", message=r".*checkpoint that ended before the epoch ended.*")
     resume_path = resume_checkpoint(cfg, resume)
     changes: dict[str, list] = {}
     if resume_path is not None:
@@ -341,14 +340,9 @@ def train(cfg: DictConfig, resume: str | None = None, overrides: list[str] | Non
 
     quiet_lightning()
     check_trainer_settings(to_dict(cfg)["trainer"])  # before a run dir exists (and before the data is looked up)
-    for name in cfg.data.train:  # fail before a run dir is made when the data is not there
-        if cfg.data.format == "webdataset":
-            from vtp_bench.data.shards import load_shard_set, locate_shards
-
-            load_shard_set(*locate_shards(name, cfg.data.root, "train"))
-        else:
-            locate(name, cfg.data.root, "train")
-    locate(cfg.data.eval[0], cfg.data.root, cfg.data.val_split)
+    DATA_FORMATS.get(cfg.data.format)(cfg).check()  # fail before a run dir is made when the data is not there
+    val = locate(cfg.data.eval[0], cfg.data.root, cfg.data.val_split)
+    DATA_FORMATS.get(cfg.data.eval_format)(cfg).check_eval(val)
     L.seed_everything(cfg.seed, workers=True)
     run_dir = choose_run_dir(cfg, resume_path)
     if run_dir is not None and is_launch_rank_zero():

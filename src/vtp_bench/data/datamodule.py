@@ -4,6 +4,14 @@ Evaluation sets come from an evaluation task (``tasks/``): validation is ``eval.
 on ``data.eval[0]``; ``test`` is the task ``evaluate`` asks for. The loaders yield the set's clips only; the task's
 queries (captions, class prompts, timed sentences) are encoded by VTPModule at the end of the epoch, so each clip
 is decoded and encoded exactly once.
+
+How clips are stored and read (video files, tar shards) is a data format (``data/formats/``): ``data.format`` gives
+the training set and its loader, ``data.eval_format`` each evaluation clip's video.
+
+Resuming: where the training data stands is this DataModule's state (``state_dict``: the epoch and the batches of it
+done), which Lightning saves in every checkpoint under the class's name and hands back to ``load_state_dict``
+before the training loader is made; ``train_dataloader`` then starts the loader there. The loader is resumable in
+Lightning's sense too (``formats.base.ResumableLoader``: same state, same effect).
 """
 
 from __future__ import annotations
@@ -12,19 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from vtp_bench.data.catalog import DatasetSource, is_path, locate
-from vtp_bench.data.dataset import DecodeOptions, EvalClipDataset, MixedDataset, VideoTextDataset, collate
+from vtp_bench.data.dataset import DecodeOptions, EvalClipDataset
 from vtp_bench.data.evalset import EvalSet, EvalSetSource
+from vtp_bench.data.formats.base import ClipMedia, DataFormat, ResumableLoader, loader_args
 from vtp_bench.data.inputs import ItemInputs
-from vtp_bench.data.manifest import ManifestError
-from vtp_bench.data.samplers import MixedBatchSampler, ShardSampler
+from vtp_bench.data.samplers import ShardSampler
 from vtp_bench.data.transforms import VideoTransform
 from vtp_bench.distributed import rank_world
-from vtp_bench.registry import TASKS
+from vtp_bench.registry import DATA_FORMATS, TASKS
 
 
 class VideoTextDataModule(L.LightningDataModule):
@@ -43,13 +50,18 @@ class VideoTextDataModule(L.LightningDataModule):
         self.video_root = video_root
         self.eval_name = eval_name  # the name of an evaluation set given as a path (default: its stem)
         self.test_source: DatasetSource | None = None
-        self.train_set: MixedDataset | None = None
+        self.format: DataFormat = DATA_FORMATS.get(d.format)(cfg)  # training
+        self.eval_format: DataFormat = DATA_FORMATS.get(d.eval_format)(cfg)  # validation and test
+        self.train_set: Any = None
         self.val_set: EvalSet | None = None
         self.test_set: EvalSet | None = None
+        self.val_media: ClipMedia | None = None  # where an evaluation clip's video comes from (None: its file)
+        self.test_media: ClipMedia | None = None
+        self.resume_from: dict[str, int] | None = None  # load_state_dict's position, until a loader starts there
         self.train_transform = VideoTransform(d.img_size, train=True, crop_scale=tuple(d.crop_scale), hflip=d.hflip)
         self.eval_transform = VideoTransform(d.img_size, train=False)
         self.decode = DecodeOptions(d.decode_size, d.decode_threads)
-        # what the method reads besides (or instead of) the clip: Method.data_inputs (data/inputs.py)
+        # what the method reads besides (or instead of) the clip: Method.data_inputs (data/inputs/)
         label = self._source(self.eval_dataset, self.eval_split, eval_name).name if is_path(self.eval_dataset) else None
         self.eval_inputs = ItemInputs.for_dataset(cfg, self.eval_dataset, label)
 
@@ -58,96 +70,54 @@ class VideoTextDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         d = self.cfg.data
-        if stage in (None, "fit") and d.format == "webdataset":
-            from vtp_bench.data.shards import shard_train_set  # needs only torch; the writer needs webdataset
-
-            self.train_set = shard_train_set(self.cfg, self.train_transform, self.decode)
-        elif stage in (None, "fit"):
-            parts = []
-            for i, name in enumerate(d.train):
-                src = self._source(name, "train")
-                parts.append(VideoTextDataset(
-                    src.manifest, d.num_frames, self.train_transform, d.train_sampling,
-                    video_root=self.video_root or src.video_root, seed=self.cfg.seed + 7919 * i,
-                    decode=self.decode, name=src.name, inputs=ItemInputs.for_dataset(self.cfg, name),
-                ))
-            self.train_set = MixedDataset(parts)
+        if stage in (None, "fit"):
+            self.train_set = self.format.train_set(self.train_transform, self.decode, self.video_root)
         if stage in (None, "fit", "validate"):
             src = self._source(self.eval_dataset, d.val_split)
-            self.val_set = self.val_task.load(src.manifest, self.video_root or src.video_root, self.allow_missing,
-                                              self.cfg, d.max_val_videos, check_videos=self.eval_inputs.video)
+            self.val_set, self.val_media = self.eval_format.eval_set(self.val_task, src, self.video_root,
+                                                                self.allow_missing, self.eval_inputs, d.max_val_videos)
         if stage in (None, "test"):
             src = self.test_source = self._source(self.eval_dataset, self.eval_split, self.eval_name, self.split_given)
-            self.test_set = self.test_task.load(src.manifest, self.video_root or src.video_root, self.allow_missing,
-                                                self.cfg, check_videos=self.eval_inputs.video)
+            self.test_set, self.test_media = self.eval_format.eval_set(self.test_task, src, self.video_root,
+                                                                  self.allow_missing, self.eval_inputs)
 
-    def _loader(self, ds: Any, **batching: Any) -> DataLoader:
-        # its own generator: creating an iterator must not draw from the global RNG (that would shift
-        # dropout masks after a resume); items draw from their own (seed, epoch, index) RNG anyway
-        return DataLoader(
-            ds, num_workers=self.cfg.data.num_workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
-            persistent_workers=False, generator=torch.Generator().manual_seed(self.cfg.seed), **batching,
-        )
+    def state_dict(self) -> dict[str, int]:
+        """Where the training data stands: the epoch and the batches of it trained on (empty outside training)."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return {}
+        return {"epoch": trainer.current_epoch,
+                "batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
 
-    def train_dataloader(self) -> DataLoader:
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Resume there: the next training loader continues that epoch with the first batch not trained on."""
+        self.resume_from = dict(state_dict) or None
+
+    def train_dataloader(self) -> ResumableLoader:
         """The order depends on (seed, epoch) only, every rank takes the same number of full batches and
         the same dataset at each step, so cross-rank gathers match and a resumed run sees the same batches."""
         assert self.train_set is not None
-        rank, world = rank_world()
-        if self.cfg.data.format == "webdataset":
-            return self._shard_loader(rank, world)
-        batch = self.cfg.data.batch_size
-        for part in self.train_set.parts:  # name the manifest that cannot fill one batch (an empty one, say)
-            if len(part) // world < batch:
-                raise ManifestError(f"{part.manifest}: {len(part)} training items hold no full batch of {batch} per "
-                                    f"rank on {world} rank(s)" + (" (the manifest is empty)" if not len(part) else "")
-                                    + "; give it more rows or lower data.batch_size")
-        self.train_sampler = MixedBatchSampler([len(p) for p in self.train_set.parts], batch,
-                                               rank, world, seed=self.cfg.seed, mode=self.cfg.data.mix)
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        position = getattr(module, "resume_position", None)
-        if position:  # resuming: continue the epoch with the first batch the checkpoint had not trained on
-            per_epoch = len(self.train_sampler)
-            epoch, skip = position["epoch"], position["batches"]
-            if skip >= per_epoch:
-                epoch, skip = epoch + 1, 0
-            self.train_sampler.set_epoch(epoch, skip_batches=skip)
-            self.train_set.set_epoch(epoch)
-            module.resume_position = None
-        return self._loader(self.train_set, batch_sampler=self.train_sampler)
+        loader = self.format.train_loader(self.train_set, *rank_world())
+        loader.position = self.state_dict
+        if self.resume_from:  # read once: a later loader (another fit) starts from its epoch's beginning
+            loader.load_state_dict(self.resume_from)
+            self.resume_from = None
+        return loader
 
-    def _resume_position(self, per_epoch: int) -> tuple[int, int] | None:
-        """(epoch, batches to skip) when resuming mid-epoch (consumed: read once), else None."""
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        position = getattr(module, "resume_position", None)
-        if not position:
-            return None
-        module.resume_position = None
-        epoch, skip = position["epoch"], position["batches"]
-        return (epoch + 1, 0) if skip >= per_epoch else (epoch, skip)
-
-    def _shard_loader(self, rank: int, world: int) -> DataLoader:
-        """data.format=webdataset: each worker yields whole batches of its lane (data/shards.py)."""
-        from vtp_bench.data.shards import ShardLoader
-
-        ds = self.train_set.configure(rank, world, self.cfg.data.num_workers)
-        position = self._resume_position(len(ds))
-        if position:
-            ds.set_epoch(position[0], skip_batches=position[1])
-        return ShardLoader(ds, self.cfg.data.num_workers, pin_memory=torch.cuda.is_available())
-
-    def eval_loader(self, eset: EvalSet) -> DataLoader:
-        """Each rank encodes a contiguous shard of the clips, without padding; VTPModule gathers and trims."""
+    def eval_loader(self, eset: EvalSet, media: ClipMedia | None = None) -> DataLoader:
+        """Each rank encodes a contiguous shard of the clips, without padding; VTPModule gathers and trims.
+        ``media``: where a clip's video comes from (the data format's; None: the clip's file)."""
         d = self.cfg.data
         frames = d.eval_num_frames or d.num_frames
-        ds = EvalClipDataset(eset, frames, self.eval_transform, d.eval_sampling, self.decode, self.eval_inputs)
+        ds = EvalClipDataset(eset, frames, self.eval_transform, d.eval_sampling, self.decode, self.eval_inputs, media)
         rank, world = rank_world()
-        return self._loader(ds, batch_size=d.eval_batch_size, sampler=ShardSampler(len(ds), rank, world))
+        return DataLoader(ds, batch_size=d.eval_batch_size, sampler=ShardSampler(len(ds), rank, world),
+                          **loader_args(self.cfg))
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None
-        return self.eval_loader(self.val_set)
+        return self.eval_loader(self.val_set, self.val_media)
 
     def test_dataloader(self) -> DataLoader:
         assert self.test_set is not None
-        return self.eval_loader(self.test_set)
+        return self.eval_loader(self.test_set, self.test_media)

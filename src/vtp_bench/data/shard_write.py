@@ -6,7 +6,9 @@ image bytes as they are on disk, e.g. after ``data compress``), ``<key>.txt`` (t
 sample count: the reader (``data/shards.py``) needs the counts to give every rank the same number of steps.
 
 One sample per manifest row: a video with several captions is stored once per caption (WebVid and CC3M have
-one caption per video). Keys are the row's position in the manifest, zero-padded (``000000042``), so a shard
+one caption per video). An evaluation split reads each video once (by its id, from the sample's ``.json``), so
+``once_per_video`` stores only each video's first row there (MSVD's test videos have ~40 captions each).
+Keys are the row's position in the manifest, zero-padded (``000000042``), so a shard
 sample and the manifest row share the index that seeds their frame sampling.
 """
 
@@ -53,7 +55,7 @@ def _close_quietly(sink: Any) -> None:
 
 
 def write_shards(manifest: Path, out: Path | None = None, shard_size: int = 1000,
-                 video_root: Path | None = None) -> dict[str, Any]:
+                 video_root: Path | None = None, once_per_video: bool = False) -> dict[str, Any]:
     """Write the shards and ``index.json``; returns the index. Rows whose file is missing are left out (listed
     in the index: they have no bytes to store); files that exist are stored as they are, and an unreadable one
     is skipped and counted by training, as with files. Earlier shards in ``out`` are replaced, atomically: the new
@@ -68,10 +70,14 @@ def write_shards(manifest: Path, out: Path | None = None, shard_size: int = 1000
     out = Path(out) if out is not None else default_shard_dir(manifest)
     out.mkdir(parents=True, exist_ok=True)
     missing: list[str] = []
+    seen: set[str] = set()
     written = 0
     with contextlib.ExitStack() as pending:  # each shard's atomic_path: all renamed on success, all removed on error
         sink, f = None, None
         for i, row in enumerate(rows):
+            if once_per_video and row.video_id in seen:
+                continue
+            seen.add(row.video_id)
             path = resolve_path(row.path, manifest, video_root)
             try:
                 data = path.read_bytes()
@@ -98,6 +104,7 @@ def write_shards(manifest: Path, out: Path | None = None, shard_size: int = 1000
         "format": "webdataset",
         "manifest": str(manifest),
         "samples": written,
+        "once_per_video": once_per_video,
         "shards": [{"name": SHARD_PATTERN % i, "samples": n} for i, n in enumerate(counts)],
         "missing": missing,
     }

@@ -27,6 +27,11 @@ How an epoch is cut (every number below is a function of (seed, epoch, rank, wor
    counted by training as with files. A shard that ends before its indexed count pads its range with skip
    markers, so no rank runs short of steps (which would hang DDP).
 
+Evaluation (``data.format=webdataset`` reads the evaluation split from its shards too, ``<manifest dir>/shards/
+<split>/``): the tar headers are read once (:func:`video_members`) into video id -> (shard, byte offset, size) of the
+video member; a worker then reads a clip's bytes by offset, with no tar parsing. The manifest still gives the set
+(texts, ids, windows).
+
 Resume mid-epoch (see docs/data_shards.md): with the same world size and ``data.num_workers``, exact: lane
 l's first ``skip`` steps are re-read as raw bytes (not decoded) and dropped, and lane ``(w + skip) % lanes``
 runs on worker w, so the DataLoader hands out the remaining steps in the uninterrupted order. With another
@@ -45,10 +50,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
 from vtp_bench.data.catalog import DataNotFoundError, is_path
 from vtp_bench.data.dataset import DecodeOptions, collate, load_item
+from vtp_bench.data.formats.base import ResumableLoader
 from vtp_bench.data.inputs import FRAME_TIMES, VIDEO, ItemInputs
 from vtp_bench.data.manifest import COLUMNS, ManifestError, ManifestRow
 from vtp_bench.data.regions import RegionReadError
@@ -218,20 +224,33 @@ def shuffled(items: Iterator[Any], size: int, rng: random.Random) -> Iterator[An
     yield from buf
 
 
+def _manifest_row(data: bytes | None) -> ManifestRow | None:
+    """The manifest row a sample's ``.json`` holds (``data shard`` stores it), else None (video2dataset's ``.json``
+    is download metadata)."""
+    try:
+        meta = json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+    if isinstance(meta, dict) and all(k in COLUMNS for k in meta) and "video_id" in meta:
+        try:
+            return ManifestRow.from_dict(meta)
+        except ManifestError:
+            return None
+    return None
+
+
 def sample_row(raw: RawSample, media_ext: str) -> ManifestRow:
     """The manifest row a sample carries (``data shard`` stores it as ``.json``), else one made from the caption
     (video2dataset: ``.txt``, and a ``.json`` of download metadata)."""
+    row = _manifest_row(raw.files.get("json"))
+    if row is not None:
+        return row
     meta: dict[str, Any] = {}
     if "json" in raw.files:
         try:
             meta = json.loads(raw.files["json"])
         except ValueError:
             meta = {}
-    if isinstance(meta, dict) and all(k in COLUMNS for k in meta) and "video_id" in meta:
-        try:
-            return ManifestRow.from_dict(meta)
-        except ManifestError:
-            pass
     text = raw.files.get("txt", b"").decode("utf-8", errors="replace").strip() or (
         str(meta.get("caption", "")) if isinstance(meta, dict) else "")
     if not text:
@@ -275,15 +294,20 @@ def _identity(batch: Any) -> Any:
     return batch
 
 
+def check_inputs(names: frozenset[str] | set[str]) -> None:
+    """Shards hold clips: a method that also reads per-row files (region features, box files) is refused."""
+    unsupported = set(names) - {VIDEO, FRAME_TIMES}
+    if unsupported:
+        raise ShardError(f"data.format=webdataset reads clips (and their frame times); this method also reads "
+                         f"{sorted(unsupported)}, which come from files: use data.format=files")
+
+
 class ShardTrainSet(EpochPosition, IterableDataset):
     """Batches (already collated) of one epoch on one rank; see the module notes for how it is cut."""
 
     def __init__(self, parts: list[ShardPart], batch_size: int, seed: int = 0, mode: str = "round_robin",
                  shuffle_buffer: int = 256) -> None:
-        unsupported = {n for p in parts for n in p.inputs.names} - {VIDEO, FRAME_TIMES}
-        if unsupported:
-            raise ShardError(f"data.format=webdataset reads clips (and their frame times); this method also reads "
-                             f"{sorted(unsupported)}, which come from files: use data.format=files")
+        check_inputs({n for p in parts for n in p.inputs.names})
         self.parts, self.batch_size, self.seed, self.mode = parts, batch_size, seed, mode
         self.shuffle_buffer = shuffle_buffer
         self.rank, self.world, self.lanes = 0, 1, 1
@@ -340,10 +364,10 @@ class ShardTrainSet(EpochPosition, IterableDataset):
                 yield collate([self.parts[d].item(r, self.epoch) for r in raws])
 
 
-class ShardLoader(DataLoader):
+class ShardLoader(ResumableLoader):
     """A DataLoader over a ``ShardTrainSet``: the dataset yields whole batches (``batch_size=None``). Its own
     generator, as the files' loader: creating an iterator must not draw from the global RNG (that would shift
-    dropout masks after a resume)."""
+    dropout masks after a resume). Resumable: ``seek`` sets the epoch and the steps its lanes skip."""
 
     def __init__(self, dataset: ShardTrainSet, num_workers: int, pin_memory: bool = False) -> None:
         # Lightning warns that an IterableDataset's __len__ may be wrong with several workers; here each worker
@@ -352,6 +376,9 @@ class ShardLoader(DataLoader):
         super().__init__(dataset, batch_size=None, num_workers=num_workers, collate_fn=_identity,
                          pin_memory=pin_memory, persistent_workers=False,
                          generator=torch.Generator().manual_seed(dataset.seed))
+
+    def seek(self, epoch: int, skip_batches: int) -> None:
+        self.dataset.set_epoch(epoch, skip_batches=skip_batches)
 
 
 def shard_train_set(cfg: Any, transform: VideoTransform, decode: DecodeOptions | None) -> ShardTrainSet:
@@ -363,3 +390,68 @@ def shard_train_set(cfg: Any, transform: VideoTransform, decode: DecodeOptions |
         parts.append(ShardPart(load_shard_set(label, folder), d.num_frames, transform, d.train_sampling,
                                cfg.seed + 7919 * i, decode, ItemInputs.for_dataset(cfg, name)))
     return ShardTrainSet(parts, d.batch_size, seed=cfg.seed, mode=d.mix, shuffle_buffer=d.shuffle_buffer)
+
+
+@dataclass(frozen=True)
+class ShardMember:
+    """A video stored in a shard: its bytes are ``size`` bytes at ``offset`` of the tar file."""
+
+    shard: Path
+    offset: int
+    size: int
+    name: str  # the member's name in the tar, for messages
+
+    def read(self) -> VideoBytes:
+        try:
+            with open(self.shard, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(self.size)
+        except OSError as e:
+            raise VideoReadError(f"{self.shard}:{self.name}: cannot read the shard ({e})") from None
+        if len(data) != self.size:
+            raise VideoReadError(f"{self.shard}:{self.name}: the shard ends inside this video; write the shards again")
+        return VideoBytes(data, f"{self.shard.name}:{self.name}")
+
+
+def video_members(shards: ShardSet) -> dict[str, ShardMember]:
+    """Video id -> its video member, from the tar headers (the members' data is not read, except each sample's small
+    ``.json``, the manifest row that names its video). A video stored more than once (once per caption, as ``data
+    shard`` writes a split) maps to its first sample; a sample without a manifest row (video2dataset) is its key."""
+    found: dict[str, ShardMember] = {}
+
+    def add(key: str | None, media: ShardMember | None, row: ManifestRow | None) -> None:
+        if key is not None and media is not None:
+            found.setdefault(row.video_id if row is not None else key, media)
+
+    for shard in shards.shards:
+        key, media, row = None, None, None
+        try:
+            with tarfile.open(shard, "r:") as tf:
+                for m in tf:
+                    if not m.isreg():
+                        continue
+                    k, ext = _key_ext(m.name)
+                    if k != key:
+                        add(key, media, row)
+                        key, media, row = k, None, None
+                    if ext in MEDIA_EXTS and media is None:
+                        media = ShardMember(shard, m.offset_data, m.size, m.name)
+                    elif ext == "json":
+                        f = tf.extractfile(m)
+                        row = _manifest_row(f.read() if f is not None else None)
+                    tf.members = []  # keep memory flat over a long tar
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise ShardError(f"{shard}: unreadable shard ({e}); write the shards again with `vtp-bench data shard`"
+                             ) from None
+        add(key, media, row)
+    return found
+
+
+@dataclass(frozen=True)
+class ShardVideos:
+    """An evaluation clip's video, read from its shard (``EvalClipDataset``'s ``media``): pickles as the index."""
+
+    members: dict[str, ShardMember]
+
+    def __call__(self, video_id: str, path: Path) -> VideoBytes:
+        return self.members[video_id].read()

@@ -146,10 +146,11 @@ class Method(CheckpointTarget, nn.Module):
 
     @classmethod
     def data_inputs(cls, cfg: Any) -> frozenset[str]:
-        """What the data side loads per item for this method (``vtp_bench.data.inputs``): ``video`` (the
-        decoded clip), ``region_boxes`` (per-frame boxes of the manifest's boxes file, with the clip's crop),
-        ``region_feats`` (detector features from ``data.regions``). Read from the class and the method config,
-        before any model is built. Default: the clip only."""
+        """What the data side loads per item for this method: names of registered inputs (``registry.INPUTS``,
+        one file each in ``vtp_bench/data/inputs/`` or a plugin), e.g. ``video`` (the decoded clip),
+        ``region_boxes`` (per-frame boxes of the manifest's boxes file, with the clip's crop), ``region_feats``
+        (detector features from ``data.regions``), ``frame_times``, ``grounding_clips``. Read from the class and
+        the method config, before any model is built. Default: the clip only."""
         return frozenset({"video"})
 
     # --- encoders -------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 The backbone is any vtp_bench method, rebuilt from its checkpoint (``backbone_checkpoint``: its own config and
 weights) or, for tests, from a method config at random init (``backbone``). It is frozen: no parameter trains and
 it stays in eval mode, so its features are fixed. A training item is a grounding query with its whole video cut into
-the grounding task's clips (the ``grounding_clips`` data input: windows of ``eval.grounding_clip_seconds``), so the
+the grounding task's clips (the ``grounding_clips`` data input: windows of ``eval.grounding.clip_seconds``), so the
 head trains on the candidate moments the evaluation scores. The backbone encodes every clip (``encode_video``,
 without gradient, ``encode_chunk`` clips per call; with ``cache_features`` once per training video) and the query
 (``encode_text``); the head, as 2D-TAN's pool variant (Zhang et al., AAAI 2020; microsoft/2D-TAN):

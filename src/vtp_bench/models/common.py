@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from vtp_bench.models.checkpoints import CheckpointTarget, load_official
+from vtp_bench.models.layouts import CheckpointTarget
 
 T = TypeVar("T", bound="TowerOptions")
 
@@ -33,6 +33,8 @@ class TowerOptions(CheckpointTarget, nn.Module):
     def finish_init(self, weights: str | None, freeze: bool, grad_checkpointing: bool) -> None:
         """Load a local weights file (any source ``models.checkpoints`` knows), then set the options."""
         if weights is not None:
+            from vtp_bench.models.checkpoints import load_official  # only when a file is given
+
             load_official(self, weights)
         self.set_tower_options(freeze, grad_checkpointing)
 

@@ -1,8 +1,8 @@
 """Plots of a comparison: the main metric per method and dataset (chance drawn), and the runs' training curves.
 
 Horizontal bars, one panel per (dataset, split, task): method names sit on the y axis, so seven or more methods
-never overlap. Training curves: one panel per run (its loss terms per step, and validation t2v R@1 on a second
-axis), read from the ``metrics.csv`` of the run dir that holds each result's checkpoint.
+never overlap. Training curves: one panel per run (its loss terms per step, and its validation task's main metric on
+a second axis), read from the ``metrics.csv`` of the run dir that holds each result's checkpoint.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from vtp_bench.report.protocol import ReportError, group_key
-from vtp_bench.report.table import MAIN_METRIC, TASK_LABELS, checkpoint_label
+from vtp_bench.report.table import checkpoint_label
+from vtp_bench.report.tasks import report_of, task_order
 
 Result = dict[str, Any]
 # logged train/* quantities that are not loss terms (diagnostics on other scales): left off the curves
 NOT_LOSSES = ("lr", "logit_scale", "ratio", "codes", "perplexity", "matched", "unweighted", "acc",
               "data_time", "data_share")  # train/data_*: the input pipeline's wait (data_time.py), not a loss
-MAIN_LABEL = {"retrieval": "text-to-video R@1 (%)", "grounding": "R@1, IoU 0.5 (%)", "zeroshot_cls": "top-1 (%)"}
 
 
 def _plt():  # type: ignore[no-untyped-def]
@@ -32,13 +32,8 @@ def _plt():  # type: ignore[no-untyped-def]
 
 
 def chance_of(result: Result) -> float | None:
-    """The main metric's chance level: 100 / videos (retrieval), the result's recorded chance otherwise."""
-    task = result.get("task", "retrieval")
-    if task == "retrieval":
-        return 100.0 / result["num_videos"] if result.get("num_videos") else None
-    if task == "grounding":
-        return (result.get("chance") or {}).get("R@1,IoU=0.5")
-    return result.get("chance_top1")
+    """The main metric's chance level, as the result's task computes it (``TaskReport.chance``)."""
+    return report_of(result.get("task", "retrieval")).chance(result)
 
 
 def _save(fig: Any, out: Path) -> Path:
@@ -69,7 +64,7 @@ def plot_results(results: list[Result], out: str | Path) -> Path:
     size = (max(7.0, 2.0 + 3.6 * n), max(4.0, 1.6 + 0.55 * len(labels)))
     fig, axes = plt.subplots(1, n, figsize=size, sharey=True, squeeze=False)
     for ax, key in zip(axes[0], keys):
-        metric = MAIN_METRIC.get(key[2])
+        metric = report_of(key[2]).main
         cells = [r.cells.get((key, metric)) for r in rows]
         vals = [c.value if c else None for c in cells]
         ivs = [interval(c, Settings(n_boot=2000)) if c else None for c in cells]
@@ -91,8 +86,8 @@ def plot_results(results: list[Result], out: str | Path) -> Path:
             c = sum(chances) / len(chances)
             ax.axvline(c, color="black", linestyle="--", linewidth=1)
             chance = f"\nchance (dashed) {c:.1f}"
-        ax.set_xlabel(MAIN_LABEL.get(key[2], metric or "?"))
-        ax.set_title(f"{TASK_LABELS.get(key[2], key[2])}: {key[0]}/{key[1]}{chance}", fontsize=10)
+        ax.set_xlabel(report_of(key[2]).main_label)
+        ax.set_title(f"{report_of(key[2]).label}: {key[0]}/{key[1]}{chance}", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(list(range(len(labels))), labels, fontsize=8)
     pad = max(0, 3 - len(labels)) / 2  # room of three bars at least: one or two keep a bar's width, centred
@@ -136,13 +131,19 @@ def read_metrics_csv(path: Path) -> dict[str, dict[int, float]]:
     return series
 
 
-VAL_METRICS = ("val/t2v/R@1", "val/R@1,IoU=0.5", "val/top1")  # the first one a run logged is drawn
+def val_metrics() -> list[tuple[str, str]]:
+    """(logged key, label) of every registered task's main metric as validation logs it, in the tasks' order: a
+    run's curve draws the first one it logged."""
+    from vtp_bench.registry import TASKS
+
+    reports = [report_of(t) for t in sorted(TASKS.names(), key=task_order)]
+    return [(f"val/{r.main}", r.main_label) for r in reports]
 
 
-def plot_curves(results: list[Result], out: str | Path, val_metrics: tuple[str, ...] = VAL_METRICS) -> Path | None:
+def plot_curves(results: list[Result], out: str | Path) -> Path | None:
     """FILE_curves.png beside FILE.png: one panel per run, its logged loss terms (``train/*``, left axis) and its
-    main validation metric (right axis, dots: retrieval t2v R@1, else grounding R@1 IoU0.5 for a run that validates
-    on grounding, else zero-shot top-1) over steps. None when no result's run dir has a metrics.csv."""
+    main validation metric (right axis, dots: the main metric of the task it validated on, ``eval.val_task``) over
+    steps. None when no result's run dir has a metrics.csv."""
     from vtp_bench.report.table import build_table
 
     runs: dict[str, Path] = {}  # one panel per table row: a row of several seeds draws its first seed's run
@@ -175,20 +176,20 @@ def plot_curves(results: list[Result], out: str | Path, val_metrics: tuple[str, 
         ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)
         handles, labs = ax.get_legend_handles_labels()
-        val_metric = next((m for m in val_metrics if m in series), None)
+        val_metric = next(((m, label) for m, label in val_metrics() if m in series), None)
         if val_metric is not None:
             ax2 = ax.twinx()
-            steps = sorted(series[val_metric])
-            h = ax2.plot(steps, [series[val_metric][s] for s in steps], "o-", color="black", markersize=3,
-                         linewidth=1, label=f"{val_metric.removeprefix('val/')} (%)")
+            steps = sorted(series[val_metric[0]])
+            h = ax2.plot(steps, [series[val_metric[0]][s] for s in steps], "o-", color="black", markersize=3,
+                         linewidth=1, label=f"validation {val_metric[1]}")
             ax2.set_ylabel("validation (%)")
             ax2.set_ylim(0, 100)
             handles, labs = handles + h, labs + [h[0].get_label()]
         if handles:
             ax.legend(handles, labs, fontsize=7, loc="best", framealpha=0.85)
     # wrap: the subtitle is wider than a figure of one or two panels; tight_layout makes room for its lines
-    fig.suptitle("Training curves\nloss terms per step (left axis);\nvalidation (right axis, %): text-to-video R@1, "
-                 "or R@1 at IoU 0.5 for a grounding head", fontsize=11, wrap=True)
+    fig.suptitle("Training curves\nloss terms per step (left axis);\nvalidation (right axis, %): the main metric "
+                 "of the task each run validates on", fontsize=11, wrap=True)
     fig.tight_layout()
     out = Path(out)
     return _save(fig, out.with_name(f"{out.stem}_curves{out.suffix or '.png'}"))

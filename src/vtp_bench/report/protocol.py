@@ -2,8 +2,9 @@
 protocol footer printed under every table.
 
 A table may only hold results of the same (dataset, split, task) that were scored the same way: same test file,
-same number of queries and videos, frames, sampler, decoder, input size, retrieval protocol / v2t policy, grounding
-candidates, class prompts. Re-ranking is not part of it: a re-ranked row is a labelled extra of its raw row.
+same number of videos, frames, sampler, decoder, input size (``COMMON_FIELDS``), and the fields the task declares
+(``TaskReport.protocol``: retrieval's queries and v2t policy, grounding's candidates, the class prompts).
+Re-ranking is not part of it: a re-ranked row is a labelled extra of its raw row.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from vtp_bench.report.results import ReportError, task_of
+from vtp_bench.report.tasks import report_of, task_order
 
 Result = dict[str, Any]
 
@@ -39,28 +41,15 @@ COMMON_FIELDS: dict[str, Callable[[Result], Any]] = {
     "img_size": lambda r: r.get("img_size"),
     "decode_size": lambda r: r.get("decode_size"),
 }
-TASK_FIELDS: dict[str, dict[str, Callable[[Result], Any]]] = {
-    "retrieval": {
-        "num_queries": lambda r: r.get("num_queries"),
-        "protocol": _proto("name"),
-        "v2t": _proto("v2t"),
-        "excluded": lambda r: len((r.get("protocol") or {}).get("excluded") or []),
-    },
-    "zeroshot_cls": {
-        "num_classes": lambda r: r.get("num_classes"),
-        "prompt_template": lambda r: r.get("prompt_template"),
-    },
-    "grounding": {
-        "num_queries": lambda r: r.get("num_queries"),
-        "clip_seconds": lambda r: r.get("clip_seconds"),
-        "max_moment_clips": lambda r: r.get("max_moment_clips"),
-        "moment_score": lambda r: r.get("moment_score"),
-    },
-}
+def task_fields(task: str) -> dict[str, Callable[[Result], Any]]:
+    """The protocol fields a task declares (its ``TaskReport.protocol``)."""
+    return report_of(task).protocol
 
 
 def protocol_fields() -> list[str]:
-    return list(dict.fromkeys([*COMMON_FIELDS, *(f for fs in TASK_FIELDS.values() for f in fs)]))
+    from vtp_bench.registry import TASKS
+
+    return list(dict.fromkeys([*COMMON_FIELDS, *(f for t in TASKS.names() for f in task_fields(t))]))
 
 
 def check_per_row(per_row: Sequence[str]) -> None:
@@ -72,7 +61,7 @@ def check_per_row(per_row: Sequence[str]) -> None:
 def protocol_of(result: Result, per_row: Sequence[str] = ()) -> dict[str, Any]:
     """The fields that must agree for two results of one (dataset, split, task) to share a table, less the
     ``per_row`` ones (allowed to differ: shown as a column of the table)."""
-    fields = {**COMMON_FIELDS, **TASK_FIELDS.get(task_of(result), {})}
+    fields = {**COMMON_FIELDS, **task_fields(task_of(result))}
     return {name: read(result) for name, read in fields.items() if name not in per_row}
 
 
@@ -154,15 +143,6 @@ def _size(r: Result) -> str:
     return f"{r.get('img_size')} px input ({how})"
 
 
-def _rerank_text(rr: dict[str, Any]) -> str:
-    if rr.get("name") == "dual_softmax":
-        return f"dual_softmax (S * softmax(S / {rr.get('temperature')}) over the other side; transductive)"
-    if rr.get("name") == "qbnorm":
-        return (f"qbnorm (dynamic inverted softmax, beta={rr.get('beta')}, k={rr.get('k')}, bank of "
-                f"{rr.get('bank_size')} training captions; t2v only)")
-    return str(rr.get("name"))
-
-
 def group_line(rs: list[Result], per_row: Sequence[str] = ()) -> str:
     """One footer line for one (dataset, split, task): its protocol (shared by its results, checked before)."""
     r = rs[0]
@@ -171,28 +151,7 @@ def group_line(rs: list[Result], per_row: Sequence[str] = ()) -> str:
     frames = f"{val('frames')} frames ({val('sampler')} sampler), {val('decoder')} decoder, "
     frames += _size(r) if not {"img_size", "decode_size"} & set(per_row) else "input size per row"
     sha = f"test file sha256 {_sha(r)}" if _sha(r) else "test file not recorded"
-    if task == "retrieval":
-        p = r.get("protocol") or {}
-        nq, nv = r.get("num_queries"), r.get("num_videos")
-        per = f"{nq / nv:.3g} caption(s) per video" if nq and nv else "captions per video unknown"
-        excluded = len(p.get("excluded") or [])
-        what = (f"{nq} queries x {nv} videos ({per}; every caption is a t2v query; v2t {p.get('v2t', '?')}-wise), "
-                f"protocol {p.get('name', 'vtp_bench')}" + (f", {excluded} videos excluded by it" if excluded else ""))
-        reranks = sorted({_rerank_text((x.get("protocol") or {}).get("rerank") or {})
-                          for x in rs if x.get("metrics_reranked")})
-        what += "; re-ranking: none (raw scores)" + (f"; extra rows re-ranked with {', '.join(reranks)}"
-                                                      if reranks else "")
-    elif task == "grounding":
-        chance = (r.get("chance") or {}).get("R@1,IoU=0.5")
-        what = (f"{r.get('num_queries')} queries in {r.get('num_videos')} videos, {r.get('clip_seconds')} s clips, "
-                f"moments of up to {r.get('max_moment_clips') or 'all'} clips scored by {r.get('moment_score')}"
-                + (f", chance R@1 IoU0.5 {chance:.1f}" if chance is not None else ""))
-    elif task == "zeroshot_cls":
-        chance = r.get("chance_top1")
-        what = (f"{r.get('num_videos')} videos, {r.get('num_classes')} classes, prompt {r.get('prompt_template')!r}"
-                + (f", chance top-1 {chance:.1f}" if chance is not None else ""))
-    else:
-        what = ""
+    what = report_of(task).describe(rs)
     missing = sum(x.get("num_missing") or 0 for x in rs)
     gone = f"; {missing} unreadable videos left out (allow_missing)" if missing else ""
     return f"{dataset}/{split} {task}: {what}; {frames}; {sha}{gone}"
@@ -219,10 +178,9 @@ def footer_lines(results: list[Result], per_row: Sequence[str] = ()) -> list[str
     for r in results:
         by_dataset[r["dataset"]][group_key(r)].append(r)
     lines = []
-    order = ("retrieval", "grounding", "zeroshot_cls")
     for dataset, groups in by_dataset.items():
         lines.append(f"Protocol, {dataset}:")
-        keys = sorted(groups, key=lambda g: (order.index(g[2]) if g[2] in order else 9, g[1]))
+        keys = sorted(groups, key=lambda g: (task_order(g[2]), g[1]))
         lines += [f"- {group_line(groups[k], per_row)}" for k in keys]
         if per_row:
             lines.append(f"- allowed to differ between rows (shown per row): {', '.join(per_row)}")

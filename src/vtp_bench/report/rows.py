@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from vtp_bench.report.protocol import ReportError, group_key, protocol_of
-from vtp_bench.report.results import task_of
+from vtp_bench.tasks.base import Column
 
 Result = dict[str, Any]
 Group = tuple[str, str, str]  # (dataset, split, task)
@@ -31,19 +31,6 @@ def checkpoint_label(result: Result) -> str:
     if p.parent.name == "checkpoints" and len(p.parts) >= 4:
         return f"{p.parts[-4]}/{p.parts[-3]}/{p.stem}"
     return p.name
-
-
-def item_key(metric: str) -> tuple[str, str]:
-    """The ``per_query`` key holding a metric's per-item outcomes, and the statistic that turns them into the
-    metric: MedR is the median of the per-item ranks, every other metric the mean of its own per-item values."""
-    if metric.endswith("/MedR"):
-        return metric[: -len("MedR")] + "rank", "median"
-    return metric, "mean"
-
-
-def ids_key(metric: str) -> str:
-    """``t2v/R@1`` -> ``t2v/ids`` (the items of that direction); an unprefixed metric -> ``ids``."""
-    return f"{metric.split('/')[0]}/ids" if "/" in metric else "ids"
 
 
 @dataclass
@@ -126,14 +113,14 @@ def _fold_labels(results: list[Result]) -> dict[int, str]:
     return labels
 
 
-def _aligned(members: list[Result], metric: str) -> tuple[np.ndarray, tuple[str, ...]] | None:
-    """[n_seeds, n_items] per-item outcomes of ``metric`` over the folded results, on the items every one of them
+def _aligned(members: list[Result], column: Column) -> tuple[np.ndarray, tuple[str, ...]] | None:
+    """[n_seeds, n_items] per-item outcomes of a column over the folded results, on the items every one of them
     scored (in the first one's order), or None when one of them has no per-item outcomes for it."""
-    key, _ = item_key(metric)
+    key = column.items_key
     rows, ids0 = [], None
     for r in members:
         pq = r.get("per_query") or {}
-        vals, ids = pq.get(key), pq.get(ids_key(metric))
+        vals, ids = pq.get(key), pq.get(column.ids_key)
         if vals is None:
             return None
         ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(len(vals))]
@@ -147,8 +134,9 @@ def _aligned(members: list[Result], metric: str) -> tuple[np.ndarray, tuple[str,
     return np.array([[m[i] for i in shared] for m in rows], dtype=np.float64), shared
 
 
-def build_rows(results: list[Result], columns: dict[str, list[tuple[str, str]]], per_row: tuple[str, ...] = ()
+def build_rows(results: list[Result], columns: dict[str, tuple[Column, ...]], per_row: tuple[str, ...] = ()
                ) -> list[Row]:
+    """``columns``: each task's columns (its ``TaskReport``)."""
     labels = _fold_labels(results)
     rows: dict[tuple[str, str, str], Row] = {}
     for r in results:
@@ -176,18 +164,13 @@ def build_rows(results: list[Result], columns: dict[str, list[tuple[str, str]]],
                     row.per_row[f].append(proto.get(f))
     for row in rows.values():
         for g, members in row.members.items():
-            for metric, _ in columns[g[2]]:
+            for column in columns[g[2]]:
+                metric = column.key
                 if any(m["metrics"].get(metric) is None for m in members):
                     continue
-                cell = Cell([float(m["metrics"][metric]) for m in members], statistic=item_key(metric)[1])
-                aligned = _aligned(members, metric)
+                cell = Cell([float(m["metrics"][metric]) for m in members], statistic=column.statistic)
+                aligned = _aligned(members, column)
                 if aligned is not None:
                     cell.items, cell.ids = aligned
                 row.cells[(g, metric)] = cell
     return list(rows.values())
-
-
-def task_columns_known(results: list[Result], columns: dict[str, Any]) -> None:
-    unknown = sorted({task_of(r) for r in results} - set(columns))
-    if unknown:
-        raise ReportError(f"results of an unknown task {unknown[0]!r} (known: {', '.join(columns)})")

@@ -20,25 +20,15 @@ from typing import Any, Sequence
 
 from vtp_bench.report.paper import is_reference
 from vtp_bench.report.protocol import ReportError, check_protocols, footer_lines, group_key, variant_titles
-from vtp_bench.report.rows import Row, build_rows, checkpoint_label, task_columns_known
+from vtp_bench.report.rows import Row, build_rows, checkpoint_label
 from vtp_bench.report.significance import Marks, Settings, interval, mark_column
+from vtp_bench.report.tasks import report_of, reports_of, task_order
+from vtp_bench.tasks.base import Column
 
-__all__ = ["COLUMNS", "FORMATS", "MAIN_METRIC", "TASK_LABELS", "TASK_ORDER", "Row", "Table", "build_table",
-           "checkpoint_label", "format_table"]
+__all__ = ["FORMATS", "Row", "Table", "build_table", "checkpoint_label", "format_table"]
 
 Result = dict[str, Any]
 FORMATS = ("markdown", "csv", "latex")
-TASK_ORDER = ("retrieval", "grounding", "zeroshot_cls")
-TASK_LABELS = {"retrieval": "retrieval", "grounding": "grounding", "zeroshot_cls": "zero-shot"}
-# (key in the results' metrics, column label) per task
-COLUMNS: dict[str, list[tuple[str, str]]] = {
-    "retrieval": [(f"{d}/{k}", f"{d} {k}") for d in ("t2v", "v2t") for k in ("R@1", "R@5", "R@10", "MedR")],
-    "grounding": [("R@1,IoU=0.5", "R@1 IoU0.5"), ("R@1,IoU=0.7", "R@1 IoU0.7"), ("mIoU", "mIoU")],
-    "zeroshot_cls": [("top1", "top-1")],
-}
-LOWER_IS_BETTER = {"t2v/MedR", "v2t/MedR"}
-NOT_PROPORTIONS = LOWER_IS_BETTER | {"mIoU"}  # the other columns are percentages of the test items
-MAIN_METRIC = {"retrieval": "t2v/R@1", "grounding": "R@1,IoU=0.5", "zeroshot_cls": "top1"}
 # (cost key in a results JSON, column label, CSV column)
 COST_COLUMNS = [("params", "params (trainable/total)", None), ("samples_seen", "samples seen", "samples_seen"),
                 ("optimizer_steps", "steps", "optimizer_steps"), ("train_wall_s", "train min", "train_wall_s")]
@@ -78,19 +68,24 @@ class Table:
         out = []
         for g in self.groups:
             shared = sum(1 for h in self.groups if h[2] == g[2]) > 1
-            out += [(g, key, f"{g[0]}/{g[1]} {label}" if shared else label) for key, label in COLUMNS[g[2]]]
+            out += [(g, c.key, f"{g[0]}/{g[1]} {c.label}" if shared else c.label) for c in report_of(g[2]).columns]
         return out
+
+    def column(self, group: tuple[str, str, str], key: str) -> Column:
+        return report_of(group[2]).column(key)
 
     def marks(self) -> Marks:
         """Intervals of every cell (set on the cells) and the marked cells (report.significance), computed once."""
         if self._marks is None:
             for r in self.rows:
                 for (g, key), cell in r.cells.items():
-                    n = r.members[g][0].get("num_queries") if r.reference and key not in NOT_PROPORTIONS else None
+                    proportion = self.column(g, key).proportion
+                    n = r.members[g][0].get("num_queries") if r.reference and proportion else None
                     cell.interval = interval(cell, self.settings, n)
             self._marks = Marks()
             for j, (g, key, label) in enumerate(self.columns()):
-                mark_column(self.rows, (g, key), j, label, key in LOWER_IS_BETTER, self.settings, self._marks)
+                mark_column(self.rows, (g, key), j, label, self.column(g, key).lower_is_better, self.settings,
+                            self._marks)
         return self._marks
 
     def best(self) -> set[tuple[int, int]]:
@@ -100,10 +95,10 @@ class Table:
 
 def build_table(results: list[Result], title: str = "", per_row: Sequence[str] = (),
                 settings: Settings | None = None) -> Table:
-    task_columns_known(results, COLUMNS)
+    columns = {task: report.columns for task, report in reports_of(results).items()}
     groups = sorted({(r["dataset"], r["split"], r.get("task", "retrieval")) for r in results},
-                    key=lambda g: (TASK_ORDER.index(g[2]), g[0], g[1]))
-    rows = build_rows(results, COLUMNS, tuple(per_row))
+                    key=lambda g: (task_order(g[2]), g[0], g[1]))
+    rows = build_rows(results, columns, tuple(per_row))
     return Table(groups, rows, results, title, tuple(per_row), settings or Settings())
 
 
@@ -159,10 +154,14 @@ def _cells(table: Table, plus_minus: str = " ±") -> tuple[list[str], list[list[
 
 def _legend(table: Table) -> list[str]:
     """What the columns, the ± and the marks mean, and how many items each test had."""
-    parts = [f"{TASK_LABELS[t]} on {d}/{s} ({', '.join(lab for _, lab in COLUMNS[t])})" for d, s, t in table.groups]
-    medr = any(t == "retrieval" for _, _, t in table.groups)
-    lines = ["Columns: " + "; ".join(parts) + ". Percent" + (", except MedR (rank, lower is better)" if medr else "")
-             + "."]
+    parts = [f"{report_of(t).label} on {d}/{s} ({', '.join(c.label for c in report_of(t).columns)})"
+             for d, s, t in table.groups]
+    others = {c.label.split(" ")[-1]: c for _, _, t in table.groups for c in report_of(t).columns if c.unit != "%"}
+    lines = ["Columns: " + "; ".join(parts) + ". Percent" + "".join(
+        f", except {name} ({c.unit}{', lower is better' if c.lower_is_better else ''})" for name, c in others.items())
+        + "."]
+    medians = sorted({(c.label.split(" ")[-1], c.items_key.split("/")[-1]) for _, _, t in table.groups
+                      for c in report_of(t).columns if c.statistic != "mean"})
     marks = table.marks()
     n_boot, n_perm = table.settings.n_boot, table.settings.n_perm
     if any(c.interval is not None for r in table.rows for c in r.cells.values()):
@@ -174,7 +173,8 @@ def _legend(table: Table) -> list[str]:
                      f"test ({n_perm:,} random sign flips, exact below 2^n) of the per-item outcomes"
                      + (" averaged over each row's seeds" if any(r.seeds > 1 for r in table.rows) else "")
                      + ", on the items both rows scored, p >= 0.05 after Holm's correction over the rows compared "
-                     "with the best" + ("; MedR columns are tested on the per-item ranks" if medr else "") + ".")
+                     "with the best" + "".join(f"; {m} columns are tested on the per-item {w}s" for m, w in medians)
+                     + ".")
         counts: dict[str, list[str]] = {}
         for label, n in marks.items.items():
             counts.setdefault(str(n), []).append(label)
@@ -272,8 +272,8 @@ def to_latex(table: Table) -> str:
     out += [r"\begin{tabular}{" + "l" * n_lead + "r" * (len(cols) + n_cost) + "}", r"\toprule"]
     spans, rules, start = [], [], n_lead + 1
     for g in table.groups:
-        n = len(COLUMNS[g[2]])
-        spans.append(rf"\multicolumn{{{n}}}{{c}}{{{latex_escape(f'{g[0]}/{g[1]} {TASK_LABELS[g[2]]}')}}}")
+        n = len(report_of(g[2]).columns)
+        spans.append(rf"\multicolumn{{{n}}}{{c}}{{{latex_escape(f'{g[0]}/{g[1]} {report_of(g[2]).label}')}}}")
         rules.append(rf"\cmidrule(lr){{{start}-{start + n - 1}}}")
         start += n
     out.append(" & " * n_lead + " & ".join(spans) + r" \\")

@@ -1,40 +1,46 @@
 """Temporal grounding (moment retrieval), zero-shot, for every method.
 
-Each video is cut into clips of ``eval.grounding_clip_seconds`` at the same stride (the last one ends at the
+Each video is cut into clips of ``eval.grounding.clip_seconds`` at the same stride (the last one ends at the
 video's end); every clip is encoded once by the method's video side, as a video of its own (a long video in many
-batches, never in one), and a candidate moment is a run of consecutive clips (up to ``eval.grounding_max_clips``; all by
+batches, never in one), and a candidate moment is a run of consecutive clips (up to ``eval.grounding.max_clips``; all by
 default), scored by ``Method.moment_scores``. By default (zero-shot) each query is scored against each of its
 video's clips by the method's own ``similarity`` (so fine-grained scores such as LocVTP's clip-word or DemoVLP's
-region-word are used), and a moment from its clips' scores (``eval.grounding_score``):
+region-word are used), and a moment from its clips' scores (``eval.grounding.score``):
 
 - ``contrast`` (default): the mean score inside the moment minus the mean outside it, so a moment is rewarded for
   matching the query where the rest of the video does not (the whole video scores 0);
 - ``mean``: the mean score inside (favours the single best clip).
 
 ``metrics.grounding_metrics`` then applies the field's conventions (greedy NMS at 0.5, strict IoU > m, mIoU of the
-top-1 kept moment; eval_protocols.md §2.7). A method with a trained grounding head overrides ``moment_scores``.
+top-1 kept moment; docs/protocols.md). A method with a trained grounding head overrides ``moment_scores``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
 
-import torch
 from omegaconf import DictConfig
 
-from vtp_bench.data.dataset import unique_videos
-from vtp_bench.data.evalset import Clip
-from vtp_bench.data.inputs import clip_windows  # the data side cuts training videos the same way (grounding heads)
+from vtp_bench.config import checked, choice, positive_int_or_none, positive_number
+from vtp_bench.data.evalset import Clip, DropsVideos, unique_videos
 from vtp_bench.data.manifest import ManifestError, ManifestRow, read_manifest
-from vtp_bench.data.video import VideoReadError, probe_video
-from vtp_bench.methods.base import Embeddings
-from vtp_bench.metrics import grounding_metrics
-from vtp_bench.metrics.grounding import moment_iou
 from vtp_bench.registry import TASKS
-from vtp_bench.tasks.base import EvalTask, Scorer
+from vtp_bench.tasks.base import Column, EvalTask, Result, Scorer, TaskReport
+
+if TYPE_CHECKING:
+    from vtp_bench.methods.base import Embeddings
+
+
+@dataclass
+class GroundingConfig:
+    # clips of this many seconds at the same stride; moments of up to max_clips clips (null: all)
+    clip_seconds: float = checked(1.0, positive_number, "a finite number of seconds > 0")
+    max_clips: Optional[int] = checked(None, positive_int_or_none, "null (all) or a positive integer")
+    # (zero-shot) a moment's score: the method's similarity to each clip, inside minus outside mean (contrast) or
+    # inside mean (mean); or the cosine of the query and the moment's mean clip embedding (pooled)
+    score: str = choice("contrast", ("contrast", "mean", "pooled"))
 
 
 def moments(windows: Sequence[tuple[float, float]], max_clips: int | None = None) -> list[tuple[int, int]]:
@@ -45,7 +51,7 @@ def moments(windows: Sequence[tuple[float, float]], max_clips: int | None = None
 
 
 @dataclass
-class GroundingSet:
+class GroundingSet(DropsVideos):
     manifest: Path
     video_ids: list[str]
     video_paths: list[Path]
@@ -58,27 +64,47 @@ class GroundingSet:
     missing: list[str] = field(default_factory=list)
     rows: list[ManifestRow] = field(default_factory=list)
 
+    per_video: ClassVar[tuple[str, ...]] = ("video_ids", "video_paths", "durations", "rows")
+    per_query: ClassVar[tuple[str, ...]] = ("texts", "text_ids", "gt")
+    video_of_query: ClassVar[str] = "query_video"
+
     @property
     def clips(self) -> list[Clip]:
+        from vtp_bench.data.inputs import clip_windows  # the data side cuts training videos the same way
+
         return [Clip(i, p, s, e) for i, (p, d) in enumerate(zip(self.video_paths, self.durations))
                 for s, e in clip_windows(d, self.clip_seconds)]
 
-    def drop_videos(self, bad: Sequence[int]) -> "GroundingSet":
-        drop = set(bad)
-        keep = [i for i in range(len(self.video_ids)) if i not in drop]
-        new = {old: k for k, old in enumerate(keep)}
-        q = [j for j, v in enumerate(self.query_video) if v in new]
-        return GroundingSet(self.manifest, [self.video_ids[i] for i in keep], [self.video_paths[i] for i in keep],
-                            [self.durations[i] for i in keep], self.clip_seconds, [self.texts[j] for j in q],
-                            [self.text_ids[j] for j in q], [new[self.query_video[j]] for j in q],
-                            [self.gt[j] for j in q], self.missing + [self.video_ids[i] for i in sorted(drop)],
-                            [self.rows[i] for i in keep] if self.rows else [])
+
+def _describe(rs: list[Result]) -> str:
+    r = rs[0]
+    chance = (r.get("chance") or {}).get("R@1,IoU=0.5")
+    return (f"{r.get('num_queries')} queries in {r.get('num_videos')} videos, {r.get('clip_seconds')} s clips, "
+            f"moments of up to {r.get('max_moment_clips') or 'all'} clips scored by {r.get('moment_score')}"
+            + (f", chance R@1 IoU0.5 {chance:.1f}" if chance is not None else ""))
+
+
+REPORT = TaskReport(
+    label="grounding",
+    columns=(Column("R@1,IoU=0.5", "R@1 IoU0.5"), Column("R@1,IoU=0.7", "R@1 IoU0.7"),
+             Column("mIoU", "mIoU", proportion=False)),
+    main="R@1,IoU=0.5",
+    main_label="R@1, IoU 0.5 (%)",
+    order=10,
+    protocol={"num_queries": lambda r: r.get("num_queries"), "clip_seconds": lambda r: r.get("clip_seconds"),
+              "max_moment_clips": lambda r: r.get("max_moment_clips"), "moment_score": lambda r: r.get("moment_score")},
+    describe=_describe,
+    chance=lambda r: (r.get("chance") or {}).get("R@1,IoU=0.5"),
+)
 
 
 @TASKS.register("grounding")
 class Grounding(EvalTask):
     name = "grounding"
+    Config = GroundingConfig
     headline = ("R@1,IoU=0.5", "R@1,IoU=0.7", "R@5,IoU=0.5", "mIoU")
+    report = REPORT
+    moved = {"grounding_clip_seconds": "clip_seconds", "grounding_max_clips": "max_clips", "grounding_score": "score"}
 
     def default_split(self, dataset: str) -> str:
         # synth: the held-out grounding videos (grounding_train / grounding_val are what a grounding head trains and
@@ -87,6 +113,8 @@ class Grounding(EvalTask):
 
     def load(self, manifest: Path, video_root: Path | None, allow_missing: bool, cfg: DictConfig,
              max_videos: int | None = None, check_videos: bool = True) -> GroundingSet:
+        from vtp_bench.data.video import VideoReadError, probe_video
+
         rows = read_manifest(manifest)
         for r in rows:
             if r.start is None or r.end is None:
@@ -105,18 +133,27 @@ class Grounding(EvalTask):
                                         f"cannot tell it ({e})") from None
         kept = [r for r in rows if r.video_id in index]
         return GroundingSet(manifest, videos.ids, videos.paths, [float(duration[v]) for v in videos.ids],
-                            float(cfg.eval.grounding_clip_seconds), [r.text for r in kept], [r.text_id for r in kept],
+                            float(self.options(cfg).clip_seconds), [r.text for r in kept], [r.text_id for r in kept],
                             [index[r.video_id] for r in kept], [(float(r.start), float(r.end)) for r in kept],
                             videos.missing, videos.rows)
 
     def score(self, scorer: Scorer, clips: Embeddings, eset: GroundingSet, cfg: DictConfig
               ) -> tuple[dict[str, float], dict[str, Any]]:
+        import math
+
+        import torch
+
+        from vtp_bench.data.inputs import clip_windows
+        from vtp_bench.metrics import grounding_metrics
+        from vtp_bench.metrics.grounding import moment_iou
+
+        opts = self.options(cfg)
         text = scorer.encode_texts(eset.texts, cfg.data.eval_batch_size)
         per_video = [clip_windows(d, eset.clip_seconds) for d in eset.durations]
         first = [0]
         for w in per_video:
             first.append(first[-1] + len(w))
-        spans = [moments(w, cfg.eval.grounding_max_clips) for w in per_video]
+        spans = [moments(w, opts.max_clips) for w in per_video]
         k_max = max(len(s) for s in spans)
         q = len(eset.texts)
         cands = torch.zeros(q, k_max, 2, dtype=torch.float64)
@@ -128,7 +165,7 @@ class Grounding(EvalTask):
             device = scorer.device
             span_scores = scorer.method.moment_scores(
                 text.index(torch.tensor(qs)).to(device), clips.index(slice(first[v], first[v + 1])).to(device),
-                torch.tensor(spans[v], device=device), cfg.eval.grounding_score).double().cpu()
+                torch.tensor(spans[v], device=device), opts.score).double().cpu()
             w = per_video[v]
             bounds = torch.tensor([[w[i][0], w[j][1]] for i, j in spans[v]], dtype=torch.float64)
             for row, j in enumerate(qs):
@@ -143,7 +180,7 @@ class Grounding(EvalTask):
                   for m in (0.1, 0.3, 0.5, 0.7)}
         chance["mIoU"] = 100.0 * float((iou * real).sum(1).div(real.sum(1)).mean())
         info = {"num_queries": q, "num_videos": len(eset.video_ids), "num_clips": first[-1],
-                "clip_seconds": eset.clip_seconds, "max_moment_clips": cfg.eval.grounding_max_clips,
-                "moment_score": cfg.eval.grounding_score, "candidates_per_video_max": k_max, "chance": chance,
+                "clip_seconds": eset.clip_seconds, "max_moment_clips": opts.max_clips,
+                "moment_score": opts.score, "candidates_per_video_max": k_max, "chance": chance,
                 "per_query": {**per_query, "ids": list(eset.text_ids)}}
         return metrics, info

@@ -6,23 +6,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from omegaconf import DictConfig
 
+from vtp_bench.config import checked
 from vtp_bench.data.classes import ClassList, read_classes
-from vtp_bench.data.dataset import unique_videos
-from vtp_bench.data.evalset import Clip
+from vtp_bench.data.evalset import Clip, DropsVideos, unique_videos
 from vtp_bench.data.manifest import ManifestError, ManifestRow, read_manifest
-from vtp_bench.methods.base import Embeddings
-from vtp_bench.metrics import zeroshot_metrics
-from vtp_bench.metrics.classification import PROMPT_TEMPLATE, class_prompts
 from vtp_bench.registry import TASKS
-from vtp_bench.tasks.base import EvalTask, Scorer, similarity
+from vtp_bench.tasks.base import Column, EvalTask, Result, Scorer, TaskReport, similarity
+
+if TYPE_CHECKING:
+    from vtp_bench.methods.base import Embeddings
 
 
 @dataclass
-class ClassificationSet:
+class ZeroShotConfig:
+    # class names become texts through this template ("{}" = the name); null: the dataset's own (the synthetic
+    # classes.json has "an object {}"), else metrics.classification.PROMPT_TEMPLATE
+    prompt_template: Optional[str] = checked(
+        None, lambda v: v is None or (isinstance(v, str) and v.count("{}") == 1),
+        "null or a text with exactly one {} (the class name), e.g. 'a video of {}'")
+
+
+@dataclass
+class ClassificationSet(DropsVideos):
     manifest: Path
     video_ids: list[str]
     video_paths: list[Path]
@@ -32,27 +41,44 @@ class ClassificationSet:
     missing: list[str] = field(default_factory=list)
     rows: list[ManifestRow] = field(default_factory=list)
 
+    per_video: ClassVar[tuple[str, ...]] = ("video_ids", "video_paths", "windows", "labels", "rows")
+
     @property
     def clips(self) -> list[Clip]:
         return [Clip(i, p, *w) for i, (p, w) in enumerate(zip(self.video_paths, self.windows))]
 
-    def drop_videos(self, bad: Sequence[int]) -> "ClassificationSet":
-        drop = set(bad)
-        keep = [i for i in range(len(self.video_ids)) if i not in drop]
-        return ClassificationSet(self.manifest, [self.video_ids[i] for i in keep], [self.video_paths[i] for i in keep],
-                                 [self.windows[i] for i in keep], [self.labels[i] for i in keep], self.classes,
-                                 self.missing + [self.video_ids[i] for i in sorted(drop)],
-                                 [self.rows[i] for i in keep] if self.rows else [])
-
 
 def prompt_template(cfg: DictConfig, classes: ClassList) -> str:
-    return cfg.eval.prompt_template or classes.template or PROMPT_TEMPLATE
+    from vtp_bench.metrics.classification import PROMPT_TEMPLATE
+
+    return ZeroShotClassification.options(cfg).prompt_template or classes.template or PROMPT_TEMPLATE
+
+
+def _describe(rs: list[Result]) -> str:
+    r, chance = rs[0], rs[0].get("chance_top1")
+    return (f"{r.get('num_videos')} videos, {r.get('num_classes')} classes, prompt {r.get('prompt_template')!r}"
+            + (f", chance top-1 {chance:.1f}" if chance is not None else ""))
+
+
+REPORT = TaskReport(
+    label="zero-shot",
+    columns=(Column("top1", "top-1"),),
+    main="top1",
+    main_label="top-1 (%)",
+    order=20,
+    protocol={"num_classes": lambda r: r.get("num_classes"), "prompt_template": lambda r: r.get("prompt_template")},
+    describe=_describe,
+    chance=lambda r: r.get("chance_top1"),
+)
 
 
 @TASKS.register("zeroshot_cls")
 class ZeroShotClassification(EvalTask):
     name = "zeroshot_cls"
+    Config = ZeroShotConfig
     headline = ("top1", "top5", "mean_class_acc")
+    report = REPORT
+    moved = {"prompt_template": "prompt_template"}
 
     def load(self, manifest: Path, video_root: Path | None, allow_missing: bool, cfg: DictConfig,
              max_videos: int | None = None, check_videos: bool = True) -> ClassificationSet:
@@ -70,6 +96,9 @@ class ZeroShotClassification(EvalTask):
 
     def score(self, scorer: Scorer, clips: Embeddings, eset: ClassificationSet, cfg: DictConfig
               ) -> tuple[dict[str, float], dict[str, Any]]:
+        from vtp_bench.metrics import zeroshot_metrics
+        from vtp_bench.metrics.classification import class_prompts
+
         template = prompt_template(cfg, eset.classes)
         prompts = class_prompts(eset.classes.names, template)
         text = scorer.encode_texts(prompts, cfg.data.eval_batch_size)

@@ -10,8 +10,10 @@ caption names, so the exact rank of every query is known before evaluation runs.
   cosine score of video g for caption k falls strictly with ``(g - k) mod D`` and the caption's rank of video g
   is exactly ``((g - k) mod D) + 1`` (no ties among videos of distinct codes).
 
-Loaded as a plugin (``VTP_PLUGINS=tests/oracle.py``) the ``oracle`` method also works in the subprocesses of a
-``--devices 2`` evaluation.
+Loaded as a plugin (``VTP_PLUGINS=tests/helpers/oracle.py``) the ``oracle`` method also works in the subprocesses
+of a ``--devices 2`` evaluation: so this file imports nothing from the test suite at its top. Below the method, what
+the test modules build from it: ``oracle_checkpoint``, ``named_codes`` of manifest rows, and the colour-coded
+grounding set (``SEGMENTS``, ``write_coded_grounding``; the ``coded_grounding`` fixture of ``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vtp_bench.data.manifest import ManifestRow, write_manifest
 from vtp_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vtp_bench.methods.base import Embeddings, Method
 from vtp_bench.registry import METHODS
@@ -126,7 +129,8 @@ class OracleConfig:
 
 @METHODS.register("oracle")
 class Oracle(Method):
-    """Known-answer method for tests (``tests/oracle.py``); one parameter so that it is a normal checkpoint."""
+    """Known-answer method for tests (``tests/helpers/oracle.py``); one parameter so that it is a normal
+    checkpoint."""
 
     Config = OracleConfig
 
@@ -156,3 +160,43 @@ def expected_t2v(video_code_of_text: list[int], named_code_of_text: list[int], d
     out["t2v/MedR"] = float(np.median(ranks))
     out["t2v/MeanR"] = float(ranks.mean())
     return out
+
+
+# --- what the tests build from the oracle -------------------------------------------------------------------------
+def oracle_checkpoint(path: Path, dim: int, video_codes: dict | None = None, text_codes: dict | None = None,
+                      text_onehot: bool = False) -> Path:
+    """A checkpoint of the oracle method (``vtp-bench eval --ckpt`` reads it like any other) at ``path``."""
+    from helpers.runs import save_checkpoint  # here, not at the top: the plugin subprocesses have no tests/ path
+    from vtp_bench.config import config_from_dict, to_dict
+    from vtp_bench.lit import VTPModule
+
+    cfg = config_from_dict({"name": "oracle_test", "method": {"name": "oracle", "dim": dim,
+                                                               "video_codes": video_codes or {},
+                                                               "text_codes": text_codes or {},
+                                                               "text_onehot": text_onehot},
+                            "data": {"num_frames": 4, "img_size": 32, "eval_batch_size": 3, "num_workers": 0}})
+    return save_checkpoint(VTPModule(to_dict(cfg)), path)
+
+
+def named_codes(rows: list[ManifestRow]) -> dict[str, int]:
+    """text_id -> the code each row's caption names ("clip <code> ...")."""
+    return {r.text_id: caption_code(r.text) for r in rows}
+
+
+SEGMENTS = {"g0": [0, 0, 1, 1, 2, 2], "g1": [3, 3, 3, 0, 0, 1], "g2": [2, 4, 4, 4, 4, 0]}  # a code per second
+
+
+def write_coded_grounding(root: Path) -> Path:
+    """``root/charades_sta``: the 3 videos of ``SEGMENTS`` (6 s each, second t coloured by its code) and a test
+    manifest with one query per code shown in a video ("clip <code>"), its moment where that code is shown."""
+    for vid, codes in SEGMENTS.items():
+        write_segment_video(root / "charades_sta" / "videos" / f"{vid}.mp4", codes)
+    rows = []
+    for vid, codes in SEGMENTS.items():
+        for code in sorted(set(codes)):
+            secs = [t for t, c in enumerate(codes) if c == code]
+            rows.append(ManifestRow(video_id=vid, path=f"videos/{vid}.mp4", text=f"clip {code}",
+                                    text_id=f"{vid}_{code}", split="test", start=float(secs[0]),
+                                    end=float(secs[-1] + 1), duration=6.0, source="test"))
+    write_manifest(root / "charades_sta" / "test.jsonl", rows)
+    return root
