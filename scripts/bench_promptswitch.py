@@ -8,7 +8,7 @@ our offline path against a text-conditioned pooling head, in one run (part of ``
   the paper's description (not the official code): the text embedding queries the video's frame embeddings
   through one attention (q/k/v/output projections), then LayerNorm, a residual linear layer and LayerNorm give a
   video embedding *per (text, video) pair*, scored by cosine with the text. This is the "recompute video
-  representations online for every text query" cost Prompt Switch avoids (specs/promptswitch.md §12). It is
+  representations online for every text query" cost Prompt Switch avoids (docs/methods/promptswitch.md). It is
   timed on every pair (``--subset K``: on K videos x all queries, scaled to N x M).
 - **Encoding once per video** (``--encode-videos``): the ViT-B/32 tower per video (12 frames, 224 px) for
   CLIP4Clip and for Prompt Switch (6 prompt tokens per frame, switch, aggregation); both paths pay it once.

@@ -208,3 +208,33 @@ def test_a_task_option_lives_in_its_section_and_an_earlier_flat_key_is_moved_the
     again = config_from_dict(flat)
     assert again.eval.retrieval.protocol == "xpool" and again.eval.grounding.score == "mean"
     assert "now eval" not in capsys.readouterr().err  # a saved config is read quietly
+
+
+def test_an_earlier_key_and_its_new_name_together_are_refused_and_overrides_move_too(capsys):
+    from vtp_bench.config import apply_overrides
+
+    with pytest.raises(ConfigError, match=r"eval.v2t and eval.retrieval.v2t are both given \(command line\)"):
+        load_config("frozen_synth", ["eval.v2t=group", "eval.retrieval.v2t=caption"])
+    cfg = apply_overrides(load_config("frozen_synth"), ["eval.v2t=group"])  # as `eval --ckpt ... eval.v2t=group`
+    assert cfg.eval.retrieval.v2t == "group"
+    saved = to_dict(load_config("frozen_synth"))
+    del saved["eval"]["retrieval"]["v2t"]
+    saved["eval"]["v2t"] = "group"  # a checkpoint of an earlier version
+    nested = dict(saved["eval"]["retrieval"])
+    assert config_from_dict(saved).eval.retrieval.v2t == "group"
+    assert saved["eval"]["v2t"] == "group" and saved["eval"]["retrieval"] == nested  # the caller's dict unchanged
+
+
+def test_a_saved_config_with_a_plugin_tasks_section_loads_without_the_plugin(capsys):
+    saved = to_dict(load_config("frozen_synth"))
+    saved["eval"]["two_choice"] = {"mode": "a"}  # written while a plugin task was registered
+    cfg = config_from_dict(saved)
+    assert "two_choice" not in cfg.eval and "set VTP_PLUGINS to use them" in capsys.readouterr().err
+
+
+def test_a_task_flag_of_another_task_is_refused(tmp_path, capsys):
+    from vtp_bench.cli import main
+
+    assert main(["eval", "--ckpt", str(tmp_path / "x.ckpt"), "--dataset", "synth", "--task", "grounding",
+                 "--v2t", "group"]) == 2
+    assert "--v2t is an option of --task retrieval; --task grounding does not read it" in capsys.readouterr().err

@@ -16,10 +16,11 @@ from helpers.runs import save_checkpoint
 from vtp_bench.cli import main
 from vtp_bench.config import to_dict
 from vtp_bench.data.convert.base import CONVERTERS, ConvertError
-from vtp_bench.data.manifest import ManifestError, ManifestRow, read_manifest, write_manifest
+from vtp_bench.data.manifest import ManifestError, ManifestRow, read_manifest, resolve_path, write_manifest
 from vtp_bench.data.synthetic import generate_synthetic
 from vtp_bench.lit import VTPModule
 from vtp_bench.report import format_table
+from vtp_bench.tasks import multiple_choice
 from vtp_bench.tasks.multiple_choice import pick
 from vtp_bench.testing import tiny_config
 
@@ -76,7 +77,7 @@ def synth_mc(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     generate_synthetic(root / "synth", num_videos=80, seed=3, grounding_videos=1, progress=False)
     assert main(["data", "convert", "mc_from_captions", str(root / "synth" / "test.jsonl"), "--out",
-                 str(root / "synth" / "mc_test.jsonl"), "--video-root", str(root / "synth")]) == 0
+                 str(root / "synth" / "mc_test.jsonl")]) == 0
     return root
 
 
@@ -92,14 +93,23 @@ def test_items_from_captions_are_seeded_distinct_and_answered_by_the_videos_own_
     for vid, cands in by_video.items():
         assert len(cands) == 5 and len({c.text for c in cands}) == 5
         assert [c.text for c in cands if c.label == "answer"] == [first[vid].text]
-        assert (synth_mc / "synth" / cands[0].path).is_file()
+        assert cands[0].path == first[vid].path and cands[0].boxes == first[vid].boxes  # beside the source
     again = CONVERTERS.get("mc_from_captions")([synth_mc / "synth" / "test.jsonl"]).rows
     assert [(r.text, r.label) for r in again] == [(r.text, r.label) for r in rows]  # seeded: the same items
     positions = {[c.label for c in cands].index("answer") for cands in by_video.values()}
     assert len(positions) > 1  # the answer is not always in the same place
 
 
-def test_the_oracle_picks_the_nearest_code_and_accuracy_is_known(tmp_path):
+def test_items_written_elsewhere_still_reach_their_videos_and_box_files(synth_mc, tmp_path, capsys):
+    out = tmp_path / "elsewhere" / "mc_test.jsonl"
+    assert main(["data", "convert", "mc_from_captions", str(synth_mc / "synth" / "test.jsonl"), "--out", str(out)]) == 0
+    assert "videos are expected under" not in capsys.readouterr().out  # the converter placed them
+    rows = read_manifest(out)
+    assert rows and all(resolve_path(r.path, out).is_file() and resolve_path(r.boxes, out).is_file() for r in rows)
+
+
+@pytest.mark.parametrize("per_call", [1, 3, 256])
+def test_the_oracle_picks_the_nearest_code_and_accuracy_is_known(tmp_path, monkeypatch, per_call):
     """Videos of known codes; candidates "clip k": the oracle scores a candidate higher the smaller (g - k) mod D,
     so its pick is known for every question; the labelled answer is planted right, wrong or tied."""
     dim, codes = 16, [1, 5, 9, 12]
@@ -123,6 +133,7 @@ def test_the_oracle_picks_the_nearest_code_and_accuracy_is_known(tmp_path):
         want.append(100.0 / len(best) if answer in best else 0.0)
     ckpt = oracle_checkpoint(tmp_path / "o.ckpt", dim)
     out = tmp_path / "r.json"
+    monkeypatch.setattr(multiple_choice, "VIDEOS_PER_CALL", per_call)  # videos scored per call: any chunking
     assert main(["eval", "--ckpt", str(ckpt), "--dataset", str(tmp_path / "mc"), "--task", "multiple_choice",
                  "--out", str(out)]) == 0
     result = json.loads(out.read_text())
@@ -147,3 +158,14 @@ def test_every_method_scores_the_synthetic_items_and_compare_shows_the_column(na
     table = format_table([result])
     head = table.splitlines()[0]
     assert "MC acc" in head and "multiple-choice on synth/mc_test" in table and "chance 20.0" in table
+
+
+def test_a_validation_set_the_task_cannot_read_leaves_no_run_dir(synth_mc, tmp_path, capsys):
+    """eval.val_task=multiple_choice on the synthetic val split (captions, no questions): refused before a run dir."""
+    from vtp_bench.testing import tiny_overrides
+
+    runs = tmp_path / "runs"
+    assert main(["train", "frozen_synth", *tiny_overrides("frozen"), "eval.val_task=multiple_choice",
+                 f"data.root={synth_mc}", f"run.dir={runs}"]) == 2
+    assert "a multiple-choice question is a video with two or more rows" in capsys.readouterr().err
+    assert not runs.exists()

@@ -41,3 +41,19 @@ def test_test_sizes_ship_in_the_package_and_are_not_experiments():
 
     assert TINY_DIR.resolve().is_relative_to(Path(vtp_bench.__file__).resolve().parent)
     assert not {"tiny", *PACKAGE_METHODS} & set(list_experiments())
+
+
+def test_the_repository_cites_only_what_it_holds():
+    """Outside ``tests/`` (and the CI script), nothing cites the design notes and specs the project was built from
+    (``specs/*.md``, ``DESIGN.md``, ``../shared``): a user of the repository does not have them."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    cited = re.compile(r"specs/\w+\.md|DESIGN\.md|eval_protocols\.md|ecosystem\.md|\.\./shared")
+    files = [root / "README.md", root / "Makefile", *(root / "data_manifests").rglob("*.md")]
+    for folder in ("src", "docs", "scripts"):
+        files += [p for p in (root / folder).rglob("*") if p.suffix in (".py", ".md", ".yaml", ".yml", ".sbatch")
+                  and "egg-info" not in str(p)]
+    found = [f"{p.relative_to(root)}:{i}" for p in files for i, line in enumerate(p.read_text().splitlines(), 1)
+             if cited.search(line)]
+    assert not found, f"cites a file the repository does not hold: {found[:10]}"

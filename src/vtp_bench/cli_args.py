@@ -20,7 +20,8 @@ def add_checkpoint_args(s: argparse.ArgumentParser, verb: str) -> None:
                    "(default: the file's or folder's stem; the folder's for a file named by its split, e.g. "
                    "mydata/test.jsonl -> mydata)")
     s.add_argument("--split", default=None, help="default: the task's split for the dataset (test; the "
-                   "synthetic dataset's grounding videos for --task grounding)")
+                   "synthetic dataset's held-out grounding videos for --task grounding, mc_test for --task "
+                   "multiple_choice)")
     s.add_argument("--data-root", default=None, help="override data.root of the checkpoint's config")
     s.add_argument("--allow-missing", action="store_true", help=f"{verb} the videos that exist; count the rest")
     s.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary unpickling (trusted files only)")
@@ -101,6 +102,13 @@ def add_task_args(s: argparse.ArgumentParser) -> None:
 
 
 def task_flag_overrides(args: argparse.Namespace) -> list[str]:
-    """The task flags given, as ``eval.<task>.<field>=VALUE`` overrides."""
-    return [f"eval.{task}.{name}={getattr(args, f'task__{task}__{name}')}" for task, name, _ in _task_flags()
-            if getattr(args, f"task__{task}__{name}", None) is not None]
+    """The task flags given, as ``eval.<task>.<field>=VALUE`` overrides; a flag of another task than ``--task`` is
+    refused (it would be silently ignored)."""
+    given = [(task, name, meta) for task, name, meta in _task_flags()
+             if getattr(args, f"task__{task}__{name}", None) is not None]
+    other = [(task, meta["flag"]) for task, _, meta in given if task != args.task]
+    if other:
+        from vtp_bench.errors import ConfigError
+
+        raise ConfigError(f"{other[0][1]} is an option of --task {other[0][0]}; --task {args.task} does not read it")
+    return [f"eval.{task}.{name}={getattr(args, f'task__{task}__{name}')}" for task, name, _ in given]

@@ -53,7 +53,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
         print(f"dropped {len(result.dropped)} row(s) that the protocol leaves out:")
         for d in result.dropped[:10]:
             print(f"  {d}")
-    if args.video_root is None:
+    if args.video_root is None and not all(Path(r.path).is_absolute() for r in result.rows):
         print(f"videos are expected under {out.parent / 'videos'} (or pass --video-root DIR to resolve them)")
     elif missing:
         print(f"warning: {len(missing)} of {videos} videos were not found under {args.video_root} "

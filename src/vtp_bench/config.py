@@ -233,17 +233,42 @@ def _move_eval_keys(layer: Any, source: str, quiet: bool = False) -> Any:
     old = [k for k in list(ev.keys()) if k in moves]
     if not old:
         return layer
-    container = OmegaConf.to_container(layer) if OmegaConf.is_config(layer) else dict(layer)
-    ev = dict(container["eval"])
+    import copy
+
+    container = OmegaConf.to_container(layer) if OmegaConf.is_config(layer) else copy.deepcopy(dict(layer))
+    ev = container["eval"]
     for key in old:
         task, name = moves[key].split(".")
-        ev.setdefault(task, {})[name] = ev.pop(key)
+        section = ev.setdefault(task, {})
+        if name in section:  # both spellings in one layer: which one was meant is not ours to guess
+            raise ConfigError(f"eval.{key} and eval.{moves[key]} are both given ({source}); eval.{key} is the "
+                              f"earlier name of eval.{moves[key]}: keep that one")
+        section[name] = ev.pop(key)
         if not quiet:
             import sys
 
             print(f"note: eval.{key} ({source}) is now eval.{moves[key]}; read as that", file=sys.stderr)
     container["eval"] = ev
     return OmegaConf.create(container) if OmegaConf.is_config(layer) else container
+
+
+def _drop_unknown_task_sections(d: dict[str, Any]) -> dict[str, Any]:
+    """A saved config holds a section per task registered when it was written: one of a task not registered now (a
+    plugin's, ``VTP_PLUGINS``) is left aside with a note, so the checkpoint still loads for the other tasks."""
+    from vtp_bench.registry import TASKS
+
+    ev = d.get("eval")
+    if not isinstance(ev, dict):
+        return d
+    shared = {f.name for f in fields(EvalConfig)}
+    unknown = [k for k, v in ev.items() if isinstance(v, dict) and k not in shared and k not in TASKS]
+    if not unknown:
+        return d
+    import sys
+
+    print(f"note: this config holds the options of task(s) {', '.join(unknown)}, not registered here (a plugin's: "
+          "set VTP_PLUGINS to use them); left aside", file=sys.stderr)
+    return {**d, "eval": {k: v for k, v in ev.items() if k not in unknown}}
 
 
 def _open_dicts(node: DictConfig) -> None:
@@ -481,7 +506,7 @@ def config_from_dict(d: dict[str, Any]) -> DictConfig:
     base.method = method_schema(d["method"]["name"])
     base.eval = eval_schema()
     OmegaConf.set_struct(base, True)
-    d = _move_eval_keys(d, "saved config", quiet=True)
+    d = _drop_unknown_task_sections(_move_eval_keys(d, "saved config", quiet=True))
     _open_dicts(base)
     _clear_replaced_encoders(base, d)
     try:

@@ -188,8 +188,9 @@ def evaluate(
     name: str | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Score one checkpoint on one split with one evaluation task (``tasks/``: retrieval, zeroshot_cls,
-    grounding); write the results JSON when ``out`` is given. ``split=None``: the task's default for the dataset.
+    """Score one checkpoint on one split with one evaluation task (a registered name, ``tasks/``: retrieval,
+    zeroshot_cls, grounding, multiple_choice, or a plugin's); write the results JSON when ``out`` is given.
+    ``split=None``: the task's default for the dataset.
     A released checkpoint (not written by vtp_bench) needs ``method`` or ``experiment``; its source is detected
     unless given. ``dataset`` is a registered name or a manifest file / folder (your own data), which ``name``
     renames in the results (default: as ``locate``). ``task`` may be an EvalTask instance (``vtp-bench embed``: the

@@ -151,17 +151,30 @@ def load_plugins() -> None:
         if entry in _PLUGINS_LOADED:
             continue
         _PLUGINS_LOADED.add(entry)
-        if entry.endswith(".py"):
-            path = Path(entry).resolve()
-            if not path.is_file():
-                raise RegistryError(f"VTP_PLUGINS names {entry}, which does not exist")
-            name = f"vtp_plugin_{path.stem}"
-            spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-            sys.modules[name] = module
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
-        else:
-            importlib.import_module(entry)
+        try:
+            _import_plugin(entry)
+        except RegistryError:
+            raise
+        except Exception as e:  # a plugin's own error: where it happened, in one line (its code is not ours)
+            import traceback
+
+            frame = traceback.extract_tb(e.__traceback__)[-1]
+            raise RegistryError(f"VTP_PLUGINS: importing {entry} failed at {frame.filename}:{frame.lineno}: "
+                                f"{type(e).__name__}: {e}") from e
+
+
+def _import_plugin(entry: str) -> None:
+    if entry.endswith(".py"):
+        path = Path(entry).resolve()
+        if not path.is_file():
+            raise RegistryError(f"VTP_PLUGINS names {entry}, which does not exist")
+        name = f"vtp_plugin_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[name] = module
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    else:
+        importlib.import_module(entry)
 
 
 ENCODERS = Registry("encoder", packages=("vtp_bench.models.video", "vtp_bench.models.text"))

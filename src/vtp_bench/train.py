@@ -343,6 +343,8 @@ def train(cfg: DictConfig, resume: str | None = None, overrides: list[str] | Non
     DATA_FORMATS.get(cfg.data.format)(cfg).check()  # fail before a run dir is made when the data is not there
     val = locate(cfg.data.eval[0], cfg.data.root, cfg.data.val_split)
     DATA_FORMATS.get(cfg.data.eval_format)(cfg).check_eval(val)
+    dm = VideoTextDataModule(cfg)
+    dm.setup("validate")  # the validation task reads its set now: a manifest it cannot use leaves no run dir
     L.seed_everything(cfg.seed, workers=True)
     run_dir = choose_run_dir(cfg, resume_path)
     if run_dir is not None and is_launch_rank_zero():
@@ -353,7 +355,6 @@ def train(cfg: DictConfig, resume: str | None = None, overrides: list[str] | Non
             with open(run_dir / "resumes.jsonl", "a") as f:
                 f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checkpoint": str(resume_path),
                                     "changed": changes}) + "\n")
-    dm = VideoTextDataModule(cfg)
     module = VTPModule(to_dict(cfg))
     init_report = None
     if cfg.init.checkpoint and resume_path is None:  # a resumed run's weights come from its own checkpoint

@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import torch
 from torch import Tensor
 
 from vtp_bench.data.manifest import ManifestRow, write_manifest
 from vtp_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from vtp_bench.data.video_write import write_video
 from vtp_bench.methods.base import Embeddings, Method
 from vtp_bench.registry import METHODS
 
@@ -44,20 +43,7 @@ def write_colour_video(path: Path, colours: list[tuple[int, int, int]], fps: int
     """A real H.264 mp4 whose frame i is the solid colour ``colours[i]`` (not square, so the eval transform's
     centre crop runs)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w", format="mp4") as c:
-        s = c.add_stream("libx264", rate=Fraction(fps, 1))
-        s.height, s.width = size
-        s.pix_fmt = "yuv420p"
-        for i, colour in enumerate(colours):
-            img = np.empty((*size, 3), dtype=np.uint8)
-            img[:] = colour
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = i
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    return write_video(path, (np.full((*size, 3), colour, dtype=np.uint8) for colour in colours), fps)
 
 
 def write_coded_videos(folder: Path, codes: list[int], frames: int = 6) -> list[Path]:

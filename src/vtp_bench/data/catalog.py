@@ -93,11 +93,17 @@ def synth(root: Path, split: str) -> DatasetSource:
     queries) and grounding_train/grounding_val/grounding_test (the same split by video, for a trained head)."""
     manifest = root / "synth" / f"{split}.jsonl"
     if not manifest.is_file():
+        have = sorted(p.stem for p in (root / "synth").glob("*.jsonl"))
+        if not have:
+            raise DataNotFoundError(
+                f"dataset 'synth' split {split!r}: expected manifest {manifest} is missing; create the dataset with "
+                f"`vtp-bench data synth --out {root / 'synth'} --videos 1000 --seed 0` "
+                f"(or set data.root / VTP_DATA_ROOT to where it was generated)")
         raise DataNotFoundError(
-            f"dataset 'synth' split {split!r}: expected manifest {manifest} is missing; create it with "
-            f"`vtp-bench data synth --out {root / 'synth'} --videos 1000 --seed 0` "
-            f"(or set data.root / VTP_DATA_ROOT to where it was generated)"
-        )
+            f"dataset 'synth' has no split {split!r} ({manifest} is missing; its splits: {', '.join(have)}); a split "
+            "that `data synth` does not write is converted from one that it does (`vtp-bench data convert --help`; "
+            f"e.g. mc_test: `vtp-bench data convert mc_from_captions {root / 'synth' / 'test.jsonl'} --out "
+            f"{manifest}`)")
     return DatasetSource("synth", split, manifest)
 
 

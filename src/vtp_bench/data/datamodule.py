@@ -72,7 +72,7 @@ class VideoTextDataModule(L.LightningDataModule):
         d = self.cfg.data
         if stage in (None, "fit"):
             self.train_set = self.format.train_set(self.train_transform, self.decode, self.video_root)
-        if stage in (None, "fit", "validate"):
+        if stage in (None, "fit", "validate") and self.val_set is None:  # read once (train checks it up front)
             src = self._source(self.eval_dataset, d.val_split)
             self.val_set, self.val_media = self.eval_format.eval_set(self.val_task, src, self.video_root,
                                                                 self.allow_missing, self.eval_inputs, d.max_val_videos)

@@ -55,7 +55,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from vtp_bench.data.catalog import DataNotFoundError, is_path
 from vtp_bench.data.dataset import DecodeOptions, collate, load_item
 from vtp_bench.data.formats.base import ResumableLoader
-from vtp_bench.data.inputs import FRAME_TIMES, VIDEO, ItemInputs
+from vtp_bench.data.inputs import ItemInputs
 from vtp_bench.data.manifest import COLUMNS, ManifestError, ManifestRow
 from vtp_bench.data.regions import RegionReadError
 from vtp_bench.data.samplers import EpochPosition, MixedBatchSampler
@@ -137,16 +137,28 @@ def _key_ext(member: str) -> tuple[str, str]:
     return (f"{head}/{base}" if head else base), ext.lower()
 
 
+def samples_in(tf: tarfile.TarFile) -> Iterator[tuple[str, list[tarfile.TarInfo]]]:
+    """A tar's samples in order, each ``(key, its regular members)``, from the headers alone (webdataset keeps a
+    sample's files adjacent); the members seen are let go as it goes, so memory stays flat over a long tar."""
+    key, members = None, []
+    for m in tf:
+        tf.members = []
+        if not m.isreg():
+            continue
+        k = _key_ext(m.name)[0]
+        if k != key:
+            if key is not None:
+                yield key, members
+            key, members = k, []
+        members.append(m)
+    if key is not None:
+        yield key, members
+
+
 def count_samples(shard: Path) -> int:
     """Samples (distinct consecutive keys) of a tar, reading its headers only."""
-    n, last = 0, None
     with tarfile.open(shard, "r:") as tf:
-        for m in tf:
-            if m.isreg():
-                key = _key_ext(m.name)[0]
-                if key != last:
-                    n, last = n + 1, key
-    return n
+        return sum(1 for _ in samples_in(tf))
 
 
 @dataclass
@@ -164,28 +176,19 @@ def read_shard(shard: Path, position: int, lo: int, hi: int) -> Iterator[RawSamp
     """Samples ``lo .. hi - 1`` of a shard (``position``: the shard's first sample in the set); members before
     ``lo`` are skipped by seeking, not read. Always yields ``hi - lo`` items: a shard that is damaged or ends early
     yields error samples for the rest."""
-    j, key, files = -1, None, {}
-    made = 0
+    j, made = -1, 0
     try:
         with tarfile.open(shard, "r:") as tf:
-            for m in tf:
-                if not m.isreg():
-                    continue
-                k, ext = _key_ext(m.name)
-                if k != key:
-                    if key is not None and lo <= j < hi:
-                        yield RawSample(shard, key, position + j, files)
-                        made += 1
-                    j, key, files = j + 1, k, {}
-                    if j >= hi:
-                        return
+            for j, (key, members) in enumerate(samples_in(tf)):
+                if j >= hi:
+                    return
                 if j >= lo:
-                    f = tf.extractfile(m)
-                    files[ext] = f.read() if f is not None else b""
-                tf.members = []  # keep memory flat over a long tar
-        if key is not None and lo <= j < hi:
-            yield RawSample(shard, key, position + j, files)
-            made += 1
+                    files = {}
+                    for m in members:
+                        f = tf.extractfile(m)
+                        files[_key_ext(m.name)[1]] = f.read() if f is not None else b""
+                    yield RawSample(shard, key, position + j, files)
+                    made += 1
         error = f"{shard}: the shard ends after {j + 1} samples, its index says more; write the shards again"
     except (tarfile.TarError, OSError, EOFError) as e:
         error = f"{shard}: unreadable shard ({e}) after sample {j}; write the shards again"
@@ -294,12 +297,15 @@ def _identity(batch: Any) -> Any:
     return batch
 
 
-def check_inputs(names: frozenset[str] | set[str]) -> None:
-    """Shards hold clips: a method that also reads per-row files (region features, box files) is refused."""
-    unsupported = set(names) - {VIDEO, FRAME_TIMES}
+def check_inputs(names: frozenset[str] | set[str], key: str = "data.format") -> None:
+    """Shards hold the videos: a method that also reads files beside them (``Input.side_files``: region features,
+    box files) is refused, naming the config key (``key``) to read files instead."""
+    from vtp_bench.registry import INPUTS
+
+    unsupported = sorted(n for n in names if INPUTS.get(n).side_files)
     if unsupported:
-        raise ShardError(f"data.format=webdataset reads clips (and their frame times); this method also reads "
-                         f"{sorted(unsupported)}, which come from files: use data.format=files")
+        raise ShardError(f"{key}=webdataset reads the videos from tar shards; this method also reads "
+                         f"{unsupported}, which come from files beside the videos: use {key}=files")
 
 
 class ShardTrainSet(EpochPosition, IterableDataset):
@@ -418,32 +424,23 @@ def video_members(shards: ShardSet) -> dict[str, ShardMember]:
     ``.json``, the manifest row that names its video). A video stored more than once (once per caption, as ``data
     shard`` writes a split) maps to its first sample; a sample without a manifest row (video2dataset) is its key."""
     found: dict[str, ShardMember] = {}
-
-    def add(key: str | None, media: ShardMember | None, row: ManifestRow | None) -> None:
-        if key is not None and media is not None:
-            found.setdefault(row.video_id if row is not None else key, media)
-
     for shard in shards.shards:
-        key, media, row = None, None, None
         try:
             with tarfile.open(shard, "r:") as tf:
-                for m in tf:
-                    if not m.isreg():
+                for key, members in samples_in(tf):
+                    by_ext = {_key_ext(m.name)[1]: m for m in reversed(members)}  # the first of an extension
+                    media = next((by_ext[e] for e in MEDIA_EXTS if e in by_ext), None)
+                    if media is None:
                         continue
-                    k, ext = _key_ext(m.name)
-                    if k != key:
-                        add(key, media, row)
-                        key, media, row = k, None, None
-                    if ext in MEDIA_EXTS and media is None:
-                        media = ShardMember(shard, m.offset_data, m.size, m.name)
-                    elif ext == "json":
-                        f = tf.extractfile(m)
+                    row = None
+                    if "json" in by_ext:
+                        f = tf.extractfile(by_ext["json"])
                         row = _manifest_row(f.read() if f is not None else None)
-                    tf.members = []  # keep memory flat over a long tar
+                    found.setdefault(row.video_id if row is not None else key,
+                                     ShardMember(shard, media.offset_data, media.size, media.name))
         except (tarfile.TarError, OSError, EOFError) as e:
             raise ShardError(f"{shard}: unreadable shard ({e}); write the shards again with `vtp-bench data shard`"
                              ) from None
-        add(key, media, row)
     return found
 
 

@@ -29,15 +29,14 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
 
-import av
 import numpy as np
 
 from vtp_bench.atomic import atomic_write_text
 from vtp_bench.data.manifest import ManifestRow, write_manifest
+from vtp_bench.data.video_write import write_video
 
 GENERATOR = "vtp_bench.data.synthetic"
 GENERATOR_VERSION = 1
@@ -196,19 +195,8 @@ def _no_overlap(objs: Sequence[_Obj], gap: float) -> bool:
 
 def _encode(path: Path, frames: np.ndarray, fps: int) -> None:
     tmp = path.with_name(path.stem + ".tmp.mp4")
-    with av.open(str(tmp), mode="w", format="mp4") as container:
-        stream = container.add_stream(CODEC, rate=Fraction(fps, 1))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.thread_count = 1
-        stream.codec_context.options = {"preset": PRESET, "crf": str(CRF), "g": str(fps), "x264-params": X264_PARAMS}
-        for i, f in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    write_video(tmp, frames, fps, CODEC, threads=1,
+                codec_options={"preset": PRESET, "crf": str(CRF), "g": str(fps), "x264-params": X264_PARAMS})
     os.replace(tmp, path)
 
 

@@ -1,4 +1,4 @@
-"""Post-hoc re-ranking of a retrieval similarity matrix: dual softmax and QB-Norm (ecosystem.md §4.3).
+"""Post-hoc re-ranking of a retrieval similarity matrix: dual softmax and QB-Norm.
 
 Both are *extras*: the raw scores stay the primary numbers of every table, and a re-ranked result is labelled.
 

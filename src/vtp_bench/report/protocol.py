@@ -23,10 +23,6 @@ class ProtocolMismatchError(ReportError):
     """Results of one (dataset, split, task) evaluated under different protocols."""
 
 
-def _proto(key: str) -> Callable[[Result], Any]:
-    return lambda r: (r.get("protocol") or {}).get(key)
-
-
 def _sha(r: Result) -> Any:
     return (r.get("manifest_sha256") or "")[:12] or None
 

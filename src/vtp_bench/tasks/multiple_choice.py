@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from vtp_bench.methods.base import Embeddings
 
 ANSWER = "answer"  # the label of a question's right candidate
-VIDEOS_PER_CALL = 256  # videos scored against their candidates per similarity call (bounded memory)
+VIDEOS_PER_CALL = 32  # videos per similarity call: their candidates x these videos (bounded memory, little waste)
 
 
 @dataclass

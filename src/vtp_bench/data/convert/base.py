@@ -145,6 +145,16 @@ def split_from_name(path: Path, given: str | None, default: str) -> str:
     return default
 
 
+def _relative_to(row: ManifestRow, base: Path) -> ManifestRow:
+    """``row`` with its absolute ``path`` (and ``boxes``) relative to ``base`` when they lie below it."""
+    def rel(p: str | None) -> str | None:
+        if p is None or not Path(p).is_absolute():
+            return p
+        return Path(os.path.relpath(p, base)).as_posix() if Path(p).is_relative_to(base) else p
+
+    return dataclasses.replace(row, path=rel(row.path), boxes=rel(row.boxes))
+
+
 def place_videos(rows: list[ManifestRow], manifest: Path, video_root: Path | None
                  ) -> tuple[list[ManifestRow], list[str]]:
     """Give each row its final ``path``; returns the rows and the videos that were not found.
@@ -154,7 +164,15 @@ def place_videos(rows: list[ManifestRow], manifest: Path, video_root: Path | Non
     another extension in the same folder (``.mkv`` for ``.mp4``, ...), else by its name anywhere in the tree
     when that is unique. Found files are written relative to the manifest when they lie below its folder,
     else absolute; a video not found keeps ``<video_root>/<dataset path>`` and is reported.
+
+    A row whose ``path`` is absolute was placed by its converter (one that reads another manifest): it is kept,
+    written relative to the manifest when below its folder, and so is its ``boxes`` file.
     """
+    base = manifest.expanduser().resolve().parent
+    if any(Path(r.path).is_absolute() for r in rows):
+        placed = [_relative_to(r, base) for r in rows if Path(r.path).is_absolute()]
+        rest, missing = place_videos([r for r in rows if not Path(r.path).is_absolute()], manifest, video_root)
+        return placed + rest, missing
     if video_root is None:
         return [dataclasses.replace(r, path=f"videos/{r.path}") for r in rows], []
     root = Path(video_root).expanduser().resolve()
@@ -169,7 +187,6 @@ def place_videos(rows: list[ManifestRow], manifest: Path, video_root: Path | Non
             key = name.rsplit(".", 1)[0] if "." in name else name
             by_folder_stem.setdefault(("" if rel_folder == "." else rel_folder, key), []).append(rel)
             by_stem.setdefault(key, []).append(rel)
-    base = manifest.expanduser().resolve().parent
     found: dict[str, str | None] = {}
     for r in rows:
         if r.path in found:

@@ -6,8 +6,9 @@ in order, the right one labelled ``answer``.
   as the field's evaluation code compares it with the argmax over the five.
 - ``mc_from_captions``: items built from any retrieval manifest (the synthetic dataset's ``test.jsonl``, say): each
   video's first caption is the answer, among ``CANDIDATES - 1`` first captions of other videos with other texts,
-  drawn and placed by a generator seeded with the video id (the same items on every machine). Its paths are the
-  source manifest's, so pass ``--video-root <the source manifest's folder>``.
+  drawn and placed by a generator seeded with the video id (the same items on every machine). The videos (and box
+  files) are the source manifest's, resolved against it: no ``--video-root`` is needed, and the items may be
+  written anywhere.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vtp_bench.data.convert.base import Converted, ConvertError, bad_line, converter, read_csv_rows
-from vtp_bench.data.manifest import ManifestRow, read_manifest
+from vtp_bench.data.manifest import ManifestRow, read_manifest, resolve_path
 
 ANSWER = "answer"  # as tasks/multiple_choice.py reads it
 CANDIDATES = 5  # MSR-VTT MC and LSMDC MC: five captions per video
@@ -78,9 +79,13 @@ def convert_from_captions(inputs: list[Path], split: str | None) -> Converted:
         texts = rng.sample(others, CANDIDATES - 1)
         answer = rng.randrange(CANDIDATES)
         texts.insert(answer, own)
-        # the video's own fields (path, window, duration, boxes) as in the source; the candidates as the task reads
-        rows += [replace(first[vid], text=r.text, text_id=r.text_id, split=r.split, label=r.label, source=r.source)
-                 for r in question_rows(vid, first[vid].path, f"mc_{vid}", texts, answer, split or "mc_test",
+        # the video's own fields (window, duration) as in the source, its files resolved against the source (kept
+        # as they are by place_videos); the candidates as the task reads them
+        src = first[vid]
+        files = {"path": str(resolve_path(src.path, path).resolve()),
+                 "boxes": str(resolve_path(src.boxes, path).resolve()) if src.boxes else None}
+        rows += [replace(src, text=r.text, text_id=r.text_id, split=r.split, label=r.label, source=r.source, **files)
+                 for r in question_rows(vid, src.path, f"mc_{vid}", texts, answer, split or "mc_test",
                                         "mc_from_captions")]
     if not rows:
         raise ConvertError(f"{path}: no video has {CANDIDATES - 1} other videos with other captions; "

@@ -70,7 +70,7 @@ class WebDataset(DataFormat):
 
     def eval_set(self, task: Any, source: Any, video_root: Path | None, allow_missing: bool, inputs: ItemInputs,
                  max_videos: int | None = None) -> tuple[Any, ClipMedia | None]:
-        check_inputs(inputs.names)
+        check_inputs(inputs.per_clip().names, "data.eval_format")  # what an evaluation clip loads
         eset = task.load(source.manifest, video_root or source.video_root, allow_missing, self.cfg, max_videos,
                          check_videos=False)  # the videos are looked up in the shards
         folder = eval_shards(source)

@@ -85,6 +85,8 @@ class Input:
     - ``excludes``: inputs it cannot be read with; ``replaces``: inputs it stands in for in the items that load it
       (they are not loaded, nor the inputs that need them);
     - ``per_clip``: False for a training-only input: evaluation clips (``per_clip()``) leave it out;
+    - ``side_files``: True when it reads files beside the video (region features, box files): a data format that
+      holds only the videos (tar shards) cannot give it;
     - ``Options``: a dataclass of its options, read by ``read_options`` from ``data.inputs.<name>`` (unknown keys
       and wrong types are refused, naming the key); ``configure`` builds the input for one dataset (override it
       to pick a per-dataset path, as ``region_feats`` does with ``dataset_entry``);
@@ -102,6 +104,7 @@ class Input:
     excludes: ClassVar[frozenset[str]] = frozenset()
     replaces: ClassVar[frozenset[str]] = frozenset()
     per_clip: ClassVar[bool] = True
+    side_files: ClassVar[bool] = False
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, options: Any = None) -> None:

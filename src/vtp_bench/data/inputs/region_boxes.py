@@ -46,6 +46,7 @@ def fake_regions(cfg: DictConfig, n: int, generator: torch.Generator, dtype: tor
 @INPUTS.register("region_boxes")
 class RegionBoxes(Input):
     name = "region_boxes"
+    side_files = True  # a file per video beside it (not in shards)
     keys = ("region_boxes", "region_mask")
     needs = frozenset({"video"})  # read at the decoded frames, moved with the crop
     Options = RegionOptions

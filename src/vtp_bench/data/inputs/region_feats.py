@@ -30,6 +30,7 @@ class RegionFeatsOptions(RegionOptions):
 @INPUTS.register("region_feats")
 class RegionFeats(Input):
     name = "region_feats"
+    side_files = True  # a file per video beside it (not in shards)
     keys = ("region_feats", "region_boxes", "region_mask")
     replaces = frozenset({"region_boxes"})  # the boxes come with the features
     Options = RegionFeatsOptions
