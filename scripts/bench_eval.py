@@ -6,6 +6,9 @@ time measured apart in the same run (part of ``make bench``).
 - *Decoding*: the evaluation DataLoader alone (the same dataset, transforms, workers and batches), iterated to
   the end. *Video model*: ``Method.encode_video`` on those same batches held in memory. *End to end*: the whole
   ``evaluate`` call, where the DataLoader's workers decode while the main process runs the model.
+- *Several tasks*: ``make demo``'s four tasks (retrieval, zero-shot classification, multiple choice, grounding) of
+  one checkpoint, one ``evaluate`` per task (the demo before ``evaluate_tasks``) against one ``evaluate_tasks``
+  call (each shared clip decoded and encoded once), with the metrics checked equal.
 
     python scripts/bench_eval.py [--data-root /work/data] [--write docs/benchmarks.md]
 """
@@ -28,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchdoc import default_threads, write_section  # noqa: E402
 from vtp_bench.config import load_config, to_dict  # noqa: E402
 from vtp_bench.data.datamodule import VideoTextDataModule  # noqa: E402
-from vtp_bench.evaluate import evaluate  # noqa: E402
+from vtp_bench.evaluate import evaluate, evaluate_tasks  # noqa: E402
 from vtp_bench.lit import VTPModule  # noqa: E402
 
 
@@ -68,6 +71,38 @@ def data_root(given: str | None, videos: int) -> Path:
            "--videos", str(videos), "--seed", "0"]
     subprocess.run(cmd, check=True)
     return root
+
+
+DEMO_TASKS = ["retrieval", "zeroshot_cls", "multiple_choice", "grounding"]
+
+
+def several_tasks(ckpt: Path, root: Path) -> list[str]:
+    """``make demo``'s tasks of one checkpoint: one evaluation per task, then all at once (same metrics)."""
+    from vtp_bench.cli import main as cli
+
+    mc = root / "synth" / "mc_test.jsonl"
+    if not mc.is_file():
+        cli(["data", "convert", "mc_from_captions", str(root / "synth" / "test.jsonl"), "--out", str(mc)])
+    over = [f"data.root={root}"]
+    t = time.perf_counter()
+    alone = [evaluate(ckpt, "synth", task=task, accelerator="cpu", overrides=over) for task in DEMO_TASKS]
+    t_alone = time.perf_counter() - t
+    t = time.perf_counter()
+    together = evaluate_tasks(ckpt, "synth", DEMO_TASKS, accelerator="cpu", overrides=over)
+    t_together = time.perf_counter() - t
+    same = all(a["metrics"] == b["metrics"] for a, b in zip(alone, together))
+    clips = {r["task"]: r.get("num_clips", r.get("num_videos")) for r in alone}
+    return [
+        f"`make demo`'s four tasks of this checkpoint ({', '.join(f'{k}: {v} clips' for k, v in clips.items())}; "
+        "retrieval, zero-shot classification and multiple choice read the same test videos):",
+        "",
+        "| evaluation | time (s) |",
+        "|---|---:|",
+        f"| one `evaluate` per task (the demo before `evaluate_tasks`) | {t_alone:.2f} |",
+        f"| **one `evaluate_tasks`** (`vtp-bench eval --task {','.join(DEMO_TASKS)}`) | **{t_together:.2f}** |",
+        "",
+        f"{t_alone / t_together:.2f}x; metrics {'identical' if same else 'DIFFERENT'} task by task.",
+    ]
 
 
 def main() -> int:
@@ -113,6 +148,7 @@ def main() -> int:
         with timed_hooks() as marks:
             result = evaluate(ckpt, "synth", split="test", accelerator="cpu", overrides=[f"data.root={root}"])
         t_all = time.perf_counter() - t
+        tasks_lines = several_tasks(ckpt, root)
     setup = marks["on_test_epoch_start"][0][0] - t
     steps = marks["test_step"]
     in_model = sum(b - a for a, b in steps)
@@ -141,6 +177,8 @@ def main() -> int:
         f"{setup:.2f} s; the test loop {loop:.2f} s, of which the video model {in_model:.2f} s and waiting for "
         f"decoded batches {loop - in_model:.2f} s (the first batch includes the workers' start-up); texts + "
         f"metrics at epoch end {end_b - end_a:.2f} s; the rest (results JSON, teardown) {rest:.2f} s.",
+        "",
+        *tasks_lines,
     ]
     table = "\n".join(lines)
     print(table)

@@ -69,7 +69,7 @@ def test_train_and_eval_print_no_lightning_chatter(data_root, tmp_path, capsys):
                   "--data-root", str(data_root)], capsys)
     for text in CHATTER:
         assert text not in shown, text
-    assert "loading " in shown and "encoding synth (split val, task retrieval) with frozen" in shown  # progress
+    assert "loading " in shown and "encoding synth (retrieval on split val) with frozen" in shown  # progress
     # a warning that matters to a user is not filtered
     from lightning.fabric.utilities.warnings import PossibleUserWarning
     from lightning.pytorch.utilities import rank_zero_warn

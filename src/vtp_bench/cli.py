@@ -117,28 +117,30 @@ def _print_summary(summary: dict, val_task: str) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     status(f"loading {args.ckpt} (the code, the model and its weights) ...")
     from vtp_bench.distributed import is_launch_rank_zero
-    from vtp_bench.evaluate import evaluate
+    from vtp_bench.evaluate import evaluate_tasks
     from vtp_bench.report import format_table
 
     overrides = checkpoint_overrides(args) + task_flag_overrides(args)
-    result = evaluate(args.ckpt, args.dataset, split=args.split, out=args.out, allow_missing=args.allow_missing,
-                      overrides=overrides, trust_checkpoint=args.trust_checkpoint,
-                      accelerator=args.accelerator, devices=args.devices, ckpt_source=args.ckpt_source,
-                      method=args.method, experiment=args.experiment, task=args.task, name=args.name,
-                      overwrite=args.overwrite)
+    results = evaluate_tasks(args.ckpt, args.dataset, args.task, split=args.split, out=args.out,
+                             allow_missing=args.allow_missing, overrides=overrides,
+                             trust_checkpoint=args.trust_checkpoint, accelerator=args.accelerator,
+                             devices=args.devices, ckpt_source=args.ckpt_source, method=args.method,
+                             experiment=args.experiment, name=args.name, overwrite=args.overwrite)
     if not is_launch_rank_zero():
         return  # one table, from the launching process
-    if result.get("checkpoint_load"):
+    if results[0].get("checkpoint_load"):
         from vtp_bench.models.checkpoints import describe_load
 
-        print(describe_load(result["checkpoint_load"]))
+        print(describe_load(results[0]["checkpoint_load"]))
     from vtp_bench.report.significance import Settings
 
-    print(format_table([result], settings=Settings(n_boot=2_000)))  # one row: its intervals, quickly
-    if result.get("num_missing"):
-        print(f"note: {result['num_missing']} videos were missing or unreadable and were left out")
-    if args.out:
-        print(f"results written to {result.get('results_file', args.out)}")
+    print(format_table(results, settings=Settings(n_boot=2_000)))  # one row: its intervals, quickly
+    for result in results:
+        if result.get("num_missing"):
+            print(f"note: {result['num_missing']} videos were missing or unreadable and were left out of "
+                  f"{result['task']}")
+        if args.out:
+            print(f"results written to {result.get('results_file', args.out)}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:

@@ -94,8 +94,20 @@ def add_task_args(s: argparse.ArgumentParser) -> None:
     """``--task`` and the flags the registered tasks declare (each a shortcut of ``eval.<task>.<field>=VALUE``)."""
     from vtp_bench.registry import TASKS
 
-    s.add_argument("--task", default="retrieval", choices=TASKS.names(), metavar="TASK",
-                   help=f"the evaluation task: {' | '.join(TASKS.names())} (registered tasks; default retrieval)")
+    known = TASKS.names()
+
+    def task_list(text: str) -> list[str]:
+        names = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in names if t not in known]
+        if bad or not names or len(set(names)) != len(names):
+            raise argparse.ArgumentTypeError(f"{text!r}: give registered tasks ({', '.join(known)}), each once, "
+                                             "separated by commas")
+        return names
+
+    s.add_argument("--task", default=["retrieval"], type=task_list, metavar="TASK[,TASK...]",
+                   help=f"the evaluation task(s): {' | '.join(known)} (default retrieval); several, e.g. "
+                        "retrieval,zeroshot_cls, share their clips (each decoded and encoded once) and write one "
+                        "results JSON each (--out X.json: X.<task>.json)")
     for task, name, meta in _task_flags():
         s.add_argument(meta["flag"], dest=f"task__{task}__{name}", choices=meta["choices"], default=None,
                        help=f"{task}: {meta.get('help', '')} (eval.{task}.{name})")
@@ -106,9 +118,10 @@ def task_flag_overrides(args: argparse.Namespace) -> list[str]:
     refused (it would be silently ignored)."""
     given = [(task, name, meta) for task, name, meta in _task_flags()
              if getattr(args, f"task__{task}__{name}", None) is not None]
-    other = [(task, meta["flag"]) for task, _, meta in given if task != args.task]
+    other = [(task, meta["flag"]) for task, _, meta in given if task not in args.task]
     if other:
         from vtp_bench.errors import ConfigError
 
-        raise ConfigError(f"{other[0][1]} is an option of --task {other[0][0]}; --task {args.task} does not read it")
+        raise ConfigError(f"{other[0][1]} is an option of --task {other[0][0]}; --task {','.join(args.task)} does "
+                          "not read it")
     return [f"eval.{task}.{name}={getattr(args, f'task__{task}__{name}')}" for task, name, _ in given]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from vtp_bench import __version__
 from vtp_bench.config import apply_overrides, config_from_dict, load_config, to_dict
@@ -171,6 +171,11 @@ def training_record(ckpt: str | Path, module: VTPModule) -> dict[str, Any]:
     return {"seed": int(module.cfg.seed), "run_version": version, "cost": cost}
 
 
+def results_file(out: Path, task: str, tasks: int) -> Path:
+    """Where one task's results go: ``out`` itself for one task, ``<stem>.<task><suffix>`` beside it for several."""
+    return out if tasks == 1 else out.with_name(f"{out.stem}.{task}{out.suffix or '.json'}")
+
+
 def evaluate(
     ckpt: str | Path,
     dataset: str,
@@ -189,24 +194,53 @@ def evaluate(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Score one checkpoint on one split with one evaluation task (a registered name, ``tasks/``: retrieval,
-    zeroshot_cls, grounding, multiple_choice, or a plugin's); write the results JSON when ``out`` is given.
-    ``split=None``: the task's default for the dataset.
-    A released checkpoint (not written by vtp_bench) needs ``method`` or ``experiment``; its source is detected
-    unless given. ``dataset`` is a registered name or a manifest file / folder (your own data), which ``name``
-    renames in the results (default: as ``locate``). ``task`` may be an EvalTask instance (``vtp-bench embed``: the
-    retrieval task that also keeps the embeddings it scored). An existing ``out`` is refused before scoring unless
-    ``overwrite`` (see ``write_results``); ``result["results_file"]`` (not in the file) is the file written."""
-    if out is not None and not overwrite:
-        refuse_existing(Path(out))
+    zeroshot_cls, grounding, multiple_choice, or a plugin's); see ``evaluate_tasks`` (this is it for one task)."""
+    return evaluate_tasks(ckpt, dataset, [task], split, out, allow_missing, overrides, trust_checkpoint, accelerator,
+                          devices, ckpt_source, method, experiment, name, overwrite)[0]
+
+
+def evaluate_tasks(
+    ckpt: str | Path,
+    dataset: str,
+    tasks: Sequence[str | EvalTask],
+    split: str | None = None,
+    out: str | Path | None = None,
+    allow_missing: bool = False,
+    overrides: list[str] = (),
+    trust_checkpoint: bool = False,
+    accelerator: str = "auto",
+    devices: int = 1,
+    ckpt_source: str | None = None,
+    method: str | None = None,
+    experiment: str | None = None,
+    name: str | None = None,
+    overwrite: bool = False,
+) -> list[dict[str, Any]]:
+    """Score one checkpoint on one dataset with each of ``tasks``, every clip the tasks share decoded and encoded
+    once (``data.evalset.SharedClips``: retrieval and zero-shot classification of one test split share all of
+    theirs); one result per task, each as ``vtp-bench eval --task`` of that task alone would give it. ``split=None``:
+    each task's default for the dataset. A released checkpoint (not written by vtp_bench) needs ``method`` or
+    ``experiment``; its source is detected unless given. ``dataset`` is a registered name or a manifest file / folder
+    (your own data), which ``name`` renames in the results (default: as ``locate``). A task may be an EvalTask
+    instance (``vtp-bench embed``: the retrieval task that also keeps the embeddings it scored). With ``out``, each
+    task's results JSON is written (``results_file``: ``out`` for one task, ``<stem>.<task>.json`` for several); an
+    existing one is refused before scoring unless ``overwrite`` (see ``write_results``);
+    ``result["results_file"]`` (not in the file) is the file written."""
+    names = [t if isinstance(t, str) else t.name for t in tasks]
+    if len(set(names)) != len(names) or not names:
+        raise EvaluationError(f"tasks {names}: give each task once")
+    outs = [results_file(Path(out), t, len(names)) for t in names] if out is not None else []
+    if not overwrite:
+        for path in outs:
+            refuse_existing(path)
     overrides = list(overrides) + ([f"eval.allow_missing={allow_missing}"] if allow_missing else [])
     module = module_from_checkpoint(ckpt, overrides, trust_checkpoint, ckpt_source, method, experiment)
     cfg = module.cfg
     dm = VideoTextDataModule(cfg, eval_dataset=dataset, eval_split=split, allow_missing=allow_missing,
-                             task=task if isinstance(task, str) else task.name, eval_name=name)
-    if not isinstance(task, str):
-        dm.test_task = task
+                             task=list(tasks), eval_name=name)
     quiet_lightning()
-    status(f"encoding {dataset} (split {dm.eval_split}, task {dm.test_task.name}) with {cfg.method.name} ...")
+    what = ", ".join(f"{t.name} on split {s}" for t, s in zip(dm.test_tasks, dm.eval_splits))
+    status(f"encoding {dataset} ({what}) with {cfg.method.name} ...")
     from vtp_bench.trainer_check import make_trainer
 
     trainer = make_trainer("--accelerator / --devices", accelerator=accelerator, devices=devices, logger=False,
@@ -214,33 +248,38 @@ def evaluate(
                            precision=cfg.trainer.get("precision", "32-true"), use_distributed_sampler=False,
                            strategy="ddp" if devices > 1 else "auto")
     trainer.test(module, datamodule=dm, verbose=False)
-    if not module.last_metrics:  # the loader yielded no batch: never write a results file that scored nothing
+    if not module.last_results:  # the loader yielded no batch: never write a results file that scored nothing
         raise EvaluationError(f"the evaluation of {ckpt} on {dataset} scored nothing: its loader yielded no batch "
-                              f"(split {dm.eval_split!r}); check the manifest and data.eval_batch_size")
-    src = dm.test_source
-    result = {
+                              f"(split(s) {dm.eval_splits}); check the manifest and data.eval_batch_size")
+    common = {
         "method": cfg.method.name,
         "experiment": cfg.name,
         "checkpoint": str(ckpt),
         "checkpoint_source": getattr(getattr(module, "official_load_report", None), "source", "vtp_bench"),
         "checkpoint_load": getattr(getattr(module, "official_load_report", None), "to_dict", dict)(),
         **training_record(ckpt, module),
-        "dataset": src.name,
-        "split": src.split if src.from_path else dm.eval_split,
-        "manifest": str(src.manifest),
-        "manifest_sha256": sha256_of(src.manifest),
-        **module.last_eval_info,
-        "frames": cfg.data.eval_num_frames or cfg.data.num_frames,
-        "sampler": cfg.data.eval_sampling,
-        "img_size": cfg.data.img_size,
-        "decode_size": cfg.data.decode_size,
-        **dm.eval_format.record(),  # data_format (how the clips were stored) and decoder
-        "metrics": module.last_metrics,
-        "vtp_bench_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    result["devices"] = trainer.world_size
-    if out is not None and trainer.is_global_zero:
-        written = write_results(Path(out), result, overwrite)
-        result["results_file"] = str(written)
-    return result
+    results = []
+    for k, (task_obj, src) in enumerate(zip(dm.test_tasks, dm.test_sources)):
+        metrics, info = module.last_results[task_obj.name]
+        result = {
+            **common,
+            "dataset": src.name,
+            "split": src.split if src.from_path else dm.eval_splits[k],
+            "manifest": str(src.manifest),
+            "manifest_sha256": sha256_of(src.manifest),
+            **info,
+            "frames": cfg.data.eval_num_frames or cfg.data.num_frames,
+            "sampler": cfg.data.eval_sampling,
+            "img_size": cfg.data.img_size,
+            "decode_size": cfg.data.decode_size,
+            **dm.eval_format.record(),  # data_format (how the clips were stored) and decoder
+            "metrics": metrics,
+            "vtp_bench_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "devices": trainer.world_size,
+        }
+        if outs and trainer.is_global_zero:
+            result["results_file"] = str(write_results(outs[k], result, overwrite))
+        results.append(result)
+    return results

@@ -50,6 +50,7 @@ class VTPModule(L.LightningModule):
         self.last_metrics: dict[str, float] = {}
         self.last_metrics_step: int | None = None  # the optimizer step whose weights last_metrics scored
         self.last_eval_info: dict[str, Any] = {}
+        self.last_results: dict[str, tuple[dict[str, float], dict[str, Any]]] = {}  # per task of the last eval
         self.weights_digests: list[str] = []  # one per rank, at the end of training
         self.unchanged_params: list[str] = []  # trainable parameters that training never changed
         self._start_digests: dict[str, bytes] = {}
@@ -181,11 +182,11 @@ class VTPModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         dm = self.trainer.datamodule
-        self._finish_eval("val", dm.val_task, dm.val_set)
+        self._finish_eval("val", [(dm.val_task, dm.val_set)], dm.val_set)
 
     def on_test_epoch_end(self) -> None:
         dm = self.trainer.datamodule
-        self._finish_eval("test", dm.test_task, dm.test_set)
+        self._finish_eval("test", dm.test_pairs(), dm.test_clips)
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch_size: int) -> Embeddings:
@@ -200,43 +201,55 @@ class VTPModule(L.LightningModule):
         gathered = [p for rank_parts in gather_objects(parts) for p in rank_parts]
         return Embeddings.cat(gathered)
 
-    def _finish_eval(self, prefix: str, task: EvalTask, eset: EvalSet) -> None:
-        """Every rank holds its shard of the clips: gather (collectives called by every rank, before any decision
-        that could differ between ranks), put the clips in order, drop the videos that could not be read (or
-        refuse them), and let the task score the whole set once."""
+    def _finish_eval(self, prefix: str, pairs: list[tuple[EvalTask, EvalSet]], encoded: Any) -> None:
+        """Every rank holds its shard of the clips of ``encoded`` (one set, or several sets' ``SharedClips``):
+        gather (collectives called by every rank, before any decision that could differ between ranks), put the
+        clips in order, and let each task score its set once, its unreadable videos dropped (or refused).
+        ``last_results`` holds every task's (metrics, info); ``last_metrics`` / ``last_eval_info`` the first's."""
         skipped = sorted(i for part in gather_objects(self._eval_skipped) for i in part)
         parts = [p for rank_parts in gather_objects(self._eval_parts) for p in rank_parts]
         self._eval_parts, self._eval_skipped = [], []
+        order = torch.cat([i for i, _ in parts]) if parts else torch.zeros(0, dtype=torch.long)
+        if len(order) + len(skipped) != len(encoded.clips):
+            raise RuntimeError(f"encoded {len(order)} clips and skipped {len(skipped)}, expected {len(encoded.clips)}")
+        emb = Embeddings.cat([e for _, e in parts]).index(torch.argsort(order)) if parts else None
+        readable = {c: i for i, c in enumerate(sorted(set(range(len(encoded.clips))) - set(skipped)))}
+        self.last_results = {}
+        for k, (task, eset) in enumerate(pairs):
+            positions = encoded.positions[k] if encoded is not eset else list(range(len(eset.clips)))
+            metrics, info = self._score(task, eset, emb, positions, readable)
+            self.last_results[task.name] = (metrics, info)
+            if k == 0:
+                self.last_metrics, self.last_metrics_step, self.last_eval_info = metrics, self.global_step, info
+            for key in task.headline:
+                name = f"{prefix}/{key}" if len(pairs) == 1 else f"{prefix}/{task.name}/{key}"
+                self.log(name, metrics[key], prog_bar=k == 0 and key == task.headline[0], sync_dist=False)
+
+    def _score(self, task: EvalTask, eset: EvalSet, emb: Embeddings | None, positions: list[int],
+               readable: dict[int, int]) -> tuple[dict[str, float], dict[str, Any]]:
+        """One task on its set: ``positions`` are its clips' among the encoded ones, ``readable`` maps an encoded
+        clip that was read to its row of ``emb``."""
         clips = eset.clips
-        bad = sorted({clips[i].video for i in skipped})
+        bad = sorted({clips[j].video for j, p in enumerate(positions) if p not in readable})
         if bad and not self.cfg.eval.allow_missing:
             names = [eset.video_ids[i] for i in bad[:5]]
             raise MissingVideosError(
                 f"{eset.manifest}: {len(bad)} of {len(eset.video_ids)} videos could not be read (e.g. {names}); "
                 "run `vtp-bench data check` on the manifest, or pass --allow-missing to score the rest"
             )
-        if not parts:
+        if emb is None or len(bad) == len(eset.video_ids):
             names = [eset.video_ids[i] for i in bad[:5]]
             raise MissingVideosError(
                 f"{eset.manifest}: none of the {len(eset.video_ids)} videos could be read (e.g. {names}; "
                 f"{len(eset.missing)} more missing), so nothing readable is left to score; run `vtp-bench data check` "
                 "on the manifest"
             )
-        order = torch.cat([i for i, _ in parts])
-        if len(order) + len(skipped) != len(clips):
-            raise RuntimeError(f"encoded {len(order)} clips and skipped {len(skipped)}, expected {len(clips)}")
-        emb = Embeddings.cat([e for _, e in parts]).index(torch.argsort(order))  # the readable clips, in order
+        dropped = set(bad)
+        rows = [readable[p] for j, p in enumerate(positions) if clips[j].video not in dropped]
         if bad:
-            dropped, unreadable = set(bad), set(skipped)
-            good = [i for i in range(len(clips)) if i not in unreadable]
-            emb = emb.index(torch.tensor([j for j, i in enumerate(good) if clips[i].video not in dropped]))
             eset = eset.drop_videos(bad)
-        metrics, info = task.score(self, emb, eset, self.cfg)
-        self.last_metrics, self.last_metrics_step = metrics, self.global_step
-        self.last_eval_info = {"task": task.name, **info, "num_missing": len(eset.missing),
-                               "missing": eset.missing[:100]}
-        for k in task.headline:
-            self.log(f"{prefix}/{k}", metrics[k], prog_bar=k == task.headline[0], sync_dist=False)
+        metrics, info = task.score(self, emb.index(torch.tensor(rows, dtype=torch.long)), eset, self.cfg)
+        return metrics, {"task": task.name, **info, "num_missing": len(eset.missing), "missing": eset.missing[:100]}
 
 
 class MethodStepHook(L.Callback):

@@ -17,7 +17,7 @@ Lightning's sense too (``formats.base.ResumableLoader``: same state, same effect
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import lightning as L
 from omegaconf import DictConfig
@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from vtp_bench.data.catalog import DatasetSource, is_path, locate
 from vtp_bench.data.dataset import DecodeOptions, EvalClipDataset
-from vtp_bench.data.evalset import EvalSet, EvalSetSource
+from vtp_bench.data.evalset import EvalSet, EvalSetSource, SharedClips
 from vtp_bench.data.formats.base import ClipMedia, DataFormat, ResumableLoader, loader_args
 from vtp_bench.data.inputs import ItemInputs
 from vtp_bench.data.samplers import ShardSampler
@@ -36,26 +36,32 @@ from vtp_bench.registry import DATA_FORMATS, TASKS
 
 class VideoTextDataModule(L.LightningDataModule):
     def __init__(self, cfg: DictConfig, eval_dataset: str | None = None, eval_split: str | None = None,
-                 allow_missing: bool = False, video_root: Path | None = None, task: str = "retrieval",
+                 allow_missing: bool = False, video_root: Path | None = None,
+                 task: str | EvalSetSource | Sequence[str | EvalSetSource] = "retrieval",
                  eval_name: str | None = None) -> None:
+        """``task``: the evaluation task(s) ``test`` scores (names or task objects); several tasks on one dataset
+        share their clips: each clip is decoded and encoded once (``SharedClips``)."""
         super().__init__()
         self.cfg = cfg
         d = cfg.data
         self.eval_dataset = eval_dataset or d.eval[0]
-        self.test_task: EvalSetSource = TASKS.get(task)()
+        tasks = [task] if isinstance(task, str) or not isinstance(task, Sequence) else list(task)
+        self.test_tasks: list[EvalSetSource] = [TASKS.get(t)() if isinstance(t, str) else t for t in tasks]
         self.val_task: EvalSetSource = TASKS.get(cfg.eval.val_task)()
         self.split_given = eval_split is not None  # asked for: a manifest file of another split is refused
-        self.eval_split = eval_split or self.test_task.default_split(self.eval_dataset)
+        self.eval_splits = [eval_split or t.default_split(self.eval_dataset) for t in self.test_tasks]
+        self.eval_split = self.eval_splits[0]
         self.allow_missing = allow_missing or cfg.eval.allow_missing
         self.video_root = video_root
         self.eval_name = eval_name  # the name of an evaluation set given as a path (default: its stem)
-        self.test_source: DatasetSource | None = None
+        self.test_sources: list[DatasetSource] = []
         self.format: DataFormat = DATA_FORMATS.get(d.format)(cfg)  # training
         self.eval_format: DataFormat = DATA_FORMATS.get(d.eval_format)(cfg)  # validation and test
         self.train_set: Any = None
         self.val_set: EvalSet | None = None
-        self.test_set: EvalSet | None = None
+        self.test_sets: list[EvalSet] = []
         self.val_media: ClipMedia | None = None  # where an evaluation clip's video comes from (None: its file)
+        self.test_clips: Any = None  # what the test loader encodes: the one set, or the sets' SharedClips
         self.test_media: ClipMedia | None = None
         self.resume_from: dict[str, int] | None = None  # load_state_dict's position, until a loader starts there
         self.train_transform = VideoTransform(d.img_size, train=True, crop_scale=tuple(d.crop_scale), hflip=d.hflip)
@@ -77,9 +83,31 @@ class VideoTextDataModule(L.LightningDataModule):
             self.val_set, self.val_media = self.eval_format.eval_set(self.val_task, src, self.video_root,
                                                                 self.allow_missing, self.eval_inputs, d.max_val_videos)
         if stage in (None, "test"):
-            src = self.test_source = self._source(self.eval_dataset, self.eval_split, self.eval_name, self.split_given)
-            self.test_set, self.test_media = self.eval_format.eval_set(self.test_task, src, self.video_root,
-                                                                  self.allow_missing, self.eval_inputs)
+            self.test_sources = [self._source(self.eval_dataset, split, self.eval_name, self.split_given)
+                                 for split in self.eval_splits]
+            loaded = [self.eval_format.eval_set(task, src, self.video_root, self.allow_missing, self.eval_inputs)
+                      for task, src in zip(self.test_tasks, self.test_sources)]
+            self.test_sets = [s for s, _ in loaded]
+            if len(loaded) == 1:
+                self.test_clips, self.test_media = loaded[0]
+            else:
+                self.test_clips = self.test_media = SharedClips.of(self.test_sets, [m for _, m in loaded])
+
+    @property
+    def test_task(self) -> EvalSetSource:
+        return self.test_tasks[0]
+
+    @property
+    def test_set(self) -> EvalSet:
+        return self.test_sets[0]
+
+    @property
+    def test_source(self) -> DatasetSource:
+        return self.test_sources[0]
+
+    def test_pairs(self) -> list[tuple[EvalSetSource, EvalSet]]:
+        """Each test task with its set, in the order asked for."""
+        return list(zip(self.test_tasks, self.test_sets))
 
     def state_dict(self) -> dict[str, int]:
         """Where the training data stands: the epoch and the batches of it trained on (empty outside training)."""
@@ -119,5 +147,5 @@ class VideoTextDataModule(L.LightningDataModule):
         return self.eval_loader(self.val_set, self.val_media)
 
     def test_dataloader(self) -> DataLoader:
-        assert self.test_set is not None
-        return self.eval_loader(self.test_set, self.test_media)
+        assert self.test_clips is not None
+        return self.eval_loader(self.test_clips, self.test_media)

@@ -4,7 +4,7 @@ layer only loads their clips, so it imports no task."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Sequence
 
@@ -130,3 +130,54 @@ class DropsVideos:
             changes[self.video_of_query] = of.new_tensor(mapped) if hasattr(of, "new_tensor") else mapped
         changes["missing"] = list(getattr(self, "missing")) + [ids[i] for i in sorted(drop)]
         return replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass
+class SharedClips:
+    """The clips of several evaluation sets, each encoded once: a clip is its video file and window, so two tasks
+    on the same videos (retrieval and zero-shot classification of one test split, say) share every clip. It reads
+    as one evaluation set (``clips``, ``video_ids``, ``rows``, ``manifest``) for the clip loader; ``positions[i]``
+    gives set i's clips' positions here. Rows keep their box files absolute (sets may come from several
+    manifests); ``media`` says where each video's bytes come from (a data format's reader, or None: the file)."""
+
+    manifest: Path
+    video_ids: list[str]
+    rows: list[ManifestRow]
+    clips: list[Clip]
+    positions: list[list[int]]
+    media: dict[str, Any]  # resolved video path -> (its set's reader or None, the set's id of the video)
+    missing: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, sets: Sequence[Any], media: Sequence[Any] | None = None) -> "SharedClips":
+        video_of: dict[str, int] = {}
+        clip_of: dict[tuple[str, float | None, float | None], int] = {}
+        ids: list[str] = []
+        rows: list[ManifestRow] = []
+        clips: list[Clip] = []
+        where: dict[str, Any] = {}
+        positions: list[list[int]] = []
+        for k, eset in enumerate(sets):
+            mine = []
+            for clip in eset.clips:
+                path = str(Path(clip.path).resolve())
+                if path not in video_of:
+                    video_of[path] = len(ids)
+                    ids.append(eset.video_ids[clip.video])
+                    where[path] = ((media[k] if media else None), eset.video_ids[clip.video])
+                    if len(eset.rows) == len(eset.video_ids):
+                        row = eset.rows[clip.video]
+                        boxes = str(resolve_path(row.boxes, eset.manifest).resolve()) if row.boxes else None
+                        rows.append(replace(row, boxes=boxes))
+                key = (path, clip.start, clip.end)
+                if key not in clip_of:
+                    clip_of[key] = len(clips)
+                    clips.append(Clip(video_of[path], clip.path, clip.start, clip.end))
+                mine.append(clip_of[key])
+            positions.append(mine)
+        return cls(sets[0].manifest, ids, rows if len(rows) == len(ids) else [], clips, positions, where)
+
+    def __call__(self, video_id: str, path: Path) -> Any:
+        """The clip loader's ``media``: each video read as its own set's data format reads it."""
+        reader, own_id = self.media[str(Path(path).resolve())]
+        return path if reader is None else reader(own_id, path)

@@ -43,6 +43,16 @@ def _count_nan(sim: Tensor, step: int) -> int:
     return total
 
 
+def _captions_of(t2v: Tensor, caps: Tensor, nv: int) -> Tensor:
+    """[nv, max captions] the text indices of each video (in text order), right-padded with -1."""
+    order = torch.argsort(t2v, stable=True)
+    start = torch.cumsum(caps, 0) - caps
+    slot = torch.arange(len(t2v), device=t2v.device) - start[t2v[order]]
+    out = torch.full((nv, int(caps.max())), -1, dtype=torch.long, device=t2v.device)
+    out[t2v[order], slot] = order
+    return out
+
+
 def _rank_and_hits(
     g: Tensor, m: Tensor, k: Tensor, ties: str, ks: Sequence[int]
 ) -> tuple[Tensor, dict[int, Tensor]]:
@@ -324,7 +334,7 @@ def retrieval_metrics_from_embeddings(
     nan = 0
     for a in range(0, nt, step):
         block = text[a : a + step] @ video_t
-        nan += int(torch.isnan(block).sum())
+        nan += _count_nan(block, step)  # row sums: free beside the product; rows with a NaN re-counted exactly
         b = block.shape[0]
         gt[a : a + b] = block[torch.arange(b, device=dev), t2v[a : a + b]]
         out = buf[:b]
@@ -339,15 +349,25 @@ def retrieval_metrics_from_embeddings(
     g = torch.zeros(nv, dtype=torch.long, device=dev)
     ge = torch.zeros(nv, dtype=torch.long, device=dev)
     if v2t_mode == "caption" or bool((caps == 1).all()):
-        # the same row blocks again (same shapes, same values), each adding its texts' counts to every column
-        best = torch.full((nv,), float("-inf"), dtype=text.dtype, device=dev)
-        best = best.scatter_reduce(0, t2v, gt, reduce="amax")
-        k = torch.zeros(nv, dtype=torch.long, device=dev).scatter_add(0, t2v, (gt == best[t2v]).long())
-        for a in range(0, nt, step):
-            block = text[a : a + step] @ video_t
-            out = buf[: block.shape[0]]
-            g += torch.gt(block, best[None, :], out=out).sum(0).long()
-            ge += torch.ge(block, best[None, :], out=out).sum(0).long()
+        # row blocks of the transposed product (videos x every text): a video's best caption score and the
+        # counts against it come from the same block computation, so its best GT ties with itself; row sums,
+        # as the t2v pass (column sums of the t2v blocks cost half as much again as the product)
+        del buf
+        k = torch.zeros(nv, dtype=torch.long, device=dev)
+        captions = _captions_of(t2v, caps, nv)  # [nv, max captions] text indices, -1 padded
+        text_t = text.T
+        step = _step(chunk_size, nt * 4)
+        buf = _counts_buffer((min(step, nv), nt), nt, dev)
+        for a in range(0, nv, step):
+            block = video[a : a + step] @ text_t
+            b = block.shape[0]
+            idx = captions[a : a + b]
+            own = block.gather(1, idx.clamp(min=0)).masked_fill(idx < 0, float("-inf"))
+            best = own.amax(1)
+            k[a : a + b] = (own == best[:, None]).sum(1)
+            out = buf[:b]
+            g[a : a + b] = torch.gt(block, best[:, None], out=out).sum(1).long()
+            ge[a : a + b] = torch.ge(block, best[:, None], out=out).sum(1).long()
             del block
         del buf
         rank, hits = _rank_and_hits(g, ge - g, k, ties, ks)
