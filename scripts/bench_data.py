@@ -30,7 +30,6 @@ import re
 import subprocess
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -43,6 +42,7 @@ import torch.nn.functional as F
 from benchdoc import write_section  # noqa: E402
 from vtp_bench.data.compress import compress_video
 from vtp_bench.data.video import read_frames, sample_indices
+from vtp_bench.data.video_write import write_video
 
 NUM_FRAMES, SIZE = 8, 224
 CACHE = Path(os.environ.get("VTP_BENCH_CACHE", "/tmp/vtp_bench_data"))
@@ -58,23 +58,16 @@ def synthetic_long_video(path: Path, seed: int, seconds: int = 30, fps: int = 30
     texture = (rng.random((h // 8 + 1, w // 8 + 1, 3)) * 80).repeat(8, 0).repeat(8, 1)[:h, :w]
     blobs = [(rng.uniform(0, w), rng.uniform(0, h), rng.uniform(-4, 4), rng.uniform(-3, 3), rng.uniform(20, 60),
               rng.integers(60, 255, 3)) for _ in range(6)]
-    tmp = path.with_suffix(".part.mp4")
-    with av.open(str(tmp), "w") as c:
-        st = c.add_stream("libx264", rate=Fraction(fps))
-        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
-        st.codec_context.options = {"preset": "veryfast", "crf": "23"}
+    def frames():
         for i in range(seconds * fps):
             img = np.roll(texture, (i // 2) % w, axis=1) + 60
             for x0, y0, vx, vy, r, col in blobs:
                 cx, cy = (x0 + vx * i) % w, (y0 + vy * i) % h
                 img[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = col
-            frame = av.VideoFrame.from_ndarray(np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8),
-                                               format="rgb24")
-            frame.pts = i
-            for p in st.encode(frame):
-                c.mux(p)
-        for p in st.encode():
-            c.mux(p)
+            yield np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+
+    tmp = path.with_suffix(".part.mp4")
+    write_video(tmp, frames(), fps, codec_options={"preset": "veryfast", "crf": "23"})
     tmp.rename(path)
     return path
 
