@@ -346,13 +346,22 @@ class _SeekUnreliable(Exception):
     """A decoded frame's timestamp disagrees with the packet index: decode sequentially instead."""
 
 
-def _decode_keeping(container, stream, keep_pts: set[int]):
+def _decode_keeping(container, stream, keep_pts: set[int], drain_after: set[int]):
     """Decode from the demuxer's position, packet by packet; the decoder discards the non-reference frames
-    (nothing else depends on them) that are not sampled, which H.264 streams with B-frames have plenty of."""
+    (nothing else depends on them) that are not sampled, which H.264 streams with B-frames have plenty of. Once
+    every packet of ``drain_after`` (the frames shown up to the last target this pass serves) is in, the decoder
+    is drained instead of fed on: it would otherwise hold that target back until it had decoded a later frame
+    (B-frame reordering), a whole frame decoded for nothing before each seek (the next seek resets it)."""
     cc = stream.codec_context
+    pending = set(drain_after)
     for packet in container.demux(stream):
         cc.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in keep_pts else "NONREF"
         yield from stream.decode(packet)
+        pending.discard(packet.pts)
+        if not pending:
+            cc.skip_frame = "DEFAULT"
+            yield from stream.decode(None)
+            return
     cc.skip_frame = "DEFAULT"
 
 
@@ -364,11 +373,19 @@ def _decode_seeking(path: Path, container, stream, index: _PacketIndex, indices:
     keep = {index.pts[i] for i in buf.slots}
     frames = None
     last = -1  # presentation index of the last frame the current decoder pass returned
-    for target in sorted(buf.slots):
+    targets = sorted(buf.slots)
+
+    def seeks_after(t: int, following: int) -> bool:  # the next target's GOP starts after the frame after t
+        return t < index.keyframe_before(following) - 1
+
+    for n, target in enumerate(targets):
         key = index.keyframe_before(target)
         if frames is None or last < key - 1:  # the target's GOP starts after the next frame: jump to it
             container.seek(index.pts[key], stream=stream, backward=True, any_frame=False)
-            frames = _decode_keeping(container, stream, keep)
+            end = n  # the last target this pass serves: the one before the next seek
+            while end + 1 < len(targets) and not seeks_after(targets[end], targets[end + 1]):
+                end += 1
+            frames = _decode_keeping(container, stream, keep, set(index.pts[key: targets[end] + 1]))
         while last != target:
             frame = next(frames, None)
             last = None if frame is None else position.get(frame.pts)
