@@ -176,27 +176,12 @@ def results_file(out: Path, task: str, tasks: int) -> Path:
     return out if tasks == 1 else out.with_name(f"{out.stem}.{task}{out.suffix or '.json'}")
 
 
-def evaluate(
-    ckpt: str | Path,
-    dataset: str,
-    split: str | None = None,
-    out: str | Path | None = None,
-    allow_missing: bool = False,
-    overrides: list[str] = (),
-    trust_checkpoint: bool = False,
-    accelerator: str = "auto",
-    devices: int = 1,
-    ckpt_source: str | None = None,
-    method: str | None = None,
-    experiment: str | None = None,
-    task: str | EvalTask = "retrieval",
-    name: str | None = None,
-    overwrite: bool = False,
-) -> dict[str, Any]:
+def evaluate(ckpt: str | Path, dataset: str, split: str | None = None, out: str | Path | None = None, *,
+             task: str | EvalTask = "retrieval", **options: Any) -> dict[str, Any]:
     """Score one checkpoint on one split with one evaluation task (a registered name, ``tasks/``: retrieval,
-    zeroshot_cls, grounding, multiple_choice, or a plugin's); see ``evaluate_tasks`` (this is it for one task)."""
-    return evaluate_tasks(ckpt, dataset, [task], split, out, allow_missing, overrides, trust_checkpoint, accelerator,
-                          devices, ckpt_source, method, experiment, name, overwrite)[0]
+    zeroshot_cls, grounding, multiple_choice, or a plugin's): ``evaluate_tasks`` with one task (``options``: its
+    keyword arguments), its one result."""
+    return evaluate_tasks(ckpt, dataset, [task], split, out, **options)[0]
 
 
 def evaluate_tasks(
