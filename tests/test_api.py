@@ -145,8 +145,6 @@ def test_unknown_logger_is_refused_when_the_config_loads():
 
 
 def test_wandb_and_mlflow_offline_get_config_curves_final_metrics_and_summary(data_root, tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
-    pytest.importorskip("mlflow")
     import tempfile
 
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -158,6 +156,9 @@ def test_wandb_and_mlflow_offline_get_config_curves_final_metrics_and_summary(da
         (tmp_path / "wandb_home" / sub).mkdir(parents=True)
         monkeypatch.setenv(var, str(tmp_path / "wandb_home" / sub))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "wandb_home" / "tmp"))
+    # imported only now: wandb makes its temporary folders when imported (tempfile.TemporaryDirectory at module level)
+    pytest.importorskip("wandb")
+    pytest.importorskip("mlflow")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert main(["train", "frozen_synth", *TINY, f"data.root={data_root}", f"run.dir={tmp_path / 'runs'}",
                  "run.version=t", "run.loggers=[csv,wandb,mlflow]"]) == 0

@@ -178,6 +178,8 @@ def test_two_nodes_with_torchrun_train_one_model(ddp_data, tmp_path):
                "-m", "vtp_bench.cli", "train", "frozen_synth", *args]
         env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "VTP_RUN_VERSION")}
         env["PYTHONUNBUFFERED"] = "1"
+        env["TMPDIR"] = str(tmp_path / f".tmp{node}")  # torchrun's torchelastic_* folders: in the test's folder
+        (tmp_path / f".tmp{node}").mkdir(exist_ok=True)
         procs.append(subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
     outs = [p.communicate(timeout=300)[0] for p in procs]

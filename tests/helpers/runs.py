@@ -22,8 +22,11 @@ LAUNCH_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "
 
 def run_clean(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """``args`` in a subprocess, unbuffered, with the launcher variables of ``LAUNCH_VARS`` removed unless ``env``
-    sets them; the output is captured (``.stdout``, ``.stderr``)."""
-    e = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    sets them; the output is captured (``.stdout``, ``.stderr``). Its temporary files (torch.distributed's
+    ``torchelastic_*`` folders, ...) go to ``cwd/.tmp``, which the test's folder holds, not to /tmp."""
+    tmp = Path(cwd) / ".tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    e = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp), **(env or {})}
     for k in LAUNCH_VARS:
         if k not in (env or {}):
             e.pop(k, None)
