@@ -92,3 +92,17 @@ def coded_grounding(tmp_path_factory) -> Path:
     from helpers import oracle  # here, not at the top: importing it registers the oracle method
 
     return oracle.write_coded_grounding(tmp_path_factory.mktemp("gr"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_wandb_folders_left_in_tmp():
+    """wandb makes two temporary folders (``tmp*wandb-artifacts``, ``tmp*wandb-media``) in every process that
+    imports it, in the system's temporary folder and for good; those this session made are removed at its end."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.gettempdir())
+    before = set(tmp.glob("tmp*wandb-*"))
+    yield
+    for folder in set(tmp.glob("tmp*wandb-*")) - before:
+        shutil.rmtree(folder, ignore_errors=True)
