@@ -77,7 +77,9 @@ def plot_results(results: list[Result], out: str | Path) -> Path:
         chances = [c for c in (chance_of(r) for r in results if group_key(r) == key) if c is not None]
         top = max([iv[1] for iv in ivs if iv] + [v for v in vals if v is not None] + chances + [1.0])
         xmax = min(100.0, max(10.0, math.ceil(top * 1.25 / 10) * 10))
-        ax.set_xlim(0, xmax)
+        # room for the value printed past a bar near 100 %: the axis runs on, its ticks stop at the scale's end
+        ax.set_xlim(0, max(xmax, top + 0.14 * xmax))
+        ax.set_xticks([t for t in ax.get_xticks() if 0 <= t <= xmax])
         for y, v, iv in zip(ys, vals, ivs):
             ax.text((iv[1] if iv else v or 0.0) + 0.01 * xmax, y, "n/a" if v is None else f"{v:.1f}", va="center",
                     fontsize=8, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
@@ -173,7 +175,7 @@ def plot_curves(results: list[Result], out: str | Path) -> Path | None:
                     label=k.removeprefix("train/"))
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name.replace(" (", "\n(", 1), fontsize=9)  # method, then its run: never wider than the panel
         ax.grid(alpha=0.3)
         handles, labs = ax.get_legend_handles_labels()
         val_metric = next(((m, label) for m, label in val_metrics() if m in series), None)
